@@ -1,0 +1,28 @@
+# The two commands: `make run` (the main job) and `make test` (the test suite).
+# Each does its own idempotent set-up first (scripts/setup.sh).
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: run test setup lint bench clean-outputs
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	dvc repro
+	@dvc metrics show
+
+test: setup
+	pytest -q
+
+lint: setup
+	ruff check src stages flows tests benchmarks
+	ruff format --check src stages flows tests benchmarks
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; python $$b; done

@@ -1,0 +1,336 @@
+"""The one schema of params.yaml: pydantic models, one per section, that reject unknown keys.
+
+Each stage loads the whole file through :func:`load_params` (so a typo anywhere fails before any
+work) and then uses only its own section(s). Models are frozen: config is a value.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from onceflow.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------- base
+class BaseConfig(StrictModel):
+    seed: int = 0  # one seed from which every stage derives its RNGs
+    threads: Annotated[int, Field(ge=1, le=256)] = 2  # torch / ORT intra-op threads
+    device: Literal["cpu", "cuda", "auto"] = "cpu"  # where torch work runs; auto = cuda if present
+
+
+# --------------------------------------------------------------------------------------- data
+DataSource = Literal["fashion-mnist", "cifar10", "imagefolder"]
+
+
+class DataConfig(StrictModel):
+    source: DataSource = "fashion-mnist"
+    # fashion-mnist: dir of gzipped IDX files; cifar10: the cifar-10-batches-py dir;
+    # imagefolder: a dir holding train/ and test/, each with one sub-folder per class.
+    path: str = "/usr/share/datasets/fashion-mnist"
+    val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1  # stratified, from train
+    max_train: Annotated[int, Field(ge=1)] | None = None  # stratified subset of train for quick runs
+    max_test: Annotated[int, Field(ge=1)] | None = None  # stratified subset of test
+    image_size: Annotated[int, Field(ge=8)] | None = None  # imagefolder: resize to this square
+    channels: Literal[1, 3] | None = None  # imagefolder: force grayscale (1) or RGB (3)
+    # Validation gate.
+    min_images_per_class: Annotated[int, Field(ge=1)] = 1  # per split (train, val and test)
+    class_balance_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # |n_c/mean - 1| bound
+
+
+# ------------------------------------------------------------------------ supernet (issue 3)
+Activation = Literal["relu", "hswish"]
+ElasticDim = Literal["resolution", "kernel", "depth", "expand", "width"]
+
+
+def _sorted_unique(name: str, values: list) -> list:
+    if not values:
+        raise ValueError(f"{name} must list at least one choice")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} has duplicate choices: {values}")
+    return sorted(values)
+
+
+class StageConfig(StrictModel):
+    """One backbone stage: a run of MBConv blocks sharing an output width."""
+
+    channels: Annotated[int, Field(ge=1)]  # block output channels at width multiplier 1.0
+    stride: Literal[1, 2] = 1  # stride of the stage's first block
+    se: bool = False  # squeeze-and-excitation in every block of the stage
+    act: Activation = "relu"
+    depths: list[Annotated[int, Field(ge=1)]] | None = None  # overrides supernet.depths here
+
+    @field_validator("depths")
+    @classmethod
+    def _depths(cls, v: list[int] | None) -> list[int] | None:
+        return None if v is None else _sorted_unique("depths", v)
+
+
+def _default_stages() -> list[StageConfig]:
+    return [
+        StageConfig(channels=24, stride=1, se=False, act="relu"),
+        StageConfig(channels=40, stride=2, se=True, act="relu"),
+        StageConfig(channels=64, stride=2, se=False, act="hswish"),
+        StageConfig(channels=96, stride=2, se=True, act="hswish"),
+    ]
+
+
+class SupernetConfig(StrictModel):
+    """The search space: a MobileNetV3-style backbone with elastic choices (sorted ascending)."""
+
+    resolutions: list[Annotated[int, Field(ge=8)]] = [20, 24, 28]  # input side lengths
+    kernels: list[Annotated[int, Field(ge=1)]] = [3, 5, 7]  # depthwise kernel sizes (odd)
+    expands: list[Annotated[float, Field(gt=0)]] = [3.0, 4.0, 6.0]  # MBConv expand ratios
+    depths: list[Annotated[int, Field(ge=1)]] = [1, 2, 3]  # blocks per stage
+    widths: list[Annotated[float, Field(gt=0, le=1.0)]] = [0.75, 1.0]  # per-stage width mult.
+    stem_channels: Annotated[int, Field(ge=1)] = 16
+    stem_stride: Literal[1, 2] = 1
+    stem_act: Activation = "hswish"
+    stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1)
+    head_channels: Annotated[int, Field(ge=1)] = 256  # 1x1 conv before pooling
+    head_act: Activation = "hswish"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # before the classifier, training only
+    channel_divisor: Annotated[int, Field(ge=1)] = 8  # channel counts are multiples of this
+    se_reduction: Annotated[int, Field(ge=1)] = 4  # SE squeeze channels = mid / this
+
+    @field_validator("resolutions", "kernels", "expands", "depths", "widths")
+    @classmethod
+    def _choices(cls, v: list, info: ValidationInfo) -> list:
+        v = _sorted_unique(str(info.field_name), v)
+        if info.field_name == "kernels" and any(k % 2 == 0 for k in v):
+            raise ValueError(f"kernels must be odd, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _widths_top(self) -> SupernetConfig:
+        if self.widths[-1] != 1.0:
+            raise ValueError(f"widths must include 1.0 (the full network), got {self.widths}")
+        return self
+
+
+
+# --------------------------------------------------------------------------- train (issue 3)
+class PhaseConfig(StrictModel):
+    """One progressive-shrinking phase: which dimensions are elastic, for how long, at what lr.
+
+    Dimensions not listed stay at their maximum. Phases run in list order on shared weights.
+    """
+
+    name: str
+    epochs: Annotated[float, Field(gt=0)]  # may be fractional (quick runs)
+    lr: Annotated[float, Field(gt=0)]  # peak learning rate (after warmup) at batch_size
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0  # linear warmup, then cosine to 0
+    elastic: list[ElasticDim] = ["resolution", "kernel", "depth", "expand", "width"]
+    reorder_channels: bool = False  # sort channels by importance before the phase starts
+
+
+def _default_phases() -> list[PhaseConfig]:
+    return [PhaseConfig(name="full", epochs=6, lr=0.1, warmup_epochs=0.5)]
+
+
+class TrainConfig(StrictModel):
+    """Supernet training: sandwich rule, in-place distillation, progressive-shrinking phases."""
+
+    phases: list[PhaseConfig] = Field(default_factory=_default_phases, min_length=1)
+    batch_size: Annotated[int, Field(ge=1)] = 256  # global (split across DDP ranks)
+    n_random: Annotated[int, Field(ge=0)] = 2  # random subnets per step besides max and min
+    distill: Literal["none", "kl", "alpha"] = "kl"  # loss of non-max subnets vs max's soft labels
+    alpha_min: float = -1.0  # alpha-divergence range (AlphaNet)
+    alpha_max: float = 1.0
+    alpha_clip: Annotated[float, Field(gt=0)] = 5.0  # importance-ratio clip of the alpha loss
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # max subnet's hard-label loss
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # SGD with Nesterov
+    weight_decay: Annotated[float, Field(ge=0.0)] = 4e-5  # not applied to BN and biases
+    grad_clip: Annotated[float, Field(gt=0)] | None = 5.0  # max grad norm; null = off
+    hflip: bool = True  # augmentation: random horizontal flip
+    crop_padding: Annotated[int, Field(ge=0)] = 2  # augmentation: pad-and-random-crop pixels
+    channels_last: bool = True  # memory format of activations
+    eval_batch_size: Annotated[int, Field(ge=1)] = 500
+    epoch_eval_images: Annotated[int, Field(ge=0)] = 2000  # val images for per-epoch metrics
+    bn_calib_images: Annotated[int, Field(ge=1)] = 2000  # train images for BN recalibration
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] = 100  # also at every epoch end
+    keep_checkpoints: Annotated[int, Field(ge=2)] = 3  # newest kept; older ones deleted
+    ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on cuda, else gloo
+
+    @model_validator(mode="after")
+    def _alpha(self) -> TrainConfig:
+        if self.alpha_min > self.alpha_max:
+            raise ValueError(
+                f"alpha_min ({self.alpha_min}) must be <= alpha_max ({self.alpha_max})"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------- latency (issue 4)
+class TargetOptions(StrictModel):
+    """Backend-specific knobs of a latency target; each backend reads only its own."""
+
+    # onnxruntime: let idle worker threads spin (fast hand-off, but burns shared cores).
+    allow_spinning: bool = False
+    # onnxruntime: extra SessionOptions config entries (add_session_config_entry key -> value).
+    session_config: dict[str, str] = {}
+    # tensorrt: builder workspace pool limit in MiB.
+    workspace_mb: Annotated[int, Field(ge=16)] = 1024
+    # tensorrt int8: prepared train images fed to the entropy calibrator.
+    int8_calibration_images: Annotated[int, Field(ge=1)] = 64
+    # tensorrt: directory of serialized engines keyed by content hash (outside DVC outs).
+    engine_cache_dir: str = ".cache/onceflow/tensorrt"
+    # torch on CUDA: replay each model as a captured CUDA graph (removes launch overhead).
+    cuda_graphs: bool = False
+    # pin the measuring process to these CPU ids while timing (Linux); null = no pinning.
+    cpu_affinity: tuple[int, ...] | None = None
+
+
+class LatencyTarget(StrictModel):
+    """One hardware/runtime target that gets its own latency table (`latency_table@<name>`)."""
+
+    backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    threads: Annotated[int, Field(ge=1, le=256)] = 1  # intra-op threads (CPU), fixed
+    inter_op_threads: Annotated[int, Field(ge=1, le=256)] = 1
+    # onnxruntime execution providers in priority order.
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    work_pool: str | None = None  # Prefect work pool that runs this target's stage
+    options: TargetOptions = TargetOptions()
+
+
+class MeasureProtocolConfig(StrictModel):
+    """The timing protocol shared by LUT entries and end-to-end validation subnets."""
+
+    warmup: Annotated[int, Field(ge=0)] = 20  # untimed runs per item
+    repeats: Annotated[int, Field(ge=1)] = 25  # timed rounds (samples per item)
+    number: Annotated[int, Field(ge=1)] = 10  # back-to-back runs per sample
+    interleave: bool = True  # rounds cycle over all items in shuffled order
+
+
+class LatencyConfig(StrictModel):
+    targets: dict[str, LatencyTarget] = {"ort-cpu": LatencyTarget()}
+    protocol: MeasureProtocolConfig = MeasureProtocolConfig()
+    calibration_subnets: Annotated[int, Field(ge=3)] = 30  # K measured subnets for the fit
+    validation_subnets: Annotated[int, Field(ge=2)] = 50  # M held-out measured subnets
+    # auto: choose by leave-one-out error among affine / per-kind fits; or force one.
+    calibration: Literal["auto", "none", "affine", "per_kind"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_targets(self) -> LatencyConfig:
+        if not self.targets:
+            raise ValueError("latency.targets is empty: define at least one target")
+        for name, t in self.targets.items():
+            if not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"latency.targets: name {name!r} must be letters, digits, - or _")
+            if t.backend == "tensorrt" and t.device != "cuda":
+                raise ValueError(f"latency.targets.{name}: tensorrt needs device: cuda")
+            if t.precision == "int8" and t.backend != "tensorrt":
+                raise ValueError(f"latency.targets.{name}: int8 is only supported by tensorrt")
+            if t.backend == "onnxruntime" and t.precision != "fp32":
+                raise ValueError(f"latency.targets.{name}: onnxruntime targets measure fp32 only")
+        return self
+
+
+# ----------------------------------------------------------------------- predictor (issue 5)
+class PredictorConfig(StrictModel):
+    """Placeholder until the accuracy predictor lands."""
+
+
+# -------------------------------------------------------------------------- search (issue 5)
+class SearchConfig(StrictModel):
+    """Placeholder until the search lands."""
+
+
+# ------------------------------------------------------------------------- package (issue 6)
+class PackageConfig(StrictModel):
+    """Placeholder until packaging lands."""
+
+
+# ------------------------------------------------------------------------- publish (issue 6)
+class PublishConfig(StrictModel):
+    """Placeholder until the registry lands."""
+
+
+# --------------------------------------------------------------------------------- the file
+class Params(StrictModel):
+    base: BaseConfig = BaseConfig()
+    data: DataConfig = DataConfig()
+    supernet: SupernetConfig = SupernetConfig()
+    train: TrainConfig = TrainConfig()
+    latency: LatencyConfig = LatencyConfig()
+    predictor: PredictorConfig = PredictorConfig()
+    search: SearchConfig = SearchConfig()
+    package: PackageConfig = PackageConfig()
+    publish: PublishConfig = PublishConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_sections_are_empty(cls, data: Any) -> Any:
+        # `section:` with nothing under it parses as None in YAML; treat it as {}.
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    """One line naming the file, each offending key path and what is wrong with it."""
+    problems = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see README 'Params')"
+        elif "input" in e and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        problems.append(f"{_loc(tuple(e['loc']))}: {msg}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate an already-parsed mapping; raise ConfigError with a one-line message."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err)) from None
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read and validate params.yaml. Every error is a ConfigError naming the file and key."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: params file not found (run from the repo root or pass --params)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return parse_params(raw, str(p))

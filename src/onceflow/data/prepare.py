@@ -1,0 +1,86 @@
+"""prepare: read a source, split it, compute normalization, run the validation gate.
+
+Pure with respect to outputs: :func:`prepare_dataset` returns values; the stage writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from onceflow.config import DataConfig
+from onceflow.data.prepared import Meta, Split, save_split
+from onceflow.data.sources import read_source
+from onceflow.data.split import stratified_split, stratified_subset
+from onceflow.data.validate import GateResult, GateSettings, image_table, run_gate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    splits: dict[str, Split]
+    meta: Meta
+    gate: GateResult
+
+    def metrics(self) -> dict:
+        return {
+            "n_train": len(self.splits["train"]),
+            "n_val": len(self.splits["val"]),
+            "n_test": len(self.splits["test"]),
+            "n_classes": self.meta.n_classes,
+            "validation_success": self.gate.success,
+        }
+
+    def save(self, directory) -> None:  # noqa: ANN001 - a Path from atomic_dir
+        import json
+
+        for name, split in self.splits.items():
+            save_split(directory, name, split)
+        (directory / "meta.json").write_text(json.dumps(self.meta.to_json(), indent=2) + "\n")
+
+
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 NHWC images on the [0, 1] scale (float64 sums)."""
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    mean = x.mean(axis=0)
+    std = np.maximum(x.std(axis=0), 1e-6)
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def prepare_dataset(cfg: DataConfig, seed: int) -> Prepared:
+    raw = read_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
+    rng = np.random.default_rng(seed)
+    pool_x, pool_y = raw.train_images, raw.train_labels
+    if cfg.max_train is not None:
+        keep = stratified_subset(pool_y, cfg.max_train, rng)
+        pool_x, pool_y = pool_x[keep], pool_y[keep]
+    test_x, test_y = raw.test_images, raw.test_labels
+    if cfg.max_test is not None:
+        keep = stratified_subset(test_y, cfg.max_test, rng)
+        test_x, test_y = test_x[keep], test_y[keep]
+    tr_idx, va_idx = stratified_split(pool_y, cfg.val_fraction, rng)
+    splits = {
+        "train": Split(pool_x[tr_idx], pool_y[tr_idx]),
+        "val": Split(pool_x[va_idx], pool_y[va_idx]),
+        "test": Split(test_x, test_y),
+    }
+    h, w, c = raw.train_images.shape[1:]
+    mean, std = channel_stats(splits["train"].images)
+    meta = Meta(
+        classes=raw.classes, height=h, width=w, channels=c, mean=mean, std=std,
+        source=cfg.source, counts={k: len(v) for k, v in splits.items()},
+    )  # fmt: skip
+    table = image_table({k: (v.images, v.labels) for k, v in splits.items()}, meta.n_classes)
+    gate = run_gate(
+        table,
+        GateSettings(
+            n_classes=meta.n_classes,
+            shape=(h, w, c),
+            min_images_per_class=cfg.min_images_per_class,
+            class_balance_tolerance=cfg.class_balance_tolerance,
+        ),
+    )
+    return Prepared(splits=splits, meta=meta, gate=gate)

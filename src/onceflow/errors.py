@@ -1,0 +1,35 @@
+"""Exceptions a user can act on. Every message names the file, key or value and what to do."""
+
+from __future__ import annotations
+
+
+class OnceflowError(Exception):
+    """Base class: an error whose message is meant for the user, not a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(OnceflowError):
+    """params.yaml (or another config) is malformed: unknown key, wrong type, bad value."""
+
+    exit_code = 2
+
+
+class DataError(OnceflowError):
+    """Input data is missing, truncated or inconsistent."""
+
+
+class ValidationFailed(OnceflowError):
+    """The data validation gate failed; downstream stages must not run."""
+
+
+class BackendUnavailable(OnceflowError):
+    """A latency/deploy backend cannot run here (missing package, no GPU)."""
+
+
+class SearchError(OnceflowError):
+    """The search cannot satisfy its constraints (e.g. an impossible latency budget)."""
+
+
+class RegistryError(OnceflowError):
+    """Object storage or registry content is unreachable, malformed or fails verification."""

@@ -1,0 +1,96 @@
+"""The backend protocol: ``available() -> (ok, reason)`` and ``measure(model, shape, protocol)``.
+
+Every backend compiles a model into a :class:`~onceflow.latency.protocol.Timed` item via
+``prepare``; ``measure`` is ``prepare`` + the shared protocol, so the LUT builder (which times
+many items interleaved) and a one-off measurement time things identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch import nn
+
+from onceflow.config import LatencyTarget
+from onceflow.errors import BackendUnavailable
+from onceflow.latency.protocol import LatencyStats, MeasureProtocol, Timed, measure_interleaved
+
+
+def cpu_name() -> str:
+    """The CPU model string (Linux /proc/cpuinfo), else platform.processor()."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def cpu_affinity(cpus: Sequence[int] | None) -> Iterator[None]:
+    """Pin this process to ``cpus`` for the duration (Linux); no-op when None or unsupported."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
+class Backend(ABC):
+    """A runtime that can time models for one :class:`LatencyTarget`."""
+
+    name: str = "?"
+
+    def __init__(self, target: LatencyTarget, calibration_images: np.ndarray | None = None):
+        # calibration_images: normalized float32 NCHW images, used only by int8 builds.
+        self.target = target
+        self.calibration_images = calibration_images
+
+    @abstractmethod
+    def available(self) -> tuple[bool, str]:
+        """(True, "") when this backend can run the target here, else (False, why)."""
+
+    @abstractmethod
+    def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> Timed:
+        """Compile ``model`` for a fixed NCHW ``input_shape`` into a timed item."""
+
+    @abstractmethod
+    def environment(self) -> dict:
+        """Device and library versions, recorded in every table this backend builds."""
+
+    def require(self, target_name: str = "") -> None:
+        """Raise BackendUnavailable (with the reason) unless ``available()``."""
+        ok, reason = self.available()
+        if not ok:
+            who = f"latency target {target_name!r} " if target_name else ""
+            raise BackendUnavailable(f"{who}(backend {self.name}) cannot run here: {reason}")
+
+    def prepare_many(self, models: Sequence[tuple[nn.Module, Sequence[int]]]) -> list[Timed]:
+        return [self.prepare(m, s) for m, s in models]
+
+    def measure_many(
+        self, models: Sequence[tuple[nn.Module, Sequence[int]]], protocol: MeasureProtocol
+    ) -> list[LatencyStats]:
+        """Prepare every model, then time them all interleaved under one protocol."""
+        items = self.prepare_many(models)
+        try:
+            with cpu_affinity(self.target.options.cpu_affinity):
+                return measure_interleaved(items, protocol)
+        finally:
+            for it in items:
+                it.close()
+
+    def measure(
+        self, model: nn.Module, input_shape: Sequence[int], protocol: MeasureProtocol
+    ) -> LatencyStats:
+        """Latency of one model (ms per inference of a batch of ``input_shape``)."""
+        return self.measure_many([(model, input_shape)], protocol)[0]

@@ -1,0 +1,101 @@
+"""ONNX Runtime backend: export to ONNX in memory, one session per model, all graph optimizations.
+
+Session options come from the target: fixed intra/inter-op thread counts, sequential execution,
+``ORT_ENABLE_ALL``, spinning off by default (spinning workers steal a shared CPU from everyone).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from torch import nn
+
+from onceflow.latency.backends.base import Backend, cpu_name
+from onceflow.latency.export import to_onnx_bytes
+
+log = logging.getLogger(__name__)
+
+
+class OrtTimed:
+    """An ORT session bound to one fixed random input."""
+
+    def __init__(self, session: object, input_name: str, x: np.ndarray):
+        self.session = session
+        self.feeds = {input_name: x}
+
+    def time(self, n: int) -> float:
+        run, feeds = self.session.run, self.feeds
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run(None, feeds)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.session = None
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def available(self) -> tuple[bool, str]:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            return False, f"onnxruntime is not installed ({err}); pip install onnxruntime"
+        have = ort.get_available_providers()
+        missing = [p for p in self.target.providers if p not in have]
+        if missing:
+            return False, f"execution provider(s) {missing} not in this onnxruntime build ({have})"
+        if self.target.device == "cuda" and "CUDAExecutionProvider" not in self.target.providers:
+            return False, "device cuda needs CUDAExecutionProvider in the target's providers"
+        return True, ""
+
+    def session_options(self) -> object:
+        import onnxruntime as ort
+
+        t = self.target
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = t.threads
+        so.inter_op_num_threads = t.inter_op_threads
+        so.log_severity_level = 3
+        spin = "1" if t.options.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        for key, value in t.options.session_config.items():
+            so.add_session_config_entry(key, value)
+        return so
+
+    def session_from_onnx(self, onnx_bytes: bytes) -> object:
+        import onnxruntime as ort
+
+        return ort.InferenceSession(
+            onnx_bytes, sess_options=self.session_options(), providers=list(self.target.providers)
+        )
+
+    def prepare_onnx(self, onnx_bytes: bytes, input_shape: Sequence[int], seed: int = 0) -> OrtTimed:
+        sess = self.session_from_onnx(onnx_bytes)
+        x = np.random.default_rng(seed).standard_normal(tuple(input_shape)).astype(np.float32)
+        return OrtTimed(sess, sess.get_inputs()[0].name, x)
+
+    def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> OrtTimed:
+        return self.prepare_onnx(to_onnx_bytes(model, input_shape), input_shape)
+
+    def environment(self) -> dict:
+        import onnxruntime as ort
+
+        return {
+            "backend": self.name,
+            "device": cpu_name() if self.target.device == "cpu" else self.target.device,
+            "providers": list(self.target.providers),
+            "versions": {
+                "onnxruntime": ort.__version__,
+                "onnx": importlib.metadata.version("onnx"),
+                "torch": importlib.metadata.version("torch"),
+            },
+        }

@@ -1,0 +1,101 @@
+"""The measurement protocol every backend shares: warm-up, interleaved timed rounds, robust stats.
+
+A backend turns a model into a :class:`Timed` item (a compiled session, engine or module bound
+to a fixed input) whose ``time(n)`` runs ``n`` consecutive inferences and returns the elapsed
+seconds. :func:`measure_interleaved` then times many items the same way: after warm-up it runs
+``repeats`` rounds, and in each round every item (in a fresh random order) contributes one
+sample of ``number`` back-to-back runs. Interleaving spreads slow drifts of the machine (other
+processes, thermal state) evenly over all items, so ratios between items stay trustworthy even
+when absolute times wobble. The LUT builder and the end-to-end validation use this one function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+# (p90 - p10) of a normal distribution, in standard deviations: turns the 10-90 spread into a
+# robust sigma that a few preempted samples on a shared machine do not inflate.
+_P10_P90_SIGMAS = 2.0 * 1.2815515655446004
+
+
+@dataclass(frozen=True)
+class MeasureProtocol:
+    """How to time one item; identical for LUT entries and whole subnets."""
+
+    warmup: int = 20  # untimed runs per item before the first round
+    repeats: int = 25  # timed rounds: samples per item
+    number: int = 10  # consecutive runs per sample (the sample is their mean)
+    interleave: bool = True  # rounds go over all items in shuffled order; else item by item
+    seed: int = 0  # seeds the per-round shuffling
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.repeats < 1 or self.number < 1:
+            raise ValueError(f"bad measurement protocol {self}: need warmup>=0, repeats>=1, number>=1")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Per-inference latency of one item in milliseconds, over ``n`` samples."""
+
+    median: float
+    p10: float
+    p90: float
+    std: float
+    n: int
+
+    @property
+    def cv(self) -> float:
+        """Robust coefficient of variation: (p90 - p10) as a sigma, relative to the median."""
+        return (self.p90 - self.p10) / _P10_P90_SIGMAS / self.median if self.median > 0 else math.nan
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
+        s = np.asarray(samples_ms, dtype=np.float64)
+        if s.size == 0:
+            raise ValueError("no latency samples")
+        p10, med, p90 = np.percentile(s, [10, 50, 90])
+        return cls(median=float(med), p10=float(p10), p90=float(p90), std=float(s.std()), n=int(s.size))
+
+    def to_json(self) -> dict:
+        return {"median": self.median, "p10": self.p10, "p90": self.p90, "std": self.std, "n": self.n}
+
+    @classmethod
+    def from_json(cls, d: dict) -> LatencyStats:
+        return cls(float(d["median"]), float(d["p10"]), float(d["p90"]), float(d["std"]), int(d["n"]))
+
+
+class Timed(Protocol):
+    """One prepared item: ``time(n)`` runs n inferences back to back, returns elapsed seconds."""
+
+    def time(self, n: int) -> float: ...
+
+    def close(self) -> None: ...
+
+
+def measure_interleaved(items: Sequence[Timed], protocol: MeasureProtocol) -> list[LatencyStats]:
+    """Time every item under ``protocol``; stats are per single inference, in ms, in item order."""
+    if not items:
+        return []
+    for it in items:
+        if protocol.warmup:
+            it.time(protocol.warmup)
+    samples = np.empty((len(items), protocol.repeats), dtype=np.float64)
+    rng = np.random.default_rng(protocol.seed)
+    if protocol.interleave:
+        for r in range(protocol.repeats):
+            for i in rng.permutation(len(items)):
+                samples[i, r] = items[i].time(protocol.number)
+    else:
+        for i, it in enumerate(items):
+            for r in range(protocol.repeats):
+                samples[i, r] = it.time(protocol.number)
+    samples_ms = samples * 1e3 / protocol.number
+    return [LatencyStats.from_samples(row) for row in samples_ms]

@@ -1,0 +1,135 @@
+"""The categorical view of a search space that the engine works on, and vectorized variation.
+
+A candidate is a row of int64 choice indices, one per dimension; a batch is an ``(N, D)`` array.
+The engine never knows what a dimension means: objective and constraint functions receive the
+batch and return one value per row. Everything here is numpy-vectorized over rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from onceflow.errors import ConfigError
+
+# f(encoded (N, D) int64) -> (N,) float array. Objectives, constraints and predictors share it.
+BatchFn = Callable[[np.ndarray], np.ndarray]
+
+
+class _DimensionLike(Protocol):
+    name: str
+    choices: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class CategoricalSpace:
+    """Dimensions by name with their number of choices; candidates are index rows."""
+
+    names: tuple[str, ...]
+    cardinalities: tuple[int, ...]
+    # Optional map of a batch to a canonical batch (e.g. zero the indices a candidate ignores),
+    # applied after variation so that equivalent candidates are recognized as duplicates.
+    canonicalize: BatchFn | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.cardinalities) or not self.names:
+            raise ConfigError(
+                f"search space: need one cardinality per dimension, got {len(self.names)} "
+                f"names and {len(self.cardinalities)} cardinalities"
+            )
+        bad = [n for n, c in zip(self.names, self.cardinalities, strict=True) if c < 1]
+        if bad:
+            raise ConfigError(f"search space: dimensions {bad} have no choices")
+
+    @classmethod
+    def from_dimensions(
+        cls, dims: Iterable[_DimensionLike], canonicalize: BatchFn | None = None
+    ) -> CategoricalSpace:
+        """Build from objects with ``.name`` and ``.choices`` (e.g. a supernet's dimensions)."""
+        dims = list(dims)
+        return cls(
+            tuple(d.name for d in dims), tuple(len(d.choices) for d in dims), canonicalize
+        )
+
+    @property
+    def n_dims(self) -> int:
+        return len(self.cardinalities)
+
+    @property
+    def card(self) -> np.ndarray:
+        """Cardinalities as an int64 array of shape (D,)."""
+        return np.asarray(self.cardinalities, dtype=np.int64)
+
+    def size(self) -> int:
+        """Number of index rows (before canonicalization)."""
+        return int(np.prod([int(c) for c in self.cardinalities], dtype=object))
+
+    def canonical(self, x: np.ndarray) -> np.ndarray:
+        return x if self.canonicalize is None else np.asarray(self.canonicalize(x), np.int64)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Uniform random rows (each dimension independently uniform)."""
+        u = rng.random((n, self.n_dims))
+        return self.canonical(np.minimum((u * self.card).astype(np.int64), self.card - 1))
+
+    def sample_spread(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Rows spread over the 'size' range: row i draws a level p_i ~ U(0, 1), then each
+        dimension's index ~ Binomial(cardinality - 1, p_i). With dimensions ordered small to
+        large this covers everything from the smallest to the largest candidates, where uniform
+        sampling concentrates around the middle (many independent dimensions)."""
+        p = rng.random((n, 1))
+        x = rng.binomial(np.broadcast_to(self.card - 1, (n, self.n_dims)), p)
+        return self.canonical(x.astype(np.int64))
+
+    def extremes(self) -> np.ndarray:
+        """The all-smallest and the all-largest rows, shape (2, D)."""
+        return self.canonical(np.stack([np.zeros(self.n_dims, np.int64), self.card - 1]))
+
+    def mutate(self, rng: np.random.Generator, x: np.ndarray, prob: float) -> np.ndarray:
+        """Each index is replaced, with probability ``prob``, by a different random choice.
+        At least one index of every row changes (where any dimension has > 1 choice)."""
+        n, d = x.shape
+        card = self.card
+        mask = (rng.random((n, d)) < prob) & (card > 1)
+        # Force one mutation per row so that no child is a plain copy.
+        free = np.flatnonzero(card > 1)
+        if free.size:
+            forced = free[rng.integers(0, free.size, n)]
+            mask[np.arange(n), forced] = True
+        # A different choice: shift by 1..card-1 modulo card.
+        shift = 1 + (rng.random((n, d)) * np.maximum(card - 1, 1)).astype(np.int64)
+        out = np.where(mask, (x + shift) % card, x)
+        return self.canonical(out)
+
+    def crossover(self, rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Uniform crossover: each index from ``a`` or ``b`` with probability 1/2."""
+        return self.canonical(np.where(rng.random(a.shape) < 0.5, a, b))
+
+    def enumerate_all(self, limit: int = 1_000_000) -> np.ndarray:
+        """Every row of a small space (for tests and exact references); refuses big spaces."""
+        if self.size() > limit:
+            raise ConfigError(f"search space has {self.size()} rows, more than {limit} to enumerate")
+        grids = np.meshgrid(*[np.arange(c) for c in self.cardinalities], indexing="ij")
+        return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
+
+
+def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique rows of ``x`` in first-seen order, and their indices into ``x``."""
+    if len(x) == 0:
+        return x, np.zeros(0, np.int64)
+    _, idx = np.unique(x, axis=0, return_index=True)
+    idx = np.sort(idx)
+    return x[idx], idx
+
+
+def as_batch(x: np.ndarray | Sequence[Sequence[int]], n_dims: int) -> np.ndarray:
+    """Validate and return an (N, D) int64 batch."""
+    arr = np.asarray(x, dtype=np.int64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != n_dims:
+        raise ConfigError(f"expected candidates of shape (N, {n_dims}), got {arr.shape}")
+    return arr

@@ -1,0 +1,42 @@
+"""DVC stage `prepare`: read the dataset, split it, validate it, write data/prepared/."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from onceflow import stage
+from onceflow.config import load_params
+from onceflow.data.prepare import prepare_dataset
+from onceflow.errors import ValidationFailed
+from onceflow.io import atomic_dir, write_json_atomic, write_text_atomic
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="stages.prepare", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", required=True, help="prepared-data directory")
+    ap.add_argument("--report", required=True, help="validation report (JSON)")
+    ap.add_argument("--summary", required=True, help="validation summary (Markdown)")
+    ap.add_argument("--metrics", required=True)
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    result = prepare_dataset(params.data, params.base.seed)
+    # The report is written whether or not the gate passes: it is how a user sees why.
+    write_json_atomic(args.report, result.gate.to_json())
+    write_text_atomic(args.summary, result.gate.summary_markdown())
+    if not result.gate.success:
+        failed = "; ".join(f"{e.name}: {e.observed}" for e in result.gate.failures)
+        raise ValidationFailed(
+            f"data validation failed ({args.report}): {failed}. Nothing was written to {args.out}."
+        )
+    with atomic_dir(args.out) as tmp:
+        result.save(tmp)
+    write_json_atomic(args.metrics, result.metrics())
+    stage.log.info("prepared %s", result.metrics())
+
+
+if __name__ == "__main__":
+    sys.exit(stage.run(main))

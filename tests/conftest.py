@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny synthetic prepared data, quiet tool environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onceflow.data.prepared import Meta, Split, save_split
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def synthetic_images(
+    n_per_class: int, n_classes: int = 10, size: int = 28, channels: int = 1, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable images: each class lights a different patch, plus noise. uint8 NHWC, int64 labels."""
+    rng = np.random.default_rng(seed)
+    n = n_per_class * n_classes
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    images = rng.integers(0, 60, size=(n, size, size, channels), dtype=np.int64)
+    patch = max(2, size // 5)
+    for c in range(n_classes):
+        r, q = divmod(c, 4)
+        y0, x0 = (r * size) // 4 + 1, (q * size) // 4 + 1
+        idx = labels == c
+        images[idx, y0 : y0 + patch, x0 : x0 + patch, :] += 180
+    perm = rng.permutation(n)
+    return np.clip(images, 0, 255).astype(np.uint8)[perm], labels[perm].astype(np.int64)
+
+
+def write_prepared(
+    directory: Path, n_per_class: int = 24, n_classes: int = 10, size: int = 28, channels: int = 1
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for i, name in enumerate(("train", "val", "test")):
+        k = n_per_class if name == "train" else max(2, n_per_class // 4)
+        x, y = synthetic_images(k, n_classes, size, channels, seed=i + 1)
+        save_split(directory, name, Split(images=x, labels=y))
+        counts[name] = len(y)
+    meta = Meta(
+        classes=tuple(f"class{c}" for c in range(n_classes)),
+        height=size,
+        width=size,
+        channels=channels,
+        mean=(0.2,) * channels,
+        std=(0.3,) * channels,
+        source="synthetic",
+        counts=counts,
+    )
+    import json
+
+    (directory / "meta.json").write_text(json.dumps(meta.to_json()))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared-data directory (28x28 grayscale, 10 classes, 240/60/60 images)."""
+    return write_prepared(tmp_path_factory.mktemp("prepared") / "prepared")
