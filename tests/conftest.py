@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def synthetic_images(
     n_per_class: int, n_classes: int = 10, size: int = 28, channels: int = 1, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable images: each class lights a different patch, plus noise. uint8 NHWC, int64 labels."""
+    """Learnable images: each class lights its own patch, plus noise (uint8 NHWC, int64)."""
     rng = np.random.default_rng(seed)
     n = n_per_class * n_classes
     labels = np.repeat(np.arange(n_classes), n_per_class)
@@ -66,3 +66,65 @@ def write_prepared(
 def tiny_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared-data directory (28x28 grayscale, 10 classes, 240/60/60 images)."""
     return write_prepared(tmp_path_factory.mktemp("prepared") / "prepared")
+
+
+def copy_repo(dest: Path, params_update: dict | None = None) -> Path:
+    """Copy the project's source files (tracked + untracked-not-ignored) into ``dest`` as a
+    fresh git repo, optionally deep-merging ``params_update`` into its params.yaml."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO_ROOT, check=True, capture_output=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for rel in filter(None, files):
+        src = REPO_ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    if params_update:
+        params_path = dest / "params.yaml"
+        params = yaml.safe_load(params_path.read_text()) or {}
+        _deep_merge(params, params_update)
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest
+
+
+def _deep_merge(base: dict, update: dict) -> None:
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: this venv's bin first on PATH, analytics off, quiet."""
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({"DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1", "OMP_WAIT_POLICY": "PASSIVE",
+                "ONCEFLOW_LOG_LEVEL": "WARNING"})  # fmt: skip
+    env.update(extra)
+    return env
+
+
+def run_dvc(repo: Path, *args: str, check: bool = True, **env: str):
+    """Run the dvc CLI in ``repo``; returns the CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=repo, env=tool_env(**env), capture_output=True, text=True,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc

@@ -47,7 +47,9 @@ class DataConfig(StrictModel):
     # imagefolder: a dir holding train/ and test/, each with one sub-folder per class.
     path: str = "/usr/share/datasets/fashion-mnist"
     val_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1  # stratified, from train
-    max_train: Annotated[int, Field(ge=1)] | None = None  # stratified subset of train for quick runs
+    max_train: Annotated[int, Field(ge=1)] | None = (
+        None  # stratified subset of train for quick runs
+    )
     max_test: Annotated[int, Field(ge=1)] | None = None  # stratified subset of test
     image_size: Annotated[int, Field(ge=8)] | None = None  # imagefolder: resize to this square
     channels: Literal[1, 3] | None = None  # imagefolder: force grayscale (1) or RGB (3)
@@ -108,7 +110,7 @@ class SupernetConfig(StrictModel):
     head_channels: Annotated[int, Field(ge=1)] = 256  # 1x1 conv before pooling
     head_act: Activation = "hswish"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # before the classifier, training only
-    channel_divisor: Annotated[int, Field(ge=1)] = 8  # channel counts are multiples of this
+    channel_divisor: Annotated[int, Field(ge=1)] = 4  # channel counts are multiples of this
     se_reduction: Annotated[int, Field(ge=1)] = 4  # SE squeeze channels = mid / this
 
     @field_validator("resolutions", "kernels", "expands", "depths", "widths")
@@ -124,7 +126,6 @@ class SupernetConfig(StrictModel):
         if self.widths[-1] != 1.0:
             raise ValueError(f"widths must include 1.0 (the full network), got {self.widths}")
         return self
-
 
 
 # --------------------------------------------------------------------------- train (issue 3)
@@ -259,12 +260,51 @@ class SearchConfig(StrictModel):
 
 # ------------------------------------------------------------------------- package (issue 6)
 class PackageConfig(StrictModel):
-    """Placeholder until packaging lands."""
+    """Turning each selected subnet into a deployable, verified package."""
+
+    bn_calibration_images: Annotated[int, Field(ge=1)] = 2000  # train images to re-estimate BN
+    batch_size: Annotated[int, Field(ge=1)] = 256  # calibration / evaluation batch
+    finetune_epochs: Annotated[int, Field(ge=0)] = 0  # distillation fine-tune from the supernet
+    finetune_lr: Annotated[float, Field(gt=0.0)] = 0.005  # SGD (momentum 0.9), cosine to 0
+    finetune_batch_size: Annotated[int, Field(ge=1)] = 128
+    kd_ratio: Annotated[float, Field(ge=0.0)] = 1.0  # loss = CE + kd_ratio * KL(teacher || student)
+    opset: Annotated[int, Field(ge=17)] = 17  # ONNX opset
+    # Parity ONNX Runtime vs torch; thresholds may only be made stricter than the defaults.
+    parity_images: Annotated[int, Field(ge=256)] = 256  # test images (topped up from train)
+    parity_atol: Annotated[float, Field(gt=0.0, le=1e-4)] = 1e-4  # max |logit difference|
+    parity_min_agreement: Annotated[float, Field(ge=0.999, le=1.0)] = 0.999  # top-1 agreement
+    max_models: Annotated[int, Field(ge=1)] | None = None  # package only the first N selected
 
 
 # ------------------------------------------------------------------------- publish (issue 6)
 class PublishConfig(StrictModel):
-    """Placeholder until the registry lands."""
+    """Where packages are published. Credentials never go here: use the AWS chain (env, profile)."""
+
+    uri: str = "file://registry"  # file://<dir> (relative to the repo root) or s3://bucket/prefix
+    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO); default AWS_ENDPOINT_URL
+    region: str | None = None  # default AWS_REGION / AWS_DEFAULT_REGION / us-east-1
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5  # per S3 request, with backoff
+    conflict_retries: Annotated[int, Field(ge=0, le=100)] = 10  # index compare-and-swap retries
+    connect_timeout_s: Annotated[float, Field(gt=0.0)] = 5.0
+    read_timeout_s: Annotated[float, Field(gt=0.0)] = 60.0
+
+    @model_validator(mode="after")
+    def _check_uri(self) -> PublishConfig:
+        from onceflow.errors import RegistryError
+        from onceflow.registry.store import parse_uri
+
+        try:
+            parse_uri(self.uri)
+        except RegistryError as err:
+            raise ValueError(str(err)) from None
+        if (
+            self.endpoint_url is not None
+            and "@" in self.endpoint_url.split("//", 1)[-1].split("/")[0]
+        ):
+            raise ValueError(
+                "endpoint_url must not hold credentials; use AWS_* env vars or a profile"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------- the file
@@ -313,7 +353,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: top level must be a mapping of sections, got {type(raw).__name__}"
+        )
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
@@ -326,7 +368,9 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{p}: params file not found (run from the repo root or pass --params)") from None
+        raise ConfigError(
+            f"{p}: params file not found (run from the repo root or pass --params)"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:

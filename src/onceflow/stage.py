@@ -22,7 +22,14 @@ def setup_logging(level: str | None = None) -> None:
         stream=sys.stderr,
     )
     # Libraries that log a lot at INFO.
-    for noisy in ("great_expectations", "great_expectations.data_context.types.base", "matplotlib", "PIL", "botocore", "urllib3"):
+    for noisy in (
+        "great_expectations",
+        "great_expectations.data_context.types.base",
+        "matplotlib",
+        "PIL",
+        "botocore",
+        "urllib3",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -91,7 +91,9 @@ def load_prepared(directory: str | Path, *, mmap: bool = True) -> PreparedData:
     d = Path(directory)
     meta_path = d / "meta.json"
     if not meta_path.is_file():
-        raise DataError(f"{d}: no meta.json — not a prepared-data directory (run `dvc repro prepare`)")
+        raise DataError(
+            f"{d}: no meta.json — not a prepared-data directory (run `dvc repro prepare`)"
+        )
     meta = Meta.from_json(json.loads(meta_path.read_text(encoding="utf-8")))
     mode = "r" if mmap else None
     splits = {}
@@ -100,7 +102,9 @@ def load_prepared(directory: str | Path, *, mmap: bool = True) -> PreparedData:
             images = np.load(d / f"{name}_images.npy", mmap_mode=mode)
             labels = np.load(d / f"{name}_labels.npy", mmap_mode=mode)
         except FileNotFoundError as err:
-            raise DataError(f"{d}: missing {Path(err.filename).name} (rerun `dvc repro prepare`)") from None
+            raise DataError(
+                f"{d}: missing {Path(err.filename).name} (rerun `dvc repro prepare`)"
+            ) from None
         splits[name] = Split(images=images, labels=labels)
     return PreparedData(meta=meta, **splits)
 

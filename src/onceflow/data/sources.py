@@ -98,7 +98,9 @@ def parse_idx(raw: bytes, source: str, expected_ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _read_idx_pair(directory: Path, images_stem: str, labels_stem: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_idx_pair(
+    directory: Path, images_stem: str, labels_stem: str
+) -> tuple[np.ndarray, np.ndarray]:
     img_file, img_raw = _open_maybe_gz(directory / images_stem)
     lbl_file, lbl_raw = _open_maybe_gz(directory / labels_stem)
     images = parse_idx(img_raw, str(img_file), expected_ndim=3)
@@ -140,7 +142,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 def _load_pickle(path: Path) -> dict:
     if not path.is_file():
-        raise DataError(f"{path}: CIFAR-10 batch file not found (expected the cifar-10-batches-py layout)")
+        raise DataError(
+            f"{path}: CIFAR-10 batch file not found (expected the cifar-10-batches-py layout)"
+        )
     try:
         obj = _NumpyOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
     except Exception as err:  # pickle raises many types on corrupt input
@@ -166,7 +170,9 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def read_cifar10(path: Path) -> RawDataset:
     _require_dir(path, "CIFAR-10", "point data.path at the extracted cifar-10-batches-py directory")
     meta = _load_pickle(path / "batches.meta")
-    names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in meta.get("label_names", []))
+    names = tuple(
+        n.decode() if isinstance(n, bytes) else str(n) for n in meta.get("label_names", [])
+    )
     if not names:
         raise DataError(f"{path / 'batches.meta'}: no label_names")
     batches = sorted(path.glob("data_batch_*"))
@@ -213,7 +219,11 @@ def _read_folder_split(root: Path, classes: tuple[str, ...], size: int | None, m
     images, labels = [], []
     for idx, name in enumerate(classes):
         cdir = root / name
-        files = sorted(p for p in cdir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if cdir.is_dir() else []
+        files = (
+            sorted(p for p in cdir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if cdir.is_dir()
+            else []
+        )
         if not files:
             raise DataError(f"{cdir}: class '{name}' has no images (PNG/JPEG) in {root.name}/")
         for f in files:
@@ -222,7 +232,8 @@ def _read_folder_split(root: Path, classes: tuple[str, ...], size: int | None, m
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         raise DataError(
-            f"{root}: images have different sizes {sorted(shapes)[:4]}; set data.image_size to resize"
+            f"{root}: images have different sizes {sorted(shapes)[:4]}; "
+            "set data.image_size to resize them"
         )
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
@@ -244,11 +255,15 @@ def read_imagefolder(path: Path, image_size: int | None, channels: int | None) -
     tr_x, tr_y = _read_folder_split(train_root, classes, image_size, mode)
     te_x, te_y = _read_folder_split(test_root, classes, image_size, mode)
     if tr_x.shape[1:] != te_x.shape[1:]:
-        raise DataError(f"{path}: train images are {tr_x.shape[1:]} but test images {te_x.shape[1:]}")
+        raise DataError(
+            f"{path}: train images are {tr_x.shape[1:]} but test images {te_x.shape[1:]}"
+        )
     return RawDataset(tr_x, tr_y, te_x, te_y, classes)
 
 
-def read_source(source: str, path: str | Path, image_size: int | None = None, channels: int | None = None) -> RawDataset:
+def read_source(
+    source: str, path: str | Path, image_size: int | None = None, channels: int | None = None
+) -> RawDataset:
     """Dispatch on ``data.source``; then check labels against the class set."""
     p = Path(path)
     if source == "fashion-mnist":
@@ -267,6 +282,8 @@ def read_source(source: str, path: str | Path, image_size: int | None = None, ch
                 f"{p}: {split} labels {sorted(set(bad.tolist()))[:5]} are outside the {n} classes "
                 f"0..{n - 1} ({bad.size} images); the label file does not match this dataset"
             )
-    log.info("read %s from %s: %d train, %d test, %d classes, image %s",
-             source, p, len(raw.train_labels), len(raw.test_labels), n, raw.train_images.shape[1:])  # fmt: skip
+    log.info(
+        "read %s from %s: %d train, %d test, %d classes, image %s",
+        source, p, len(raw.train_labels), len(raw.test_labels), n, raw.train_images.shape[1:],
+    )  # fmt: skip
     return raw

@@ -22,7 +22,8 @@ def stratified_subset(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
     classes, counts = np.unique(labels, return_counts=True)
     quotas = _quotas(counts, n)
     picked = [
-        rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quotas, strict=True)
+        rng.permutation(np.flatnonzero(labels == c))[:q]
+        for c, q in zip(classes, quotas, strict=True)
     ]
     return np.sort(np.concatenate(picked))
 

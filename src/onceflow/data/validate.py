@@ -96,9 +96,15 @@ def image_table(splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int
     return df
 
 
-def _observe(df: pd.DataFrame, column: str, bad: pd.Series, fmt: Callable[[pd.DataFrame], str]) -> str:
+def _observe(
+    df: pd.DataFrame, column: str, bad: pd.Series, fmt: Callable[[pd.DataFrame], str]
+) -> str:
     rows = df.loc[bad]
     return "ok" if rows.empty else fmt(rows)
+
+
+def _counts(series: pd.Series) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in series.items())
 
 
 def _class_list(rows: pd.DataFrame) -> str:
@@ -133,12 +139,13 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
          E.ExpectColumnValuesToBeBetween(column="class_count", min_value=s.min_images_per_class),
          _observe(df, "class_count", df["class_count"] < s.min_images_per_class, _class_list)),
         ("class_balance", f"per-class counts within ±{tol:.0%} of the split's mean",
-         E.ExpectColumnValuesToBeBetween(column="class_ratio", min_value=1 - tol, max_value=1 + tol),
+         E.ExpectColumnValuesToBeBetween(column="class_ratio", min_value=1 - tol,
+                                         max_value=1 + tol),
          _observe(df, "class_ratio", ~df["class_ratio"].between(1 - tol, 1 + tol), _class_list)),
         ("min_split_size", f"each split has at least {min_split} images",
          E.ExpectColumnValuesToBeBetween(column="split_size", min_value=min_split),
          _observe(df, "split_size", df["split_size"] < min_split,
-                  lambda r: ", ".join(f"{k}: {v}" for k, v in r.groupby("split")["split_size"].first().items()))),
+                  lambda r: _counts(r.groupby("split")["split_size"].first()))),
         ("expected_shape", f"every image is {h}x{w}x{c}",
          E.ExpectColumnValuesToBeInSet(column="shape", value_set=[f"{h}x{w}x{c}"]),
          _observe(df, "shape", df["shape"] != f"{h}x{w}x{c}",
@@ -158,7 +165,7 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
         ("no_test_leak", "no train/val image also in test (content hash)",
          E.ExpectColumnValuesToBeInSet(column="leaks_into_test", value_set=[False]),
          _observe(df, "leaks_into_test", df["leaks_into_test"].astype(bool),
-                  lambda r: f"{len(r)} images ({', '.join(f'{k}: {v}' for k, v in r['split'].value_counts().items())})")),
+                  lambda r: f"{len(r)} images ({_counts(r['split'].value_counts())})")),
     ]  # fmt: skip
 
     ctx = gx.get_context(mode="ephemeral")
@@ -170,13 +177,15 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
         .get_batch(batch_parameters={"dataframe": df})
     )
     suite = gx.ExpectationSuite(name="onceflow_images")
-    for _, _, expectation, _ in checks:
+    # Ephemeral suites assign no ids: tag each expectation with its name to match results back.
+    for name, _, expectation, _ in checks:
+        expectation.meta = {"onceflow_check": name}
         suite.add_expectation(expectation)
     validation = batch.validate(suite, result_format="SUMMARY")
-    by_id = {r.expectation_config.id: r.success for r in validation.results}
+    ok = {r.expectation_config.meta["onceflow_check"]: bool(r.success) for r in validation.results}
     results = tuple(
-        ExpectationResult(name, desc, bool(by_id[exp.id]), observed if not by_id[exp.id] else "ok")
-        for name, desc, exp, observed in checks
+        ExpectationResult(name, desc, ok[name], "ok" if ok[name] else observed)
+        for name, desc, _, observed in checks
     )
     log.info("validation gate over %d images in splits %s: %s", len(df), splits,
              "passed" if validation.success else "FAILED")  # fmt: skip

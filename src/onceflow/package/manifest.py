@@ -139,3 +139,16 @@ def verify_files(package_dir: str | Path, manifest: Mapping[str, Any]) -> None:
             raise RegistryError(
                 f"{path}: sha256 {digest[:16]}… does not match the manifest ({rec['sha256'][:16]}…)"
             )
+
+
+def write_manifest(package_dir: str | Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Record sha256 + size of the payload files present in ``package_dir`` and write the
+    manifest there (atomically). Returns the complete, validated manifest."""
+    from onceflow.io import write_json_atomic
+
+    root = Path(package_dir)
+    full = dict(manifest)
+    full["files"] = {n: file_entry(root / n) for n in PAYLOAD_FILES if (root / n).is_file()}
+    validate_manifest(full, str(root / MANIFEST))
+    write_json_atomic(root / MANIFEST, full)
+    return full

@@ -92,11 +92,14 @@ def nsga2(
     time_limit_s: float | None = None,
     seed: int = 0,
     initial: np.ndarray | None = None,
+    polish_sweeps: int = 5,
 ) -> Front:
     """Pareto front of ``objectives`` (>= 2) by NSGA-II.
 
     ``initial`` rows (e.g. known extremes) join a spread-random initial population.
-    ``mutation_prob`` is per index (default 1/D).
+    ``mutation_prob`` is per index (default 1/D). After the generations, up to
+    ``polish_sweeps`` rounds of local search evaluate every single-index change of every front
+    point and recompute the front (stops early when the front no longer changes).
     """
     if len(objectives) < 2:
         raise ConfigError("nsga2: need at least two objectives")
@@ -124,15 +127,38 @@ def nsga2(
         if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
             log.info("nsga2: time limit %.1fs reached after %d generations", time_limit_s, n_gen)
             break
-    X = np.concatenate(problem.xs)
-    F = np.concatenate(problem.fs)
-    X, first = unique_rows(X)
-    F = F[first]
-    keep = non_dominated(F)
-    values = {
-        o.name: F[keep, i] * problem.signs[i] for i, o in enumerate(objectives)
-    }
+    X, F = _archive_front(problem)
+    for _ in range(polish_sweeps):
+        before = len(problem.xs)
+        neighbours = unique_rows(_single_moves(space, X))[0]
+        problem.evaluate(neighbours, return_as_dictionary=True)
+        X2, F2 = _archive_front(problem)
+        if len(problem.xs) == before or np.array_equal(F2, F):
+            X, F = X2, F2
+            break
+        X, F = X2, F2
+    values = {o.name: F[:, i] * problem.signs[i] for i, o in enumerate(objectives)}
     n_evals = problem.fns[0].n
     secs = time.perf_counter() - t0
-    log.info("nsga2: %d front points from %d evaluations in %.2fs", len(keep), n_evals, secs)
-    return Front(X[keep], values, n_evals, secs, n_gen)
+    log.info("nsga2: %d front points from %d evaluations in %.2fs", len(X), n_evals, secs)
+    return Front(X, values, n_evals, secs, n_gen)
+
+
+def _archive_front(problem: _ArchivingProblem) -> tuple[np.ndarray, np.ndarray]:
+    """Non-dominated rows (and their minimized objectives) of everything evaluated so far."""
+    X, first = unique_rows(np.concatenate(problem.xs))
+    F = np.concatenate(problem.fs)[first]
+    keep = non_dominated(F)
+    return X[keep], F[keep]
+
+
+def _single_moves(space: CategoricalSpace, X: np.ndarray) -> np.ndarray:
+    """Every row that differs from a row of ``X`` in exactly one index (canonicalized)."""
+    out = []
+    for d, n in enumerate(space.cardinalities):
+        if n < 2:
+            continue
+        t = np.repeat(X, n, axis=0)
+        t[:, d] = np.tile(np.arange(n), len(X))
+        out.append(t)
+    return space.canonical(np.concatenate(out)) if out else X

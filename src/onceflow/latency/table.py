@@ -1,0 +1,148 @@
+"""Build one target's latency table end to end: LUT, calibration, held-out validation.
+
+This is the library function the ``latency_table`` stage calls. It takes values (the space, a
+layer builder, a subnet extractor, a backend, the config) and returns values; the stage writes
+them. Steps:
+
+1. time every unique layer signature of the space (+ the call overhead), interleaved;
+2. sample K calibration + M validation subnets (distinct; min and max arch go to calibration so
+   the fit spans the whole range), extract and time them end to end, interleaved together;
+3. fit the calibration on the K, report fidelity on the M.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from onceflow.config import LatencyConfig, LatencyTarget
+from onceflow.errors import ConfigError
+from onceflow.latency.backends.base import Backend
+from onceflow.latency.calibration import Calibration, fit_calibration
+from onceflow.latency.estimator import LatencyEstimator
+from onceflow.latency.fidelity import fidelity
+from onceflow.latency.lut import Lut, build_lut
+from onceflow.latency.protocol import MeasureProtocol
+from onceflow.supernet.space import Arch, LayerSpec, SearchSpace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TableResult:
+    lut: Lut
+    calibration: Calibration
+    records: list[dict]  # one per measured subnet: arch, role, measured/predicted/raw ms, cv
+    metrics: dict
+
+
+def protocol_from_config(cfg: LatencyConfig, seed: int) -> MeasureProtocol:
+    p = cfg.protocol
+    return MeasureProtocol(
+        warmup=p.warmup, repeats=p.repeats, number=p.number, interleave=p.interleave, seed=seed
+    )
+
+
+def sample_distinct(
+    space: SearchSpace, n: int, rng: np.random.Generator, taken: set[Arch] | None = None
+) -> list[Arch]:
+    """``n`` distinct archs not in ``taken`` (bounded attempts; small spaces raise ConfigError)."""
+    taken = set() if taken is None else set(taken)
+    out: list[Arch] = []
+    for _ in range(50 * n + 100):
+        if len(out) == n:
+            break
+        a = space.sample(rng)
+        if a not in taken:
+            taken.add(a)
+            out.append(a)
+    if len(out) < n:
+        raise ConfigError(
+            f"the search space yields only {len(out)} distinct new subnets, fewer than the {n} "
+            "asked for; lower latency.calibration_subnets / latency.validation_subnets"
+        )
+    return out
+
+
+def build_latency_table(
+    space: SearchSpace,
+    build_layer: Callable[[LayerSpec], nn.Module],
+    extract: Callable[[Arch], nn.Module],
+    backend: Backend,
+    cfg: LatencyConfig,
+    target_name: str,
+    seed: int = 0,
+) -> TableResult:
+    """Measure, calibrate and validate a latency table for ``target_name`` (see module doc)."""
+    target: LatencyTarget = cfg.targets[target_name]
+    backend.require(target_name)
+    protocol = protocol_from_config(cfg, seed)
+    t_start = time.perf_counter()
+    specs = space.unique_layer_specs()
+    lut, lut_seconds = build_lut(specs, build_layer, backend, protocol, target.batch_size)
+    lut.meta = {
+        "target": target_name,
+        "target_config": target.model_dump(mode="json"),
+        "environment": backend.environment(),
+        "protocol": protocol.to_json(),
+        "space": space.to_json(),
+        "build_seconds": round(lut_seconds, 3),
+    }
+    estimator = LatencyEstimator(space, lut)
+
+    rng = np.random.default_rng(seed + 1)
+    k, m = cfg.calibration_subnets, cfg.validation_subnets
+    ends = list(dict.fromkeys([space.min_arch(), space.max_arch()]))[:k]
+    calib = ends + sample_distinct(space, k - len(ends), rng, set(ends))
+    valid = sample_distinct(space, m, rng, set(calib))
+    archs = calib + valid
+    log.info("timing %d calibration + %d validation subnets end to end", k, m)
+    b, c = target.batch_size, space.in_channels
+    models = [(extract(a).eval(), (b, c, a.resolution, a.resolution)) for a in archs]
+    stats = backend.measure_many(models, protocol)
+    measured = np.array([s.median for s in stats])
+    cvs = np.array([s.cv for s in stats])
+
+    feats = estimator.features(space.encode_batch(archs))
+    calibration = fit_calibration({n: v[:k] for n, v in feats.items()}, measured[:k], cfg.calibration)
+    predicted = calibration.apply(feats)
+    raw = feats["sum"]
+
+    metrics = {
+        "target": target_name,
+        "backend": target.backend,
+        **fidelity(predicted[k:], measured[k:], cvs[k:]),
+        "mape_uncalibrated": fidelity(raw[k:], measured[k:])["mape"],
+        "kendall_tau_uncalibrated": fidelity(raw[k:], measured[k:])["kendall_tau"],
+        "calibration_model": calibration.model,
+        "calibration_loo_mape": calibration.loo_mape,
+        "n_calibration": k,
+        "lut_entries": len(lut.entries),
+        "lut_noise_cv": float(np.median([s.cv for s in lut.entries.values()])),
+        "call_overhead_ms": lut.overhead.median,
+        "build_seconds": round(lut_seconds, 3),
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+        "measured_ms_range": [float(measured.min()), float(measured.max())],
+    }
+    records = [
+        {
+            "arch": str(a),
+            "role": "calibration" if i < k else "validation",
+            "measured_ms": float(measured[i]),
+            "predicted_ms": float(predicted[i]),
+            "raw_lut_sum_ms": float(raw[i]),
+            "cv": float(cvs[i]),
+        }
+        for i, a in enumerate(archs)
+    ]
+    log.info(
+        "%s: within_10pct=%.3f kendall_tau=%.3f mape=%.4f (uncalibrated mape %.4f) noise_cv=%.4f",
+        target_name, metrics["within_10pct"], metrics["kendall_tau"], metrics["mape"],
+        metrics["mape_uncalibrated"], metrics["noise_cv"],
+    )
+    return TableResult(lut=lut, calibration=calibration, records=records, metrics=metrics)

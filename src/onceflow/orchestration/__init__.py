@@ -1,0 +1,40 @@
+"""Library helpers for the Prefect flows: read DVC's stage graph, run DVC one call at a time,
+apply params overrides the way ``dvc exp run -S`` does, and build what the flow shows people."""
+
+from onceflow.orchestration.dvc import (
+    DVC_LOCK,
+    StageFailed,
+    has_remote,
+    lock_text,
+    repro_stage,
+    restore_from_run_cache,
+    run_dvc,
+    set_params,
+)
+from onceflow.orchestration.graph import Plan, make_plan, read_plan, read_targets, work_pools
+from onceflow.orchestration.report import (
+    PublishedModel,
+    models_markdown,
+    pareto_markdown,
+    published_models,
+)
+
+__all__ = [
+    "DVC_LOCK",
+    "Plan",
+    "PublishedModel",
+    "StageFailed",
+    "has_remote",
+    "lock_text",
+    "make_plan",
+    "models_markdown",
+    "pareto_markdown",
+    "published_models",
+    "read_plan",
+    "read_targets",
+    "repro_stage",
+    "restore_from_run_cache",
+    "run_dvc",
+    "set_params",
+    "work_pools",
+]

@@ -1,0 +1,144 @@
+"""One DVC call at a time, from a flow: stage runs, params overrides, pull/push, run-cache restore.
+
+Two DVC calls on one workspace collide on the repo lock (two processes) or race on ``dvc.lock``
+(two threads), so every call here holds :data:`DVC_LOCK`. Stages run through the ``dvc`` CLI in a
+subprocess so their own output (and error message) streams, line by line, into the caller's
+logger, i.e. into the Prefect run logs; everything else uses DVC's Python API in-process.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from onceflow.errors import ConfigError, OnceflowError
+
+log = logging.getLogger(__name__)
+
+DVC_LOCK = threading.Lock()  # serializes every DVC call made by this process
+_TAIL = 15  # output lines kept for the error message of a failed call
+
+
+class StageFailed(OnceflowError):
+    """A DVC stage (or another DVC command) exited non-zero; the message holds its last lines."""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    # Stage commands say `python -m stages.x`: make that the interpreter running this flow.
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_dvc(
+    root: str | os.PathLike[str], args: Sequence[str], on_line: Callable[[str], None] | None = None
+) -> list[str]:
+    """Run ``dvc <args>`` in ``root``; stream each output line to ``on_line``; return the lines.
+
+    Raises StageFailed naming the command and quoting its last output lines on a non-zero exit.
+    """
+    cmd = [sys.executable, "-m", "dvc", *args]
+    emit = on_line or log.info
+    lines: list[str] = []
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL)
+    with DVC_LOCK:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=os.fspath(root),
+            env=_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            if line.strip():
+                emit(line)
+                lines.append(line)
+                tail.append(line)
+        rc = proc.wait()
+    if rc != 0:
+        what = " ".join(args)
+        raise StageFailed(f"`dvc {what}` failed (exit {rc}) in {root}:\n" + "\n".join(tail))
+    return lines
+
+
+def repro_stage(
+    root: str | os.PathLike[str], stage: str, on_line: Callable[[str], None] | None = None
+) -> bool:
+    """``dvc repro --single-item <stage>``; True if the stage ran (or was restored), False if
+    DVC skipped it as unchanged."""
+    lines = run_dvc(root, ["repro", "--single-item", stage], on_line)
+    return not any(f"Stage '{stage}' didn't change" in ln for ln in lines)
+
+
+def set_params(root: str | os.PathLike[str], overrides: Sequence[str]) -> None:
+    """Apply ``dvc exp run -S`` style overrides (``section.key=value``, ``file.yaml:key=value``).
+
+    Uses DVC's own parser and writer (the code path of ``dvc exp run --set-param``), so only
+    existing keys can be set (``+key=value`` adds one) and the file keeps its comments.
+    """
+    if not overrides:
+        return
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides
+
+    with DVC_LOCK:
+        for path, ovs in to_path_overrides(overrides).items():
+            file = Path(root) / path
+            if not file.is_file():
+                raise ConfigError(f"{file}: params file not found for overrides {ovs}")
+            try:
+                apply_overrides(file, ovs)
+            except InvalidArgumentError as err:
+                cause = err.__cause__ or err
+                raise ConfigError(f"{file}: cannot apply overrides {ovs}: {cause}") from None
+    log.info("params overrides applied: %s", " ".join(overrides))
+
+
+def has_remote(root: str | os.PathLike[str]) -> bool:
+    """True if the repo has a default DVC remote (then the flow pushes at the end)."""
+    from dvc.repo import Repo
+
+    with DVC_LOCK, Repo(os.fspath(root)) as repo:
+        return bool(repo.config["core"].get("remote"))
+
+
+def restore_from_run_cache(root: str | os.PathLike[str], stages: Sequence[str]) -> None:
+    """Bring back stages that ran elsewhere: fetch the remote's run cache, check that it holds a
+    result for each stage with this workspace's deps and params, then let ``dvc repro`` restore
+    it (outputs checked out, ``dvc.lock`` written by DVC). Never recomputes the stage here."""
+    from dvc.repo import Repo
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    with DVC_LOCK, Repo(os.fspath(root)) as repo:
+        repo.stage_cache.pull(None)
+        for name in stages:
+            stage = repo.stage.get_target(name)
+            try:
+                repo.stage_cache.restore(stage, pull=True)
+            except RunCacheNotFoundError:
+                raise StageFailed(
+                    f"stage '{name}' ran on a worker but the DVC remote holds no result for it"
+                    " with this workspace's code, data and params; make the worker's checkout"
+                    " match this one (same commit, same params) and rerun"
+                ) from None
+            repo.reproduce(name, single_item=True)  # a run-cache hit now: restores, writes lock
+
+
+def lock_text(root: str | os.PathLike[str]) -> str:
+    """The workspace's ``dvc.lock`` (what a worker needs to pull this run's inputs)."""
+    path = Path(root) / "dvc.lock"
+    return path.read_text(encoding="utf-8") if path.exists() else ""

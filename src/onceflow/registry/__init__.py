@@ -1,0 +1,39 @@
+"""Model registry on object storage (``file://`` or ``s3://``): publish, list, pull.
+
+Layout under the registry root::
+
+    <target>/index.json                   # every published model of the target
+    <target>/<model-id>/model.onnx        # + model.plan for TensorRT targets
+    <target>/<model-id>/README.md
+    <target>/<model-id>/manifest.json     # sha256 + size of every other file
+
+Python API::
+
+    store = open_store("s3://bucket/models")          # or "file://registry"
+    publish_package(store, "artifacts/ort-cpu/r28-0123abcd4567")
+    list_models(store, "ort-cpu")
+    pull_model(store, "ort-cpu", "deploy/", max_latency_ms=2.0)
+"""
+
+from onceflow.registry.index import IndexEntry, select
+from onceflow.registry.publish import PublishResult, publish_all, publish_package, update_index
+from onceflow.registry.pull import PullResult, list_models, list_targets, pull_model
+from onceflow.registry.store import Store, StoreOptions, open_store, parse_uri, redact
+
+__all__ = [
+    "IndexEntry",
+    "PublishResult",
+    "PullResult",
+    "Store",
+    "StoreOptions",
+    "list_models",
+    "list_targets",
+    "open_store",
+    "parse_uri",
+    "publish_all",
+    "publish_package",
+    "pull_model",
+    "redact",
+    "select",
+    "update_index",
+]

@@ -1,0 +1,66 @@
+"""Turning prepared uint8 images into network inputs: normalize, resize, augment.
+
+All ops are batched torch ops on uint8 NHWC tensors (the prepared format), so a whole split
+fits in memory and a training batch costs a gather plus a few elementwise kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onceflow.data.prepared import Meta
+
+
+def _as_tensor(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    if isinstance(images_u8, torch.Tensor):
+        return images_u8
+    return torch.from_numpy(np.ascontiguousarray(images_u8))
+
+
+def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize float NCHW to ``resolution`` (bilinear, antialiased when shrinking)."""
+    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+        return x
+    shrink = resolution < x.shape[-1]
+    return F.interpolate(
+        x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=shrink
+    )
+
+
+def to_input(
+    images_u8: np.ndarray | torch.Tensor,
+    meta: Meta,
+    resolution: int,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, r, r): /255, standardized with the train mean/std,
+    resized to ``resolution``. The one preprocessing used for training, evaluation and export."""
+    x = _as_tensor(images_u8).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(meta.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    return resize(x, resolution).contiguous()
+
+
+def augment(
+    images_u8: torch.Tensor, generator: torch.Generator, hflip: bool, crop_padding: int
+) -> torch.Tensor:
+    """Random horizontal flip and pad-and-random-crop (zero padding) on uint8 NHWC."""
+    n, h, w, _ = images_u8.shape
+    x = images_u8
+    dev = x.device
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip.to(dev).view(n, 1, 1, 1), x.flip(2), x)
+    if crop_padding > 0:
+        p = crop_padding
+        padded = F.pad(x.permute(0, 3, 1, 2), (p, p, p, p)).permute(0, 2, 3, 1)
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
+        rows = (torch.arange(h, device=dev).view(1, h) + dy.view(n, 1)).view(n, h, 1)
+        cols = (torch.arange(w, device=dev).view(1, w) + dx.view(n, 1)).view(n, 1, w)
+        x = padded[torch.arange(n, device=dev).view(n, 1, 1), rows, cols]
+    return x

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from onceflow.data.validate import GateSettings, image_table, run_gate
+from tests.conftest import synthetic_images
+
+
+def _splits(n_train=20, n_val=5, n_test=5):
+    return {
+        "train": synthetic_images(n_train, seed=1),
+        "val": synthetic_images(n_val, seed=2),
+        "test": synthetic_images(n_test, seed=3),
+    }
+
+
+SETTINGS = GateSettings(
+    n_classes=10, shape=(28, 28, 1), min_images_per_class=2, class_balance_tolerance=0.5
+)
+
+
+def _failed(splits, settings=SETTINGS):
+    result = run_gate(image_table(splits, settings.n_classes), settings)
+    return result, {e.name: e.observed for e in result.failures}
+
+
+def test_gate_passes_on_good_data():
+    result, failed = _failed(_splits())
+    assert result.success and not failed
+    assert result.to_json()["expectations"][0]["success"] is True
+    assert "PASSED" in result.summary_markdown()
+
+
+def test_class_missing_from_a_split():
+    splits = _splits()
+    x, y = splits["test"]
+    keep = y != 3
+    splits["test"] = (x[keep], y[keep])
+    result, failed = _failed(splits)
+    assert not result.success
+    assert "test:3" in failed["every_class_present"]
+
+
+def test_train_image_leaking_into_test():
+    splits = _splits()
+    x, y = splits["train"]
+    tx, ty = splits["test"]
+    splits["train"] = (np.concatenate([x, tx[:2]]), np.concatenate([y, ty[:2]]))
+    _, failed = _failed(splits)
+    assert failed["no_test_leak"] == "2 images (train: 2)"
+
+
+def test_class_imbalance_and_minimum_count():
+    splits = _splits()
+    x, y = splits["val"]
+    drop = np.flatnonzero(y == 4)[:4]  # leave one image of class 4 in val
+    keep = np.setdiff1d(np.arange(len(y)), drop)
+    splits["val"] = (x[keep], y[keep])
+    _, failed = _failed(splits)
+    assert "val class 4: 1" in failed["class_balance"]
+    assert "val class 4: 1" in failed["min_images_per_class"]
+
+
+def test_labels_outside_class_set_and_wrong_shape():
+    splits = _splits()
+    x, y = splits["train"]
+    y = y.copy()
+    y[0] = 11
+    splits["train"] = (x, y)
+    splits["test"] = synthetic_images(5, size=32, seed=3)
+    _, failed = _failed(splits)
+    assert "labels [11]" in failed["label_in_class_set"]
+    assert "32x32x1" in failed["expected_shape"]
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_minimum_split_size(split):
+    splits = _splits()
+    x, y = splits[split]
+    splits[split] = (x[:5], y[:5])
+    settings = GateSettings(
+        n_classes=10, shape=(28, 28, 1), min_images_per_class=1, class_balance_tolerance=1.0
+    )
+    _, failed = _failed(splits, settings)
+    assert f"{split}: 5" in failed["min_split_size"]
