@@ -102,7 +102,9 @@ def ls_cmd(
     head = ("TARGET", "MODEL ID", "ACC %", "LATENCY ms", "PREDICTED ms", "BUDGET ms", "ARCH")
     widths = [max(len(str(r[i])) for r in (head, *rows)) for i in range(len(head) - 1)]
     for r in (head, *rows):
-        typer.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+        typer.echo(
+            "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
+        )
 
 
 @app.command()
@@ -118,7 +120,9 @@ def pull(
         float | None,
         typer.Option("--min-accuracy", min=0.0, max=1.0, help="Minimum test accuracy, e.g. 0.85."),
     ] = None,
-    model_id: Annotated[str | None, typer.Option("--model-id", help="Pull exactly this model.")] = None,
+    model_id: Annotated[
+        str | None, typer.Option("--model-id", help="Pull exactly this model.")
+    ] = None,
     max_attempts: Attempts = 5,
 ) -> None:
     """Pull the most accurate model within a latency budget, verified by sha256."""

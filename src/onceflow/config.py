@@ -218,9 +218,11 @@ class LatencyTarget(StrictModel):
 class MeasureProtocolConfig(StrictModel):
     """The timing protocol shared by LUT entries and end-to-end validation subnets."""
 
-    warmup: Annotated[int, Field(ge=0)] = 20  # untimed runs per item
-    repeats: Annotated[int, Field(ge=1)] = 25  # timed rounds (samples per item)
-    number: Annotated[int, Field(ge=1)] = 10  # back-to-back runs per sample
+    warmup: Annotated[int, Field(ge=0)] = 10  # untimed runs per item
+    # Many short samples + median: a sample hit by another process is an outlier the median
+    # ignores, whereas long samples (number >> 1) average the interference in.
+    repeats: Annotated[int, Field(ge=1)] = 150  # timed rounds (samples per item)
+    number: Annotated[int, Field(ge=1)] = 1  # back-to-back runs per sample
     interleave: bool = True  # rounds cycle over all items in shuffled order
 
 
@@ -229,8 +231,8 @@ class LatencyConfig(StrictModel):
     protocol: MeasureProtocolConfig = MeasureProtocolConfig()
     calibration_subnets: Annotated[int, Field(ge=3)] = 30  # K measured subnets for the fit
     validation_subnets: Annotated[int, Field(ge=2)] = 50  # M held-out measured subnets
-    # auto: choose by leave-one-out error among affine / per-kind fits; or force one.
-    calibration: Literal["auto", "none", "affine", "per_kind"] = "auto"
+    # auto: the fit (affine / count / per_kind) with the lowest leave-one-out error; or force one.
+    calibration: Literal["auto", "none", "affine", "count", "per_kind"] = "auto"
 
     @model_validator(mode="after")
     def _check_targets(self) -> LatencyConfig:
@@ -249,13 +251,76 @@ class LatencyConfig(StrictModel):
 
 
 # ----------------------------------------------------------------------- predictor (issue 5)
+PredictorModel = Literal["mlp", "ridge", "gbm"]
+
+
 class PredictorConfig(StrictModel):
-    """Placeholder until the accuracy predictor lands."""
+    """Accuracy predictor: dataset of measured subnets, encoding, models and their selection."""
+
+    n_samples: Annotated[int, Field(ge=12)] = 250  # subnets measured (always incl. min and max)
+    calib_images: Annotated[int, Field(ge=1)] = 500  # train images to recalibrate BN per subnet
+    eval_images: Annotated[int, Field(ge=1)] = 2000  # val images each subnet is evaluated on
+    batch_size: Annotated[int, Field(ge=1)] = 500
+    derived_features: bool = True  # add log MACs and log params to the one-hot encoding
+    models: list[PredictorModel] = Field(default=["mlp", "ridge", "gbm"], min_length=1)
+    k_folds: Annotated[int, Field(ge=2, le=20)] = 5  # model selection by k-fold Kendall tau
+    holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2  # reported metrics
+    curve_points: Annotated[int, Field(ge=2, le=20)] = 5  # learning-curve sizes
+    ridge_alphas: list[Annotated[float, Field(gt=0)]] = [0.01, 0.1, 1.0, 10.0, 100.0]
+    mlp_hidden: Annotated[int, Field(ge=4)] = 128
+    mlp_layers: Annotated[int, Field(ge=1, le=6)] = 2
+    mlp_epochs: Annotated[int, Field(ge=1)] = 400  # full-batch Adam steps
+    mlp_lr: Annotated[float, Field(gt=0)] = 3e-3
+    mlp_weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    gbm_iterations: Annotated[int, Field(ge=1)] = 300
+    gbm_learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    gbm_max_leaf_nodes: Annotated[int, Field(ge=2)] = 15
+    gbm_min_samples_leaf: Annotated[int, Field(ge=1)] = 5
 
 
 # -------------------------------------------------------------------------- search (issue 5)
+class BudgetConfig(StrictModel):
+    """Latency budgets of one target: milliseconds, or fractions of the reachable latency range
+    (0 = the fastest subnet, 1 = the slowest)."""
+
+    unit: Literal["ms", "fraction"] = "fraction"
+    values: list[Annotated[float, Field(ge=0)]] = Field(default=[0.25, 0.5, 0.75], min_length=1)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> BudgetConfig:
+        if self.unit == "fraction" and any(v > 1 for v in self.values):
+            raise ValueError(f"fraction budgets must be in [0, 1], got {self.values}")
+        return self
+
+
+class NsgaConfig(StrictModel):
+    pop_size: Annotated[int, Field(ge=4)] = 100
+    generations: Annotated[int, Field(ge=1)] = 100
+    polish_sweeps: Annotated[int, Field(ge=0)] = 5  # local search rounds on the final front
+    time_limit_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+class EvolutionConfig(StrictModel):
+    population: Annotated[int, Field(ge=4)] = 100
+    parents_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
+    mutation_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5  # children by mutation
+    mutation_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # per dimension
+    generations: Annotated[int, Field(ge=1)] = 200
+    time_limit_s: Annotated[float, Field(gt=0)] = 10.0
+    polish_sweeps: Annotated[int, Field(ge=0)] = 2
+
+
 class SearchConfig(StrictModel):
-    """Placeholder until the search lands."""
+    """Predictor-guided search per latency target: Pareto front and one subnet per budget."""
+
+    # Budgets per target name (keys must be latency.targets names); others use default_budgets.
+    budgets: dict[str, BudgetConfig] = {}
+    default_budgets: BudgetConfig = BudgetConfig()
+    nsga: NsgaConfig = NsgaConfig()
+    evolution: EvolutionConfig = EvolutionConfig()
+    random_samples: Annotated[int, Field(ge=1)] = 20000  # baseline (and plotted, thinned)
+    extra_objectives: list[Literal["macs", "params"]] = []  # further NSGA-II objectives
+    evaluate_selected: bool = True  # measure each pick on the supernet (BN recalibrated, val)
 
 
 # ------------------------------------------------------------------------- package (issue 6)

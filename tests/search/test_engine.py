@@ -51,7 +51,8 @@ def exact_front(space: CategoricalSpace) -> np.ndarray:
 def test_non_dominated_matches_brute_force() -> None:
     F = np.random.default_rng(1).integers(0, 6, (200, 2)).astype(float)
     brute = [
-        i for i in range(len(F))
+        i
+        for i in range(len(F))
         if not any(np.all(F[j] <= F[i]) and np.any(F[j] < F[i]) for j in range(len(F)))
     ]
     got = non_dominated(F)
@@ -62,10 +63,15 @@ def test_non_dominated_matches_brute_force() -> None:
 def test_nsga2_recovers_exact_pareto_front() -> None:
     space = toy_space()
     front = nsga2(
-        space, [Objective("accuracy", acc, maximize=True), Objective("latency", lat)],
-        pop_size=40, generations=30, seed=3,
+        space,
+        [Objective("accuracy", acc, maximize=True), Objective("latency", lat)],
+        pop_size=40,
+        generations=30,
+        seed=3,
     )
-    got = np.unique(np.round(np.stack([front.values["latency"], front.values["accuracy"]], 1), 9), axis=0)
+    got = np.unique(
+        np.round(np.stack([front.values["latency"], front.values["accuracy"]], 1), 9), axis=0
+    )
     np.testing.assert_allclose(got, exact_front(space))
     assert front.n_evaluations < space.size() / 5 and front.x.dtype == np.int64
     # Values reported are the objective values of the rows reported.
@@ -78,7 +84,9 @@ def test_nsga2_three_objectives_front_is_non_dominated() -> None:
     front = nsga2(
         space,
         [Objective("accuracy", acc, True), Objective("latency", lat), Objective("flops", flops)],
-        pop_size=40, generations=20, seed=0,
+        pop_size=40,
+        generations=20,
+        seed=0,
     )
     F = np.stack([-front.values["accuracy"], front.values["latency"], front.values["flops"]], 1)
     assert len(non_dominated(F)) == len(F) > 5
@@ -92,7 +100,12 @@ def test_constrained_evolution_finds_exact_optimum(budget: float) -> None:
     optimum = acc(allx[ok]).max()
     low = coordinate_descent(space, lat, space.extremes())
     best = constrained_evolution(
-        space, acc, lat, budget, EvolutionParams(population=30, generations=40), seed=1,
+        space,
+        acc,
+        lat,
+        budget,
+        EvolutionParams(population=30, generations=40),
+        seed=1,
         initial=low.x[None, :],
     )
     assert best.x is not None and lat(best.x[None])[0] <= budget

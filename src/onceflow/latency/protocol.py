@@ -12,6 +12,7 @@ when absolute times wobble. The LUT builder and the end-to-end validation use th
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
@@ -27,15 +28,21 @@ _P10_P90_SIGMAS = 2.0 * 1.2815515655446004
 class MeasureProtocol:
     """How to time one item; identical for LUT entries and whole subnets."""
 
-    warmup: int = 20  # untimed runs per item before the first round
-    repeats: int = 25  # timed rounds: samples per item
-    number: int = 10  # consecutive runs per sample (the sample is their mean)
+    warmup: int = 10  # untimed runs per item before the first round
+    repeats: int = 150  # timed rounds: samples per item
+    number: int = 1  # consecutive runs per sample (the sample is their mean)
     interleave: bool = True  # rounds go over all items in shuffled order; else item by item
     seed: int = 0  # seeds the per-round shuffling
+    # "wall": the item's own clock (wall time on CPU, CUDA events on GPU). "thread_cpu": CPU
+    # time of the measuring thread -- equal to wall latency for single-threaded CPU inference
+    # on an idle machine, but blind to time slices taken by other processes on a shared one.
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         if self.warmup < 0 or self.repeats < 1 or self.number < 1:
             raise ValueError(f"bad measurement protocol {self}: need warmup>=0, repeats>=1, number>=1")
+        if self.clock not in ("wall", "thread_cpu"):
+            raise ValueError(f"protocol clock must be wall or thread_cpu, got {self.clock!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -80,22 +87,44 @@ class Timed(Protocol):
     def close(self) -> None: ...
 
 
+def sample_interleaved_clocks(
+    items: Sequence[Timed], protocol: MeasureProtocol
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw samples on both clocks: (item clock, this thread's CPU time), each (n_items, repeats),
+    per-inference ms in item order. The item clock is wall time (CPU backends) or device time."""
+    shape = (len(items), protocol.repeats)
+    wall, cpu = np.empty(shape, dtype=np.float64), np.empty(shape, dtype=np.float64)
+    for it in items:
+        if protocol.warmup:
+            it.time(protocol.warmup)
+    rng = np.random.default_rng(protocol.seed)
+    thread_time = time.thread_time
+
+    def one(i: int, r: int) -> None:
+        c0 = thread_time()
+        wall[i, r] = items[i].time(protocol.number)
+        cpu[i, r] = thread_time() - c0
+
+    if protocol.interleave:
+        for r in range(protocol.repeats):
+            for i in rng.permutation(len(items)):
+                one(int(i), r)
+    else:
+        for i in range(len(items)):
+            for r in range(protocol.repeats):
+                one(i, r)
+    scale = 1e3 / protocol.number
+    return wall * scale, cpu * scale
+
+
+def sample_interleaved(items: Sequence[Timed], protocol: MeasureProtocol) -> np.ndarray:
+    """Raw samples on the protocol's clock: (n_items, repeats) per-inference ms."""
+    wall, cpu = sample_interleaved_clocks(items, protocol)
+    return cpu if protocol.clock == "thread_cpu" else wall
+
+
 def measure_interleaved(items: Sequence[Timed], protocol: MeasureProtocol) -> list[LatencyStats]:
     """Time every item under ``protocol``; stats are per single inference, in ms, in item order."""
     if not items:
         return []
-    for it in items:
-        if protocol.warmup:
-            it.time(protocol.warmup)
-    samples = np.empty((len(items), protocol.repeats), dtype=np.float64)
-    rng = np.random.default_rng(protocol.seed)
-    if protocol.interleave:
-        for r in range(protocol.repeats):
-            for i in rng.permutation(len(items)):
-                samples[i, r] = items[i].time(protocol.number)
-    else:
-        for i, it in enumerate(items):
-            for r in range(protocol.repeats):
-                samples[i, r] = it.time(protocol.number)
-    samples_ms = samples * 1e3 / protocol.number
-    return [LatencyStats.from_samples(row) for row in samples_ms]
+    return [LatencyStats.from_samples(row) for row in sample_interleaved(items, protocol)]

@@ -54,7 +54,8 @@ def sample_distinct(
     """``n`` distinct archs not in ``taken`` (bounded attempts; small spaces raise ConfigError)."""
     taken = set() if taken is None else set(taken)
     out: list[Arch] = []
-    for _ in range(50 * n + 100):
+    attempts = 50 * n + 100 if n <= space.size() - len(taken) else 0
+    for _ in range(attempts):
         if len(out) == n:
             break
         a = space.sample(rng)
@@ -63,8 +64,9 @@ def sample_distinct(
             out.append(a)
     if len(out) < n:
         raise ConfigError(
-            f"the search space yields only {len(out)} distinct new subnets, fewer than the {n} "
-            "asked for; lower latency.calibration_subnets / latency.validation_subnets"
+            f"could not draw {n} distinct new subnets from a space of {space.size()} "
+            f"({len(taken) - len(out)} already taken); lower latency.calibration_subnets / "
+            "latency.validation_subnets"
         )
     return out
 

@@ -11,7 +11,14 @@ from onceflow.orchestration.dvc import (
     run_dvc,
     set_params,
 )
-from onceflow.orchestration.graph import Plan, make_plan, read_plan, read_targets, work_pools
+from onceflow.orchestration.graph import (
+    Plan,
+    changed_stages,
+    make_plan,
+    read_plan,
+    read_targets,
+    work_pools,
+)
 from onceflow.orchestration.report import (
     PublishedModel,
     models_markdown,
@@ -24,6 +31,7 @@ __all__ = [
     "Plan",
     "PublishedModel",
     "StageFailed",
+    "changed_stages",
     "has_remote",
     "lock_text",
     "make_plan",

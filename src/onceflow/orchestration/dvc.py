@@ -123,10 +123,14 @@ def restore_from_run_cache(root: str | os.PathLike[str], stages: Sequence[str]) 
     from dvc.repo import Repo
     from dvc.stage.cache import RunCacheNotFoundError
 
-    with DVC_LOCK, Repo(os.fspath(root)) as repo:
+    root = os.path.abspath(root)
+    with DVC_LOCK, Repo(root) as repo:
         repo.stage_cache.pull(None)
         for name in stages:
-            stage = repo.stage.get_target(name)
+            # The Python API resolves `dvc.yaml` against the process cwd: name it absolutely.
+            path, _, stage_name = name.rpartition(":")
+            target = f"{os.path.join(root, path or 'dvc.yaml')}:{stage_name}"
+            stage = repo.stage.get_target(target)
             try:
                 repo.stage_cache.restore(stage, pull=True)
             except RunCacheNotFoundError:
@@ -135,7 +139,7 @@ def restore_from_run_cache(root: str | os.PathLike[str], stages: Sequence[str]) 
                     " with this workspace's code, data and params; make the worker's checkout"
                     " match this one (same commit, same params) and rerun"
                 ) from None
-            repo.reproduce(name, single_item=True)  # a run-cache hit now: restores, writes lock
+            repo.reproduce(target, single_item=True)  # a run-cache hit now: restores, writes lock
 
 
 def lock_text(root: str | os.PathLike[str]) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from onceflow.errors import ConfigError
+from onceflow.orchestration.dvc import DVC_LOCK
 
 FOREACH_SEP = "@"  # DVC names foreach stages `<stage>@<key>`
 
@@ -41,7 +42,7 @@ class Plan:
         return self.pre + tuple(s for st in self.targets.values() for s in st) + self.post
 
     def inputs_of(self, target: str) -> tuple[str, ...]:
-        """Stages outside ``target`` whose outputs the target's stages read (what a worker pulls)."""
+        """Stages outside ``target`` whose outputs its stages read (what a worker pulls)."""
         own = set(self.targets[target])
         deps = {u for s in own for u in self.upstream.get(s, ()) if u not in own}
         return tuple(s for s in self.stages if s in deps)
@@ -110,19 +111,33 @@ def work_pools(targets: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return {t: str(c["work_pool"]) for t, c in targets.items() if c.get("work_pool")}
 
 
+def _address(stage: Any, root: str) -> str:
+    """How ``dvc repro`` run in ``root`` names the stage (``name`` for the root dvc.yaml)."""
+    rel = os.path.relpath(stage.path, root)
+    name = getattr(stage, "name", None)
+    return name if rel == "dvc.yaml" and name else (f"{rel}:{name}" if name else rel)
+
+
 def read_plan(root: str | os.PathLike[str]) -> Plan:
     """Build the plan from DVC's own stage graph of the repo at ``root`` (DVC Python API)."""
     from dvc.repo import Repo
 
-    def address(stage: Any) -> str:  # how `dvc repro` run in ``root`` names the stage
-        rel = os.path.relpath(stage.path, root)
-        name = getattr(stage, "name", None)
-        return name if rel == "dvc.yaml" and name else (f"{rel}:{name}" if name else rel)
-
-    with Repo(os.fspath(root)) as repo:
+    root = os.path.abspath(root)
+    with DVC_LOCK, Repo(root) as repo:
         graph = repo.index.graph  # edge (stage, upstream stage)
-        stages = [address(s) for s in repo.index.stages]
+        stages = [_address(s, root) for s in repo.index.stages]
         upstream: dict[str, set[str]] = {s: set() for s in stages}
         for down, up in graph.edges:
-            upstream[address(down)].add(address(up))
+            upstream[_address(down, root)].add(_address(up, root))
     return make_plan(stages, upstream, read_targets(Path(root) / "params.yaml"))
+
+
+def changed_stages(root: str | os.PathLike[str]) -> set[str]:
+    """Stages ``dvc status`` reports as changed (deps, params, cmd or outs differ from dvc.lock,
+    or outputs missing). A stage not listed, whose upstream stages do not run, is one that
+    ``dvc repro`` would skip: the flow skips it without starting DVC."""
+    from dvc.repo import Repo
+
+    root = os.path.abspath(root)
+    with DVC_LOCK, Repo(root) as repo, repo.lock:
+        return {_address(s, root) for s in repo.index.stages if s.status()}

@@ -49,8 +49,9 @@ def _registry_uris(publish: Any) -> tuple[str, dict[tuple[str, str], str]]:
     for key in ("published", "models", "results"):
         for item in publish.get(key) or []:
             if isinstance(item, dict) and "target" in item and "model_id" in item:
-                uri = item.get("uri") or (f"{root.rstrip('/')}/{item['target']}/{item['model_id']}"
-                                          if root else "")
+                uri = item.get("uri") or (
+                    f"{root.rstrip('/')}/{item['target']}/{item['model_id']}" if root else ""
+                )
                 per_model[(str(item["target"]), str(item["model_id"]))] = str(uri)
     return root, per_model
 
@@ -70,8 +71,15 @@ def published_models(root: str | os.PathLike[str]) -> list[PublishedModel]:
         uri = uris.get((target, mid)) or (
             f"{registry.rstrip('/')}/{target}/{mid}" if registry else ""
         )
-        out.append(PublishedModel(target, mid, float(acc) if isinstance(acc, int | float) else None,
-                                  _latency(m.get("latency_ms")), uri))
+        out.append(
+            PublishedModel(
+                target,
+                mid,
+                float(acc) if isinstance(acc, int | float) else None,
+                _latency(m.get("latency_ms")),
+                uri,
+            )
+        )
     return out
 
 

@@ -4,7 +4,7 @@ Same stage names and phases as ``dvc.yaml`` (prepare -> train_supernet -> predic
 ``latency_table@T -> search@T -> package@T``, then ``publish``), but each stage is a few lines of
 Python that runs in milliseconds. Each run appends ``<stage> <worker>`` to the file named by
 ``$TOY_RUNLOG`` (when set), so a test can tell which stages ran and where (``$TOY_WORKER``).
-Setting ``fail_stage: <stage name>`` in params makes that stage exit 1 with a message on stderr.
+``$TOY_FAIL_STAGE=<stage name>`` makes that stage exit 1 with a message on stderr.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-_SCRIPT = r'''
+_SCRIPT = r"""
 import json, os, sys, pathlib, yaml
 stage, key = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
 name = f"{stage}@{key}" if key else stage
@@ -27,7 +27,7 @@ worker = os.environ.get("TOY_WORKER", "main")
 if os.environ.get("TOY_RUNLOG"):
     with open(os.environ["TOY_RUNLOG"], "a") as fh:
         fh.write(f"{name} {worker}\n")
-if p["toy"]["fail_stage"] == name:
+if os.environ.get("TOY_FAIL_STAGE") == name:
     sys.stderr.write(f"ERROR toy: {name} cannot meet its latency budget (toy failure)\n")
     sys.exit(1)
 def out(path, obj):
@@ -60,39 +60,69 @@ elif stage == "publish":
         m = json.loads(f.read_text())
         models.append({"target": m["target"], "model_id": m["model_id"]})
     out("metrics/publish.json", {"registry": "file://registry", "published": models})
-'''
+"""
 
 
 def _per_target(name: str, deps: list[str], outs: list[Any], params: list[str]) -> dict:
     return {
         "foreach": "${latency.targets}",
-        "do": {"cmd": f"python toy_stage.py {name} ${{key}}", "deps": deps, "params": params,
-               "outs": outs},
+        "do": {
+            "cmd": f"python toy_stage.py {name} ${{key}}",
+            "deps": deps,
+            "params": params,
+            "outs": outs,
+        },
     }
+
+
+TP = "latency.targets.${key}"  # a target's stages depend on its own config only
 
 
 def dvc_yaml() -> dict:
     """The toy dvc.yaml: the real stage names and dependency shape."""
     nocache = {"cache": False}
-    return {"stages": {
-        "prepare": {"cmd": "python toy_stage.py prepare", "deps": ["toy_stage.py"],
-                    "params": ["base", "toy"], "outs": ["data/prepared"]},
-        "train_supernet": {"cmd": "python toy_stage.py train_supernet",
-                           "deps": ["toy_stage.py", "data/prepared"], "params": ["train", "toy"],
-                           "outs": ["models/supernet"]},
-        "predictor": {"cmd": "python toy_stage.py predictor",
-                      "deps": ["toy_stage.py", "models/supernet"], "params": ["train", "toy"],
-                      "outs": ["models/predictor"]},
-        "latency_table": _per_target("latency_table", ["toy_stage.py", "models/supernet"],
-                                     ["latency/${key}"], ["toy"]),
-        "search": _per_target("search", ["toy_stage.py", "models/predictor", "latency/${key}"],
-                              ["search/${key}", {"plots/search/${key}.png": nocache}], ["toy"]),
-        "package": _per_target("package", ["toy_stage.py", "search/${key}"],
-                               ["artifacts/${key}", {"metrics/package/${key}.json": nocache}],
-                               ["toy"]),
-        "publish": {"cmd": "python toy_stage.py publish", "deps": ["toy_stage.py", "artifacts"],
-                    "params": ["toy"], "outs": [{"metrics/publish.json": nocache}]},
-    }}
+    return {
+        "stages": {
+            "prepare": {
+                "cmd": "python toy_stage.py prepare",
+                "deps": ["toy_stage.py"],
+                "params": ["base"],
+                "outs": ["data/prepared"],
+            },
+            "train_supernet": {
+                "cmd": "python toy_stage.py train_supernet",
+                "deps": ["toy_stage.py", "data/prepared"],
+                "params": ["train"],
+                "outs": ["models/supernet"],
+            },
+            "predictor": {
+                "cmd": "python toy_stage.py predictor",
+                "deps": ["toy_stage.py", "models/supernet"],
+                "params": ["train"],
+                "outs": ["models/predictor"],
+            },
+            "latency_table": _per_target(
+                "latency_table", ["toy_stage.py", "models/supernet"], ["latency/${key}"], [TP]
+            ),
+            "search": _per_target(
+                "search",
+                ["toy_stage.py", "models/predictor", "latency/${key}"],
+                ["search/${key}", {"plots/search/${key}.png": nocache}],
+                [TP],
+            ),
+            "package": _per_target(
+                "package",
+                ["toy_stage.py", "search/${key}"],
+                ["artifacts/${key}", {"metrics/package/${key}.json": nocache}],
+                [TP],
+            ),
+            "publish": {
+                "cmd": "python toy_stage.py publish",
+                "deps": ["toy_stage.py", "artifacts"],
+                "outs": [{"metrics/publish.json": nocache}],
+            },
+        }
+    }
 
 
 def write_toy_repo(root: str | os.PathLike[str], targets: Mapping[str, Mapping[str, Any]]) -> Path:
@@ -100,9 +130,11 @@ def write_toy_repo(root: str | os.PathLike[str], targets: Mapping[str, Mapping[s
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "toy_stage.py").write_text(_SCRIPT, encoding="utf-8")
-    params = {"base": {"seed": 0}, "train": {"epochs": 1},
-              "latency": {"targets": {k: dict(v) for k, v in targets.items()}},
-              "toy": {"fail_stage": "none"}}
+    params = {
+        "base": {"seed": 0},
+        "train": {"epochs": 1},
+        "latency": {"targets": {k: dict(v) for k, v in targets.items()}},
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(), sort_keys=False), encoding="utf-8")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}

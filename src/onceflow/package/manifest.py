@@ -83,7 +83,9 @@ def validate_manifest(manifest: Any, source: str = MANIFEST) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise RegistryError(f"{source}: not a JSON object")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise bad("format_version", f"must be {FORMAT_VERSION}, got {manifest.get('format_version')!r}")
+        raise bad(
+            "format_version", f"must be {FORMAT_VERSION}, got {manifest.get('format_version')!r}"
+        )
     check_name("model id", manifest.get("model_id"))  # type: ignore[arg-type]
     check_name("target", manifest.get("target"))  # type: ignore[arg-type]
     acc = manifest.get("test_accuracy")

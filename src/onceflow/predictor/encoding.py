@@ -163,8 +163,12 @@ class ArchEncoder:
             pos = b - st.first_block
             t = np.zeros((len(st.depths), len(res), len(ws), len(ws), len(ks), len(es)))
             for (di, d), (ri, r), (wi, w_in), (wo, w_out), (ki, k), (ei, e) in itertools.product(
-                enumerate(st.depths), enumerate(res), enumerate(ws), enumerate(ws),
-                enumerate(ks), enumerate(es),
+                enumerate(st.depths),
+                enumerate(res),
+                enumerate(ws),
+                enumerate(ws),
+                enumerate(ks),
+                enumerate(es),
             ):
                 if d > pos:
                     w_eff = w_in if (first and s > 0) else w_out
@@ -184,8 +188,12 @@ class ArchEncoder:
             c_win = col[f"width.s{s - 1}"] if (first and s > 0) else col[f"width.s{s}"]
             idx = np.ravel_multi_index(
                 (
-                    x[:, col[f"depth.s{s}"]], r, x[:, c_win], x[:, col[f"width.s{s}"]],
-                    x[:, col[f"kernel.b{b}"]], x[:, col[f"expand.b{b}"]],
+                    x[:, col[f"depth.s{s}"]],
+                    r,
+                    x[:, c_win],
+                    x[:, col[f"width.s{s}"]],
+                    x[:, col[f"kernel.b{b}"]],
+                    x[:, col[f"expand.b{b}"]],
                 ),
                 shape,
             )

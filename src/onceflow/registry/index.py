@@ -57,7 +57,9 @@ class IndexEntry:
                 files={str(k): dict(v) for k, v in d["files"].items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise RegistryError(f"index entry {d.get('model_id')!r} is malformed ({err!r})") from None
+            raise RegistryError(
+                f"index entry {d.get('model_id')!r} is malformed ({err!r})"
+            ) from None
         if MANIFEST not in entry.files or ONNX not in entry.files:
             raise RegistryError(f"index entry {entry.model_id!r} lacks {MANIFEST} or {ONNX} hashes")
         return entry
@@ -67,7 +69,9 @@ def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def entry_from_manifest(manifest: Mapping[str, Any], manifest_file: Mapping[str, Any]) -> IndexEntry:
+def entry_from_manifest(
+    manifest: Mapping[str, Any], manifest_file: Mapping[str, Any]
+) -> IndexEntry:
     """The index entry for a (validated) manifest; ``manifest_file`` is its own {sha256, size}."""
     lat = manifest["latency_ms"]
     return IndexEntry(
@@ -164,7 +168,8 @@ def select(
     fits = [
         e
         for e in entries
-        if e.latency_ms <= max_latency_ms and (min_accuracy is None or e.test_accuracy >= min_accuracy)
+        if e.latency_ms <= max_latency_ms
+        and (min_accuracy is None or e.test_accuracy >= min_accuracy)
     ]
     if not fits:
         fastest = min(entries, key=lambda e: (e.latency_ms, -e.test_accuracy))

@@ -22,8 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onceflow.errors import RegistryError
-from onceflow.package.manifest import MANIFEST, PAYLOAD_FILES, file_entry, load_manifest, verify_files
-from onceflow.registry.index import IndexEntry, add_entry, entry_from_manifest, parse_index, render_index
+from onceflow.package.manifest import (
+    MANIFEST,
+    PAYLOAD_FILES,
+    file_entry,
+    load_manifest,
+    verify_files,
+)
+from onceflow.registry.index import (
+    IndexEntry,
+    add_entry,
+    entry_from_manifest,
+    parse_index,
+    render_index,
+)
 from onceflow.registry.store import INDEX, IndexConflict, Store, object_key
 
 log = logging.getLogger(__name__)
@@ -72,7 +84,13 @@ def update_index(
             return True
         except IndexConflict:
             delay = min(2.0, backoff_s * 2**attempt) * (0.5 + rng.random())
-            log.info("index %s/%s changed concurrently; retry %d in %.2fs", store.uri, key, attempt + 1, delay)
+            log.info(
+                "index %s/%s changed concurrently; retry %d in %.2fs",
+                store.uri,
+                key,
+                attempt + 1,
+                delay,
+            )
             time.sleep(delay)
     raise RegistryError(
         f"{store.uri}/{key}: the index kept changing during {retries} retries (many concurrent "
@@ -105,7 +123,9 @@ def publish_package(store: Store, package_dir: str | Path, *, retries: int = 10)
         uploaded.append(name)
     log.info("uploaded %s/%s: %s", target, mid, ", ".join(uploaded) or "(all files already there)")
 
-    changed = update_index(store, target, lambda current: add_entry(current, entry), retries=retries)
+    changed = update_index(
+        store, target, lambda current: add_entry(current, entry), retries=retries
+    )
     status = "published" if changed else "unchanged"
     log.info("%s %s/%s to %s", status, target, mid, store.uri)
     return PublishResult(target, mid, status, tuple(uploaded))

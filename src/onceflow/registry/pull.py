@@ -48,7 +48,9 @@ def load_entries(store: Store, target: str) -> list[IndexEntry]:
 def list_models(store: Store, target: str | None = None) -> dict[str, list[IndexEntry]]:
     """Entries per target (one target, or all), each sorted by latency."""
     targets = [target] if target is not None else list_targets(store)
-    return {t: sorted(load_entries(store, t), key=lambda e: (e.latency_ms, e.model_id)) for t in targets}
+    return {
+        t: sorted(load_entries(store, t), key=lambda e: (e.latency_ms, e.model_id)) for t in targets
+    }
 
 
 def _check_file(path: Path, name: str, expected: dict, source: str) -> None:
@@ -96,11 +98,15 @@ def pull_model(
         store.download(object_key(target, entry.model_id, MANIFEST), tmp / MANIFEST)
         _check_file(tmp / MANIFEST, MANIFEST, entry.files[MANIFEST], source)
         try:
-            manifest = validate_manifest(json.loads((tmp / MANIFEST).read_bytes()), f"{source}/{MANIFEST}")
+            manifest = validate_manifest(
+                json.loads((tmp / MANIFEST).read_bytes()), f"{source}/{MANIFEST}"
+            )
         except json.JSONDecodeError:
             raise RegistryError(f"{source}/{MANIFEST}: not valid JSON") from None
         if (manifest["target"], manifest["model_id"]) != (target, entry.model_id):
-            raise RegistryError(f"{source}/{MANIFEST}: names another model; the registry is corrupt")
+            raise RegistryError(
+                f"{source}/{MANIFEST}: names another model; the registry is corrupt"
+            )
         for name, expected in manifest["files"].items():
             store.download(object_key(target, entry.model_id, name), tmp / name)
             _check_file(tmp / name, name, expected, source)

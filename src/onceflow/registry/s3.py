@@ -23,10 +23,12 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
 )
 
 from onceflow.errors import RegistryError
@@ -56,7 +58,10 @@ class S3Store:
             retries={"total_max_attempts": max(1, options.max_attempts), "mode": "standard"},
             connect_timeout=options.connect_timeout_s,
             read_timeout=options.read_timeout_s,
-            region_name=options.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            region_name=options.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1",
         )
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=options.endpoint_url, config=config

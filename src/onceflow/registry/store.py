@@ -91,17 +91,23 @@ def parse_uri(uri: str) -> tuple[str, str, str]:
     "a/b").
     """
     if not isinstance(uri, str) or "://" not in uri:
-        raise RegistryError(f"registry URI {redact(str(uri))!r}: expected file://<dir> or s3://<bucket>[/<prefix>]")
+        raise RegistryError(
+            f"registry URI {redact(str(uri))!r}: expected file://<dir> or s3://<bucket>[/<prefix>]"
+        )
     scheme, rest = uri.split("://", 1)
     if scheme == "file":
         if not rest or "\0" in rest:
-            raise RegistryError(f"registry URI {uri!r}: file:// needs a directory, e.g. file://registry")
+            raise RegistryError(
+                f"registry URI {uri!r}: file:// needs a directory, e.g. file://registry"
+            )
         return "file", rest, ""
     if scheme == "s3":
         bucket, _, prefix = rest.partition("/")
         prefix = prefix.strip("/")
         if not _BUCKET_RE.match(bucket):
-            raise RegistryError(f"registry URI {redact(uri)!r}: {bucket!r} is not a valid S3 bucket name")
+            raise RegistryError(
+                f"registry URI {redact(uri)!r}: {bucket!r} is not a valid S3 bucket name"
+            )
         for part in prefix.split("/") if prefix else ():
             if not _PREFIX_PART_RE.match(part):
                 raise RegistryError(
@@ -109,7 +115,9 @@ def parse_uri(uri: str) -> tuple[str, str, str]:
                     "(letters, digits, '.', '_', '-'; no empty parts or '..')"
                 )
         return "s3", bucket, prefix
-    raise RegistryError(f"registry URI {redact(uri)!r}: unsupported scheme {scheme!r} (use file:// or s3://)")
+    raise RegistryError(
+        f"registry URI {redact(uri)!r}: unsupported scheme {scheme!r} (use file:// or s3://)"
+    )
 
 
 def open_store(uri: str, options: StoreOptions | None = None) -> Store:

@@ -67,7 +67,9 @@ def coordinate_descent(
     return Extremum(best_x, sign * best_v, n_evals)
 
 
-def default_starts(space: CategoricalSpace, rng: np.random.Generator, n_random: int = 2) -> np.ndarray:
+def default_starts(
+    space: CategoricalSpace, rng: np.random.Generator, n_random: int = 2
+) -> np.ndarray:
     """Starting rows: all-smallest, all-largest and a few spread random rows."""
     return np.concatenate([space.extremes(), space.sample_spread(rng, n_random)])
 

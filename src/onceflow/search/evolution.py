@@ -89,12 +89,16 @@ def constrained_evolution(
         pop = np.concatenate([parents, children])
         fit, con = np.concatenate([pfit, cfit]), np.concatenate([pcon, ccon])
         if time.perf_counter() - t0 > params.time_limit_s:
-            log.info("evolution: time limit %.1fs reached at generation %d", params.time_limit_s, gen)
+            log.info(
+                "evolution: time limit %.1fs reached at generation %d", params.time_limit_s, gen
+            )
             break
     order = _rank(fit, con, budget)
     best = order[0]
     if con[best] > budget:
-        return Best(None, float("nan"), float(con[best]), f.n, time.perf_counter() - t0, gen, history)
+        return Best(
+            None, float("nan"), float(con[best]), f.n, time.perf_counter() - t0, gen, history
+        )
     x, bf, bc = pop[best].copy(), float(fit[best]), float(con[best])
     x, bf, bc = _polish(space, f, c, budget, x, bf, bc, params.polish_sweeps)
     secs = time.perf_counter() - t0
@@ -102,8 +106,14 @@ def constrained_evolution(
 
 
 def _polish(
-    space: CategoricalSpace, f: Counter, c: Counter, budget: float,
-    x: np.ndarray, bf: float, bc: float, sweeps: int,
+    space: CategoricalSpace,
+    f: Counter,
+    c: Counter,
+    budget: float,
+    x: np.ndarray,
+    bf: float,
+    bc: float,
+    sweeps: int,
 ) -> tuple[np.ndarray, float, float]:
     """Coordinate ascent on fitness that keeps feasibility; bounded by ``sweeps`` x D steps."""
     for _ in range(sweeps):

@@ -29,7 +29,10 @@ class _ArchivingProblem(Problem):
     def __init__(self, space: CategoricalSpace, objectives: Sequence[Objective]) -> None:
         card = space.card
         super().__init__(
-            n_var=space.n_dims, n_obj=len(objectives), xl=np.zeros_like(card), xu=card - 1,
+            n_var=space.n_dims,
+            n_obj=len(objectives),
+            xl=np.zeros_like(card),
+            xu=card - 1,
             vtype=int,
         )
         self.space = space
@@ -104,7 +107,9 @@ def nsga2(
     if len(objectives) < 2:
         raise ConfigError("nsga2: need at least two objectives")
     if pop_size < 4 or generations < 1:
-        raise ConfigError(f"nsga2: pop_size >= 4 and generations >= 1 (got {pop_size}, {generations})")
+        raise ConfigError(
+            f"nsga2: pop_size >= 4 and generations >= 1 (got {pop_size}, {generations})"
+        )
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     x0 = space.sample_spread(rng, pop_size)

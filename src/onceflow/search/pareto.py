@@ -31,7 +31,7 @@ def hypervolume(F: np.ndarray, ref_point: np.ndarray) -> float:
     Points not strictly better than the reference point in every objective add nothing."""
     F = np.asarray(F, dtype=np.float64)
     ref = np.asarray(ref_point, dtype=np.float64)
-    F = F[np.all(F < ref, axis=1)]
+    F = F[np.all(ref > F, axis=1)]
     if len(F) == 0:
         return 0.0
     return float(HV(ref_point=ref)(F))

@@ -50,9 +50,7 @@ class CategoricalSpace:
     ) -> CategoricalSpace:
         """Build from objects with ``.name`` and ``.choices`` (e.g. a supernet's dimensions)."""
         dims = list(dims)
-        return cls(
-            tuple(d.name for d in dims), tuple(len(d.choices) for d in dims), canonicalize
-        )
+        return cls(tuple(d.name for d in dims), tuple(len(d.choices) for d in dims), canonicalize)
 
     @property
     def n_dims(self) -> int:
@@ -111,7 +109,9 @@ class CategoricalSpace:
     def enumerate_all(self, limit: int = 1_000_000) -> np.ndarray:
         """Every row of a small space (for tests and exact references); refuses big spaces."""
         if self.size() > limit:
-            raise ConfigError(f"search space has {self.size()} rows, more than {limit} to enumerate")
+            raise ConfigError(
+                f"search space has {self.size()} rows, more than {limit} to enumerate"
+            )
         grids = np.meshgrid(*[np.arange(c) for c in self.cardinalities], indexing="ij")
         return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
 

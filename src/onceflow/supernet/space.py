@@ -346,6 +346,10 @@ class SearchSpace:
             ]
         )
 
+    def mid_arch(self) -> Arch:
+        """The middle choice of every dimension (a fixed, medium-sized reference subnet)."""
+        return self.decode([len(d.choices) // 2 for d in self._dims])
+
     # ------------------------------------------------------------------ geometry
     def stage_channels(self, stage: int, width: float) -> int:
         """Output channels of ``stage`` at width multiplier ``width``."""

@@ -2,6 +2,6 @@
 shrinking, checkpoints/resume and data-parallel training; plus the shared ``evaluate``."""
 
 from onceflow.train.data import to_input
-from onceflow.train.evaluation import evaluate
+from onceflow.train.evaluation import evaluate, subnet_accuracy
 
-__all__ = ["evaluate", "to_input"]
+__all__ = ["evaluate", "subnet_accuracy", "to_input"]

@@ -1,4 +1,5 @@
-"""Top-1 accuracy of a model (a Supernet with an active arch, or an extracted subnet)."""
+"""Accuracy of a model (a Supernet with an active arch, or an extracted subnet) and of a subnet
+after BN recalibration."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from onceflow.data.prepared import Meta
+from onceflow.data.prepared import Meta, PreparedData
+from onceflow.supernet import Arch, Supernet, recalibrate_bn
 from onceflow.train.data import to_input
 
 
@@ -36,3 +38,34 @@ def evaluate(
     finally:
         model.train(was_training)
     return correct / n
+
+
+def calibration_indices(n_train: int, n: int, seed: int) -> np.ndarray:
+    """A fixed random subset (sorted) of train indices used for BN recalibration."""
+    n = min(n, n_train)
+    return np.sort(np.random.default_rng([seed, 0xBA7C]).choice(n_train, size=n, replace=False))
+
+
+def subnet_accuracy(
+    supernet: Supernet,
+    arch: Arch,
+    data: PreparedData,
+    *,
+    n_calib: int = 2000,
+    split: str = "val",
+    max_images: int | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+) -> float:
+    """Accuracy of ``arch`` on ``split`` after BN recalibration on ``n_calib`` train images.
+
+    The subnet is extracted first, so the supernet's own BN statistics are left untouched.
+    """
+    sub = supernet.extract(arch)
+    device = next(sub.parameters()).device
+    idx = calibration_indices(len(data.train), n_calib, seed)
+    calib = to_input(data.train.images[idx], data.meta, arch.resolution, device)
+    recalibrate_bn(sub, calib, len(idx), batch_size=batch_size)
+    part = data.split(split)
+    n = len(part) if max_images is None else min(max_images, len(part))
+    return evaluate(sub, part.images[:n], part.labels[:n], data.meta, arch.resolution, batch_size)

@@ -1,0 +1,250 @@
+"""Build one deployable package from any static ``nn.Module`` (an extracted subnet in practice).
+
+Steps: test accuracy in torch -> ONNX export (dynamic batch) -> parity ONNX Runtime vs torch
+(fails the build) -> test accuracy of the exported model in ONNX Runtime (the number shipped)
+-> latency on the target's backend -> TensorRT engine for TensorRT targets -> ``model.onnx``,
+``[model.plan]``, ``README.md``, ``manifest.json`` written into ``<out_root>/<model-id>/`` in one
+atomic rename. Latency measurement and engine building are injected, so this module knows no
+backend and can be tested with a toy network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from onceflow import __version__
+from onceflow.config import PackageConfig
+from onceflow.data.prepared import PreparedData
+from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
+from onceflow.package.card import render_card
+from onceflow.package.export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from onceflow.package.manifest import (
+    CARD,
+    FORMAT_VERSION,
+    ONNX,
+    PLAN,
+    file_entry,
+    model_id,
+    write_manifest,
+)
+from onceflow.package.parity import (
+    ParityReport,
+    check_parity,
+    ort_session,
+    require_parity,
+    run_onnx,
+    torch_logits,
+)
+from onceflow.train.data import to_input
+
+log = logging.getLogger(__name__)
+
+# (onnx bytes, torch model, NCHW input shape) -> latency stats in ms ({"median": ..., ...}).
+MeasureFn = Callable[[bytes, nn.Module, tuple[int, ...]], Mapping[str, float]]
+# (fixed-batch onnx bytes, NCHW input shape) -> serialized TensorRT engine.
+EngineFn = Callable[[bytes, tuple[int, ...]], bytes]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One selected subnet to package (an entry of ``search/<target>/selected.json``)."""
+
+    arch_json: dict[str, Any]
+    arch_str: str
+    resolution: int
+    budgets_ms: tuple[float, ...] = ()  # every budget this arch was selected for
+    predicted_accuracy: float | None = None
+    predicted_latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What a package records about its target (from ``latency.targets.<name>``)."""
+
+    name: str
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 1
+    config: dict[str, Any] = field(default_factory=dict)  # the full target config, for lineage
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    model_id: str
+    path: Path
+    arch: str
+    test_accuracy: float  # ONNX Runtime, the shipped model
+    test_accuracy_torch: float
+    latency_ms: float  # measured median
+    predicted_latency_ms: float | None
+    predicted_accuracy: float | None
+    budget_ms: float | None
+    parity: ParityReport
+    engine: str  # "built", or why none was built
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "arch": self.arch,
+            "budget_ms": self.budget_ms,
+            "test_accuracy": self.test_accuracy,
+            "test_accuracy_torch": self.test_accuracy_torch,
+            "predicted_accuracy": self.predicted_accuracy,
+            "latency_ms": self.latency_ms,
+            "predicted_latency_ms": self.predicted_latency_ms,
+            "parity": self.parity.to_json(),
+            "engine": self.engine,
+        }
+
+
+def parity_images(data: PreparedData, n: int) -> np.ndarray:
+    """``n`` uint8 images for the parity check: the test split first, topped up from val and
+    train when it is smaller (only tiny datasets); fewer than ``n`` only if all splits are."""
+    parts, have = [], 0
+    for split in (data.test, data.val, data.train):
+        take = np.asarray(split.images[: n - have])
+        parts.append(take)
+        have += len(take)
+        if have >= n:
+            break
+    if have < n:
+        log.warning("parity check on all %d images there are (params asks for %d)", have, n)
+    return np.concatenate(parts)
+
+
+def input_spec(data: PreparedData, resolution: int) -> dict[str, Any]:
+    meta = data.meta
+    return {
+        "name": INPUT_NAME,
+        "shape": [None, meta.channels, resolution, resolution],
+        "dtype": "float32",
+        "layout": "NCHW",
+        "resolution": resolution,
+        "source_height": meta.height,
+        "source_width": meta.width,
+        "resize": "bilinear, align_corners=False, antialiased when shrinking",
+        "normalization": {"scale": "1/255", "mean": list(meta.mean), "std": list(meta.std)},
+        "class_names": list(meta.classes),
+    }
+
+
+def build_package(
+    model: nn.Module,
+    cand: Candidate,
+    *,
+    data: PreparedData,
+    target: TargetInfo,
+    cfg: PackageConfig,
+    identity: Mapping[str, Any],
+    lineage: Mapping[str, Any],
+    measure: MeasureFn,
+    out_root: Path,
+    created_at: str,
+    build_engine: EngineFn | None = None,
+    engine_skip_reason: str = "not a TensorRT target",
+    threads: int = 1,
+) -> PackageResult:
+    """Evaluate, export, verify, time and write one package; ParityError if ONNX disagrees."""
+    meta, res = data.meta, cand.resolution
+    chw = (meta.channels, res, res)
+    mid = model_id(cand.arch_json, res, identity)
+    model.eval()
+
+    x_test = to_input(np.array(data.test.images), meta, res)  # a writable copy of the mmap
+    y_test = np.asarray(data.test.labels)
+    acc_torch = float(np.mean(torch_logits(model, x_test, cfg.batch_size).argmax(1) == y_test))
+
+    onnx_bytes = export_onnx(model, chw, opset=cfg.opset)
+    x_par = to_input(parity_images(data, cfg.parity_images), meta, res)
+    parity = check_parity(
+        model,
+        onnx_bytes,
+        x_par,
+        atol=cfg.parity_atol,
+        min_agreement=cfg.parity_min_agreement,
+        threads=threads,
+        batch_size=min(64, cfg.batch_size),
+    )
+    require_parity(parity, f"package {mid} ({cand.arch_str}) for target {target.name!r}")
+    sess = ort_session(onnx_bytes, threads)
+    acc = float(np.mean(run_onnx(sess, x_test.numpy(), cfg.batch_size).argmax(1) == y_test))
+    del x_test, x_par
+
+    shape = (target.batch_size, *chw)
+    stats = dict(measure(onnx_bytes, model, shape))
+    plan = None
+    if build_engine is not None:
+        static = export_onnx(
+            model, chw, opset=cfg.opset, dynamic_batch=False, batch_size=target.batch_size
+        )
+        plan = build_engine(static, shape)
+    engine = "built" if plan is not None else f"skipped: {engine_skip_reason}"
+    budget = min(cand.budgets_ms) if cand.budgets_ms else None
+
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "model_id": mid,
+        "target": target.name,
+        "backend": target.backend,
+        "device": target.device,
+        "precision": target.precision,
+        "arch": {"string": cand.arch_str, "json": cand.arch_json},
+        "test_accuracy": acc,
+        "test_accuracy_torch": acc_torch,
+        "n_test": len(y_test),
+        "predicted_accuracy": cand.predicted_accuracy,
+        "latency_ms": {
+            "measured": float(stats["median"]),
+            "predicted": cand.predicted_latency_ms,
+            "budget": budget,
+            "budgets": list(cand.budgets_ms),
+            "batch_size": target.batch_size,
+            "stats": stats,
+        },
+        "parity": parity.to_json(),
+        "input": input_spec(data, res),
+        "output": {"name": OUTPUT_NAME, "shape": [None, meta.n_classes], "dtype": "float32"},
+        "engine": engine,
+        "lineage": {**lineage, "identity": dict(identity)},
+        "onceflow_version": __version__,
+        "created_at": created_at,
+    }
+    with atomic_dir(out_root / mid) as tmp:
+        write_bytes_atomic(tmp / ONNX, onnx_bytes)
+        if plan is not None:
+            write_bytes_atomic(tmp / PLAN, plan)
+        files = {n: file_entry(tmp / n) for n in (ONNX, PLAN) if (tmp / n).is_file()}
+        write_text_atomic(tmp / CARD, render_card({**manifest, "files": files}))
+        write_manifest(tmp, manifest)
+    log.info(
+        "packaged %s (%s): test acc %.4f (torch %.4f), %.3f ms measured / %s predicted, parity "
+        "max diff %.2g",
+        mid,
+        cand.arch_str,
+        acc,
+        acc_torch,
+        stats["median"],
+        "n/a" if cand.predicted_latency_ms is None else f"{cand.predicted_latency_ms:.3f} ms",
+        parity.max_abs_diff,
+    )
+    return PackageResult(
+        model_id=mid,
+        path=out_root / mid,
+        arch=cand.arch_str,
+        test_accuracy=acc,
+        test_accuracy_torch=acc_torch,
+        latency_ms=float(stats["median"]),
+        predicted_latency_ms=cand.predicted_latency_ms,
+        predicted_accuracy=cand.predicted_accuracy,
+        budget_ms=budget,
+        parity=parity,
+        engine=engine,
+    )

@@ -1,0 +1,275 @@
+"""Package every arch the search selected for one target (what ``stages/package.py`` calls).
+
+Per selected arch: extract the static subnet from the supernet, re-estimate BatchNorm
+statistics on train images (the supernet's shared statistics are wrong for any one subnet),
+optionally fine-tune it with distillation from the largest subnet, then ``build_package``.
+Latency is measured with the latency package's backend for the target, under the same protocol
+as its lookup tables, on the exact ONNX bytes that ship (ONNX Runtime targets).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onceflow import __version__
+from onceflow.config import LatencyTarget, PackageConfig, Params
+from onceflow.data.prepared import PreparedData
+from onceflow.errors import ConfigError, SearchError
+from onceflow.package.build import (
+    Candidate,
+    EngineFn,
+    MeasureFn,
+    PackageResult,
+    TargetInfo,
+    build_package,
+)
+from onceflow.supernet import Arch, Supernet, recalibrate_bn
+from onceflow.train.data import to_input
+from onceflow.train.evaluation import calibration_indices
+from onceflow.train.losses import kl_distill
+
+log = logging.getLogger(__name__)
+
+
+def parse_selection(doc: Any, source: str, space: Any) -> list[Candidate]:
+    """Candidates from a ``selected.json`` document ({"selected": [...]} or a bare list).
+
+    Each entry needs an arch (``arch_json`` dict, or ``arch`` as dict or compact string); the
+    same arch selected for several budgets is packaged once and records every budget.
+    """
+    entries = doc.get("selected") if isinstance(doc, dict) else doc
+    if not isinstance(entries, list) or not entries:
+        raise SearchError(f"{source}: no selected archs (expected a non-empty 'selected' list)")
+    by_arch: dict[Arch, dict[str, Any]] = {}
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise SearchError(f"{source}: selected[{i}] is not an object")
+        raw = e.get("arch_json", e.get("arch"))
+        arch = Arch.parse(raw) if isinstance(raw, str) else Arch.from_json(raw or {})
+        try:
+            space.validate(arch)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: selected[{i}]: {err}") from None
+        arch = space.canonical(arch)
+        slot = by_arch.setdefault(arch, {"budgets": [], "entry": e})
+        if e.get("budget_ms") is not None:
+            slot["budgets"].append(float(e["budget_ms"]))
+    out = []
+    for arch, slot in by_arch.items():
+        e = slot["entry"]
+        out.append(
+            Candidate(
+                arch_json=arch.to_json(),
+                arch_str=str(arch),
+                resolution=arch.resolution,
+                budgets_ms=tuple(sorted(slot["budgets"])),
+                predicted_accuracy=_opt(e.get("predicted_accuracy")),
+                predicted_latency_ms=_opt(e.get("predicted_latency_ms")),
+            )
+        )
+    return out
+
+
+def _opt(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def finetune(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: PreparedData,
+    *,
+    resolution: int,
+    teacher_resolution: int,
+    cfg: PackageConfig,
+    seed: int,
+) -> list[float]:
+    """SGD fine-tune on the train split: CE + kd_ratio * KL(teacher || student). Mean loss/epoch."""
+    n = len(data.train)
+    labels = torch.as_tensor(np.array(data.train.labels))
+    steps_per_epoch = math.ceil(n / cfg.finetune_batch_size)
+    total = cfg.finetune_epochs * steps_per_epoch
+    opt = torch.optim.SGD(student.parameters(), lr=cfg.finetune_lr, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    if teacher is not None:
+        teacher.eval()
+    student.train()
+    losses = []
+    for _ in range(cfg.finetune_epochs):
+        perm = torch.randperm(n, generator=gen).numpy()
+        running = 0.0
+        for s in range(steps_per_epoch):
+            idx = np.sort(perm[s * cfg.finetune_batch_size : (s + 1) * cfg.finetune_batch_size])
+            u8 = data.train.images[idx]
+            logits = student(to_input(u8, data.meta, resolution))
+            loss = F.cross_entropy(logits, labels[idx])
+            if teacher is not None and cfg.kd_ratio > 0:
+                with torch.no_grad():
+                    t = teacher(to_input(u8, data.meta, teacher_resolution))
+                loss = loss + cfg.kd_ratio * kl_distill(logits, t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+        losses.append(running / steps_per_epoch)
+    student.eval()
+    return losses
+
+
+def calibrated_subnet(
+    supernet: Supernet, arch: Arch, data: PreparedData, cfg: PackageConfig, seed: int
+) -> nn.Module:
+    """The static subnet with BN statistics re-estimated on a fixed train subset."""
+    sub = supernet.extract(arch)
+    idx = calibration_indices(len(data.train), cfg.bn_calibration_images, seed)
+    calib = to_input(data.train.images[idx], data.meta, arch.resolution)
+    recalibrate_bn(sub, calib, len(idx), batch_size=cfg.batch_size)
+    return sub.eval()
+
+
+def target_info(name: str, target: LatencyTarget) -> TargetInfo:
+    return TargetInfo(
+        name=name,
+        backend=target.backend,
+        device=target.device,
+        precision=target.precision,
+        batch_size=target.batch_size,
+        config=target.model_dump(mode="json"),
+    )
+
+
+def backend_fns(
+    target: LatencyTarget, params: Params, name: str
+) -> tuple[MeasureFn, EngineFn | None, str]:
+    """Latency measurement (and TensorRT engine building) through the latency package's backend.
+
+    Raises BackendUnavailable (with the reason) when the target cannot run on this machine.
+    """
+    from onceflow.latency.backends import OnnxRuntimeBackend, TensorRTBackend, make_backend
+    from onceflow.latency.backends.base import cpu_affinity
+    from onceflow.latency.protocol import measure_interleaved
+    from onceflow.latency.table import protocol_from_config
+
+    backend = make_backend(target)
+    backend.require(name)
+    protocol = protocol_from_config(params.latency, params.base.seed)
+
+    def measure(onnx_bytes: bytes, model: nn.Module, shape: tuple[int, ...]) -> Mapping[str, float]:
+        if isinstance(backend, OnnxRuntimeBackend):  # time the exact bytes that ship
+            item = backend.prepare_onnx(onnx_bytes, shape, seed=params.base.seed)
+            try:
+                with cpu_affinity(target.options.cpu_affinity):
+                    stats = measure_interleaved([item], protocol)[0]
+            finally:
+                item.close()
+        else:
+            stats = backend.measure(model, shape, protocol)
+        return stats.to_json()
+
+    if isinstance(backend, TensorRTBackend):
+        return measure, backend.build_engine, ""
+    return measure, None, f"backend {target.backend} needs no engine"
+
+
+def package_target(
+    supernet: Supernet,
+    selection: Any,
+    data: PreparedData,
+    *,
+    target_name: str,
+    params: Params,
+    lineage: Mapping[str, Any],
+    content_hashes: Mapping[str, str],
+    out_root: Path,
+    created_at: str,
+    selection_source: str = "selected.json",
+) -> list[PackageResult]:
+    """Package the target's selected archs into ``out_root/<model-id>/``; results in order.
+
+    ``content_hashes`` (of the prepared data and the supernet) go into every model id together
+    with the arch, the target, the package params, the seed and the onceflow version.
+    """
+    if target_name not in params.latency.targets:
+        known = ", ".join(params.latency.targets)
+        raise ConfigError(f"params latency.targets has no target {target_name!r} (known: {known})")
+    target = params.latency.targets[target_name]
+    cfg, seed = params.package, params.base.seed
+    cands = parse_selection(selection, selection_source, supernet.space)
+    if cfg.max_models is not None:
+        cands = cands[: cfg.max_models]
+    measure, engine_fn, skip = backend_fns(target, params, target_name)
+    info = target_info(target_name, target)
+    identity = {
+        "target": {"name": target_name, **info.config},
+        "inputs": dict(content_hashes),
+        "package": cfg.model_dump(mode="json"),
+        "seed": seed,
+        "onceflow": __version__,
+    }
+    teacher = None
+    if cfg.finetune_epochs > 0:
+        teacher = calibrated_subnet(supernet, supernet.max_arch(), data, cfg, seed)
+    results = []
+    for cand in cands:
+        arch = Arch.from_json(cand.arch_json)
+        sub = calibrated_subnet(supernet, arch, data, cfg, seed)
+        if cfg.finetune_epochs > 0:
+            losses = finetune(
+                sub,
+                teacher,
+                data,
+                resolution=arch.resolution,
+                teacher_resolution=supernet.max_arch().resolution,
+                cfg=cfg,
+                seed=seed,
+            )
+            log.info("fine-tuned %s: loss per epoch %s", arch, [round(v, 4) for v in losses])
+            idx = calibration_indices(len(data.train), cfg.bn_calibration_images, seed)
+            recalibrate_bn(
+                sub,
+                to_input(data.train.images[idx], data.meta, arch.resolution),
+                len(idx),
+                cfg.batch_size,
+            )
+            sub.eval()
+        results.append(
+            build_package(
+                sub,
+                cand,
+                data=data,
+                target=info,
+                cfg=cfg,
+                identity=identity,
+                lineage=lineage,
+                measure=measure,
+                out_root=out_root,
+                created_at=created_at,
+                build_engine=engine_fn,
+                engine_skip_reason=skip,
+                threads=params.base.threads,
+            )
+        )
+    return results
+
+
+def package_metrics(target: str, results: list[PackageResult]) -> dict[str, Any]:
+    """``metrics/package/<target>.json``: every package's accuracy, latency and parity."""
+    return {
+        "target": target,
+        "n_packages": len(results),
+        "all_parity_passed": all(r.parity.passed for r in results),
+        "packages": [r.to_json() for r in results],
+    }

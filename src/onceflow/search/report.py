@@ -1,0 +1,138 @@
+"""What the search stage writes: JSON documents of the front and the picks, plot data and the
+Pareto plot. ``describe`` turns an encoded row into (arch string, arch JSON); the engine itself
+never interprets rows."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from onceflow.search.specialize import Specialization
+
+Describe = Callable[[np.ndarray], tuple[str, dict[str, Any]]]
+
+
+def pareto_doc(result: Specialization, target: str, describe: Describe) -> dict[str, Any]:
+    """The front, fastest first: one entry per arch with every objective value."""
+    f = result.front
+    order = np.argsort(f.values["latency"], kind="stable")
+    points = []
+    for i in order:
+        arch, arch_json = describe(f.x[i])
+        p: dict[str, Any] = {"arch": arch, "arch_json": arch_json}
+        p["predicted_accuracy"] = float(f.values["accuracy"][i])
+        p["predicted_latency_ms"] = float(f.values["latency"][i])
+        for name, v in f.values.items():
+            if name not in ("accuracy", "latency"):
+                p[name] = float(v[i])
+        points.append(p)
+    return {
+        "target": target,
+        "objectives": list(f.values),
+        "latency_range_ms": [result.latency_range.low.value, result.latency_range.high.value],
+        "points": points,
+    }
+
+
+def selected_doc(
+    result: Specialization, target: str, unit: str, describe: Describe
+) -> dict[str, Any]:
+    """One arch per budget with its predicted accuracy and latency."""
+    out = []
+    for p in result.picks:
+        arch, arch_json = describe(p.x)
+        out.append(
+            {
+                "budget_ms": p.budget,
+                "budget": p.budget_spec,
+                "budget_unit": unit,
+                "arch": arch,
+                "arch_json": arch_json,
+                "predicted_accuracy": p.accuracy,
+                "predicted_latency_ms": p.latency,
+            }
+        )
+    return {"target": target, "selected": out}
+
+
+def plot_rows(result: Specialization, max_random: int = 2000) -> str:
+    """CSV for a DVC scatter plot: latency_ms, accuracy, kind (random | pareto | selected)."""
+    buf = io.StringIO()
+    buf.write("latency_ms,accuracy,kind\n")
+    step = max(1, len(result.samples_x) // max_random)
+    for lat, acc in zip(
+        result.samples_latency[::step], result.samples_accuracy[::step], strict=True
+    ):
+        buf.write(f"{lat:.6g},{acc:.6f},random\n")
+    f = result.front
+    for lat, acc in sorted(zip(f.values["latency"], f.values["accuracy"], strict=True)):
+        buf.write(f"{lat:.6g},{acc:.6f},pareto\n")
+    for p in result.picks:
+        buf.write(f"{p.latency:.6g},{p.accuracy:.6f},selected\n")
+    return buf.getvalue()
+
+
+def pareto_png(
+    result: Specialization,
+    title: str,
+    real_accuracy: list[float] | None = None,
+    max_random: int = 3000,
+) -> bytes:
+    """Scatter of random samples, the front, the budgets and the picks (PNG bytes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    step = max(1, len(result.samples_x) // max_random)
+    ax.scatter(
+        result.samples_latency[::step],
+        100 * result.samples_accuracy[::step],
+        s=4,
+        c="0.7",
+        label=f"random ({len(result.samples_x)} sampled, predicted)",
+    )
+    f = result.front
+    o = np.argsort(f.values["latency"])
+    ax.plot(
+        f.values["latency"][o],
+        100 * f.values["accuracy"][o],
+        "-o",
+        ms=2.5,
+        lw=1,
+        c="tab:blue",
+        label=f"NSGA-II front ({len(o)})",
+    )
+    for i, p in enumerate(result.picks):
+        ax.axvline(p.budget, c="tab:red", lw=0.6, ls="--")
+        ax.plot(
+            p.latency,
+            100 * p.accuracy,
+            "*",
+            ms=11,
+            c="tab:red",
+            label="selected (predicted)" if i == 0 else None,
+        )
+        if real_accuracy is not None:
+            ax.plot(
+                p.latency,
+                100 * real_accuracy[i],
+                "x",
+                ms=8,
+                c="k",
+                label="selected (measured)" if i == 0 else None,
+            )
+    ax.set_xlabel("latency (ms, estimated)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,115 @@
+"""Data-parallel training with torch.distributed (launched by torchrun: gloo on CPU, NCCL on GPU).
+
+Every rank runs the same sandwich step on its shard of the global batch with the same subnets
+(subnet RNGs derive from the seed and the step, never from the rank); the gradients accumulated
+over the sandwich's backward passes are averaged across ranks in one flat all-reduce before the
+optimizer step. This is what DistributedDataParallel does per backward, done once per step,
+which fits subnets that leave different parameters unused in each pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from onceflow.errors import BackendUnavailable, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job (world_size 1 = single process)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(device: str, ctx: DistContext) -> torch.device:
+    """params base.device (cpu | cuda | auto) -> this rank's torch device."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailable(
+                "params.yaml base.device is 'cuda' but no CUDA GPU is visible; set it to cpu/auto"
+            )
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(device: str, backend: str = "auto") -> DistContext:
+    """Join the torchrun job if WORLD_SIZE > 1 (env from torchrun), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = resolve_device(device, ctx).type == "cuda"
+    if backend == "auto":
+        backend = "nccl" if use_cuda else "gloo"
+    if backend == "nccl" and not use_cuda:
+        raise ConfigError("params.yaml train.ddp_backend 'nccl' needs base.device cuda")
+    if use_cuda:
+        torch.cuda.set_device(ctx.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    log.info("rank %d/%d joined (%s)", ctx.rank, world, backend)
+    return ctx
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+@torch.no_grad()
+def broadcast_state(model: nn.Module, ctx: DistContext) -> None:
+    """Make every rank's parameters and buffers equal to rank 0's."""
+    if not ctx.enabled:
+        return
+    for t in model.state_dict().values():
+        dist.broadcast(t, src=0)
+
+
+@torch.no_grad()
+def allreduce_gradients(model: nn.Module, ctx: DistContext) -> None:
+    """Average ``.grad`` over ranks in one flat all-reduce. Parameters no subnet of this step
+    used have no grad on any rank (all ranks run the same subnets) and are left untouched."""
+    if not ctx.enabled:
+        return
+    params = [p for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        offset += n
+
+
+def mean_over_ranks(value: float, ctx: DistContext, device: torch.device) -> float:
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / ctx.world_size

@@ -1,0 +1,55 @@
+"""DVC stage `predictor`: measure subnets of the supernet (resumable CSV), fit and select the
+accuracy predictor, write models/predictor/, metrics and the learning-curve plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from onceflow import stage
+from onceflow.config import load_params
+from onceflow.data.prepared import load_prepared
+from onceflow.io import atomic_dir, write_bytes_atomic, write_json_atomic
+from onceflow.predictor import pipeline, save_predictor
+from onceflow.supernet.supernet import load_supernet
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="stages.predictor", description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--supernet", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--dataset", required=True, help="arch,accuracy CSV (appended, resumable)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--plot", required=True, help="learning-curve PNG")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    cfg = params.predictor
+    torch.set_num_threads(params.base.threads)
+    data = load_prepared(args.data)
+    supernet = load_supernet(args.supernet)
+    settings = pipeline.measure_settings(cfg, params.base.seed)
+    context = pipeline.measurement_context(args.supernet, supernet, data, settings)
+    run = pipeline.train_predictor(
+        supernet, data, cfg, seed=params.base.seed, dataset_csv=args.dataset, context=context
+    )
+    metrics = pipeline.predictor_metrics(run)
+    with atomic_dir(args.out) as tmp:
+        save_predictor(run.predictor, tmp, {"metrics": metrics})
+    write_json_atomic(args.metrics, metrics)
+    write_bytes_atomic(args.plot, pipeline.learning_curve_png(run.selection))
+    stage.log.info(
+        "predictor %s: held-out Kendall tau %.3f on %d subnets",
+        metrics["model"],
+        metrics["kendall_tau"],
+        metrics["n_holdout"],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(stage.run(main))

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onceflow.latency.protocol import LatencyStats, MeasureProtocol, measure_interleaved
+
+
+class StepClock:
+    """A Timed item whose n runs take n * cost seconds; records the global call order."""
+
+    def __init__(self, name: str, cost: float, log: list[tuple[str, int]]):
+        self.name, self.cost, self.log = name, cost, log
+
+    def time(self, n: int) -> float:
+        self.log.append((self.name, n))
+        return n * self.cost
+
+    def close(self) -> None:
+        pass
+
+
+def test_stats_from_samples() -> None:
+    s = LatencyStats.from_samples(np.arange(1.0, 101.0))
+    assert s.n == 100
+    assert s.median == pytest.approx(50.5)
+    assert s.p10 < s.median < s.p90
+    assert s.cv == pytest.approx((s.p90 - s.p10) / 2.5631 / s.median, rel=1e-3)
+    assert LatencyStats.from_json(s.to_json()) == s
+
+
+def test_stats_rejects_empty() -> None:
+    with pytest.raises(ValueError, match="no latency samples"):
+        LatencyStats.from_samples([])
+
+
+def test_protocol_validates() -> None:
+    with pytest.raises(ValueError, match="repeats"):
+        MeasureProtocol(repeats=0)
+
+
+def test_interleaved_rounds_visit_every_item_and_report_per_inference_ms() -> None:
+    log: list[tuple[str, int]] = []
+    items = [StepClock("a", 1e-3, log), StepClock("b", 3e-3, log), StepClock("c", 2e-3, log)]
+    proto = MeasureProtocol(warmup=4, repeats=6, number=5, interleave=True, seed=1)
+    stats = measure_interleaved(items, proto)
+    assert [round(s.median, 9) for s in stats] == [1.0, 3.0, 2.0]
+    assert all(s.n == 6 for s in stats)
+    assert log[:3] == [("a", 4), ("b", 4), ("c", 4)]  # warm-up first
+    timed = [name for name, _ in log[3:]]
+    rounds = [timed[i : i + 3] for i in range(0, len(timed), 3)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)  # each round covers every item
+    assert len({tuple(r) for r in rounds}) > 1  # in shuffled order
+
+
+def test_sequential_mode_times_item_by_item() -> None:
+    log: list[tuple[str, int]] = []
+    items = [StepClock("a", 1e-3, log), StepClock("b", 1e-3, log)]
+    measure_interleaved(items, MeasureProtocol(warmup=0, repeats=3, number=1, interleave=False))
+    assert [n for n, _ in log] == ["a"] * 3 + ["b"] * 3

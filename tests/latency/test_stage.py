@@ -1,0 +1,59 @@
+"""`dvc repro latency_table@ort-cpu` in a temp copy of the repo, on a tiny space and protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onceflow import stage
+from onceflow.latency import load_estimator
+from onceflow.supernet import Supernet, load_supernet, save_supernet
+from stages import latency_table
+from tests.conftest import copy_repo, run_dvc, write_prepared
+from tests.latency.conftest import tiny_supernet_config
+
+TINY = {
+    "latency": {
+        "protocol": {"warmup": 2, "repeats": 12, "number": 1},
+        "calibration_subnets": 8,
+        "validation_subnets": 6,
+    }
+}
+
+
+@pytest.mark.slow
+def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
+    repo = copy_repo(tmp_path / "repo", TINY)
+    save_supernet(Supernet(tiny_space), repo / "models" / "supernet")  # random weights suffice
+    write_prepared(repo / "data" / "prepared", n_per_class=4)
+    run_dvc(repo, "repro", "--single-item", "latency_table@ort-cpu")
+
+    out = repo / "latency" / "ort-cpu"
+    assert {p.name for p in out.iterdir()} == {"lut.json", "estimator.json", "validation.json"}
+    metrics = json.loads((repo / "metrics" / "latency" / "ort-cpu.json").read_text())
+    assert metrics["n_validation"] == 6
+    assert metrics["lut_entries"] == len(tiny_space.unique_layer_specs())
+    assert (repo / "plots" / "latency" / "ort-cpu.png").read_bytes()[:4] == b"\x89PNG"
+    lut = json.loads((out / "lut.json").read_text())
+    assert lut["schema_version"] == 1 and lut["protocol"]["repeats"] == 12
+    assert "onnxruntime" in lut["environment"]["versions"]
+
+    space = load_supernet(repo / "models" / "supernet").space
+    est = load_estimator(out, space)
+    rng = np.random.default_rng(0)
+    pred = est.predict(space.encode_batch([space.sample(rng) for _ in range(20)]))
+    assert pred.shape == (20,) and np.all(pred > 0)
+
+    again = run_dvc(repo, "repro", "--single-item", "latency_table@ort-cpu")
+    assert "didn't change" in again.stdout or "up to date" in again.stdout
+
+
+def test_stage_rejects_unknown_target(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("latency: {}\n")
+    argv = ["--params", str(tmp_path / "params.yaml"), "--target", "nope"]
+    argv += [f"--{k}={tmp_path / k}" for k in ("supernet", "data", "out", "metrics", "plot")]
+    assert stage.run(latency_table.main, argv) == 2
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,123 @@
+# ruff: noqa: F811 -- the registry fixtures are imported here and used as parameters
+"""build_package end to end with a small CNN and the real ONNX Runtime latency backend; the
+published package, pulled back, reproduces its manifest accuracy in plain onnxruntime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from torch import nn
+
+from onceflow.config import LatencyTarget
+from onceflow.data.prepared import PreparedData
+from onceflow.package.build import PackageResult, TargetInfo, build_package
+from onceflow.package.manifest import load_manifest, sha256_file, verify_files
+from onceflow.package.pipeline import backend_fns
+from onceflow.registry import open_store, publish_package, pull_model
+from tests.package.conftest import candidate, fast_params
+from tests.registry.fixtures import aws_env, moto_endpoint, registry_uri, s3_uri  # noqa: F401
+
+IDENTITY = {"inputs": {"data": "d" * 8, "supernet": "s" * 8}, "seed": 0}
+
+
+def _build(
+    model: nn.Module, data: PreparedData, out: Path, identity: dict = IDENTITY
+) -> PackageResult:
+    params = fast_params()
+    measure, engine, skip = backend_fns(LatencyTarget(), params, "ort-cpu")
+    return build_package(
+        model, candidate(), data=data, target=TargetInfo("ort-cpu"), cfg=params.package,
+        identity=identity, lineage={"git": {"commit": None}}, measure=measure, out_root=out,
+        created_at="2024-01-01T00:00:00+00:00", build_engine=engine, engine_skip_reason=skip,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(
+    small_cnn: nn.Module, data: PreparedData, tmp_path_factory: pytest.TempPathFactory
+) -> PackageResult:
+    return _build(small_cnn, data, tmp_path_factory.mktemp("artifacts") / "ort-cpu")
+
+
+def test_package_contents(built: PackageResult, data: PreparedData) -> None:
+    m = load_manifest(built.path)
+    verify_files(built.path, m)
+    assert sorted(p.name for p in built.path.iterdir()) == [
+        "README.md",
+        "manifest.json",
+        "model.onnx",
+    ]
+    assert m["model_id"] == built.path.name and built.model_id.startswith("r28-")
+    assert m["target"] == "ort-cpu" and m["backend"] == "onnxruntime"
+    assert m["test_accuracy"] == built.test_accuracy > 0.3  # well above chance (0.1)
+    assert abs(m["test_accuracy"] - m["test_accuracy_torch"]) <= 1 / len(data.test)
+    assert m["latency_ms"]["measured"] > 0 and m["latency_ms"]["predicted"] == 0.1
+    assert m["latency_ms"]["budget"] == 2.0 and m["latency_ms"]["stats"]["n"] == 5
+    assert m["parity"]["passed"] and m["parity"]["n_images"] == 256  # 60 test + 196 train
+    assert m["input"]["shape"] == [None, 1, 28, 28] and m["input"]["class_names"][0] == "class0"
+    assert m["input"]["normalization"]["mean"] == [0.2]
+    assert m["engine"].startswith("skipped")
+    assert m["lineage"]["identity"] == IDENTITY and m["onceflow_version"]
+    assert set(m["files"]) == {"model.onnx", "README.md"}
+    card = (built.path / "README.md").read_text()
+    assert f"# {built.model_id}" in card and "ort.InferenceSession" in card
+    assert f"{100 * built.test_accuracy:.2f}%" in card
+
+
+def test_rebuild_is_identical_and_ids_follow_lineage(
+    built: PackageResult, small_cnn: nn.Module, data: PreparedData, tmp_path: Path
+) -> None:
+    again = _build(small_cnn, data, tmp_path / "a")
+    assert again.model_id == built.model_id
+    assert sha256_file(again.path / "model.onnx") == sha256_file(built.path / "model.onnx")
+    assert (again.path / "README.md").read_bytes() != b""
+    other = _build(small_cnn, data, tmp_path / "b", identity={**IDENTITY, "seed": 1})
+    assert other.model_id != built.model_id
+
+
+def test_pulled_model_reproduces_manifest_accuracy(
+    built: PackageResult, data: PreparedData, registry_uri: str, tmp_path: Path
+) -> None:
+    store = open_store(registry_uri)
+    assert publish_package(store, built.path).status == "published"
+    dest = tmp_path / "pulled"
+    pull_model(store, "ort-cpu", dest, max_latency_ms=1e6)
+    m = json.loads((dest / "manifest.json").read_text())
+    # Preprocess from the manifest's input spec alone (numpy), as a user would.
+    norm = m["input"]["normalization"]
+    x = (np.asarray(data.test.images) / 255.0 - np.array(norm["mean"])) / np.array(norm["std"])
+    x = x.astype(np.float32).transpose(0, 3, 1, 2)
+    sess = ort.InferenceSession(str(dest / "model.onnx"), providers=["CPUExecutionProvider"])
+    pred = sess.run([m["output"]["name"]], {m["input"]["name"]: x})[0].argmax(1)
+    acc = float(np.mean(pred == np.asarray(data.test.labels)))
+    assert abs(100 * acc - 100 * m["test_accuracy"]) <= 0.1
+
+
+def _tensorrt_ready() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("tensorrt") is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _tensorrt_ready(), reason="needs a CUDA GPU and the tensorrt package")
+def test_tensorrt_target_ships_an_engine(
+    small_cnn: nn.Module, data: PreparedData, tmp_path: Path
+) -> None:
+    params = fast_params()
+    target = LatencyTarget(backend="tensorrt", device="cuda", precision="fp16")
+    measure, engine, skip = backend_fns(target, params, "trt-fp16")
+    res = build_package(
+        small_cnn, candidate(), cfg=params.package, data=data,
+        target=TargetInfo("trt-fp16", "tensorrt", "cuda", "fp16"), identity=IDENTITY, lineage={}, measure=measure, out_root=tmp_path,
+        created_at="2024-01-01T00:00:00+00:00", build_engine=engine, engine_skip_reason=skip,
+    )  # fmt: skip
+    m = load_manifest(res.path)
+    assert m["engine"] == "built" and "model.plan" in m["files"]
+    verify_files(res.path, m)

@@ -1,0 +1,286 @@
+"""Publish / ls / pull against real stores: a local dir and moto's S3 server (real boto3)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import boto3
+import pytest
+
+from onceflow.errors import RegistryError
+from onceflow.package.manifest import MANIFEST, ONNX, sha256_file
+from onceflow.registry import (
+    StoreOptions,
+    list_models,
+    open_store,
+    publish_all,
+    publish_package,
+    pull_model,
+    update_index,
+)
+from onceflow.registry import publish as publish_mod
+from onceflow.registry.index import add_entry, entry_from_manifest
+from onceflow.registry.store import INDEX, object_key
+from tests.registry.fixtures import BUCKET, SECRET, make_package
+
+T = "ort-cpu"
+
+
+def _index_bytes(store, target: str = T) -> bytes | None:
+    got = store.read(object_key(target, INDEX))
+    return None if got is None else got[0]
+
+
+def test_round_trip_publish_ls_pull(registry_uri: str, tmp_path: Path) -> None:
+    store = open_store(registry_uri)
+    art = tmp_path / "artifacts"
+    fast = make_package(art, T, "r24-aaaa", accuracy=0.80, latency_ms=1.0, seed=1)
+    mid = make_package(art, T, "r28-bbbb", accuracy=0.86, latency_ms=2.0, seed=2)
+    make_package(art, T, "r32-cccc", accuracy=0.90, latency_ms=4.0, seed=3)
+
+    results = publish_all(store, art)
+    assert [r.status for r in results] == ["published"] * 3
+    assert results[0].uploaded == ("model.onnx", "README.md", "manifest.json")
+
+    listed = list_models(store)
+    assert list(listed) == [T]
+    assert [e.model_id for e in listed[T]] == ["r24-aaaa", "r28-bbbb", "r32-cccc"]  # by latency
+
+    dest = tmp_path / "deploy"
+    res = pull_model(store, T, dest, max_latency_ms=3.0)
+    assert res.entry.model_id == "r28-bbbb"  # most accurate within 3 ms
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["README.md", MANIFEST, ONNX])
+    for name in ("README.md", MANIFEST, ONNX):
+        assert (dest / name).read_bytes() == (mid / name).read_bytes()
+
+    # With an accuracy floor nothing fits; the message names the fastest model.
+    with pytest.raises(RegistryError, match=r"fastest available is r24-aaaa at 1\.000 ms"):
+        pull_model(store, T, tmp_path / "x", max_latency_ms=1.5, min_accuracy=0.85)
+    assert not (tmp_path / "x").exists()
+
+    # An explicit id; a second pull into the same dest replaces the earlier pull.
+    res = pull_model(store, T, dest, model_id="r24-aaaa")
+    assert (dest / ONNX).read_bytes() == (fast / ONNX).read_bytes()
+
+
+def test_identical_republish_changes_nothing(registry_uri: str, tmp_path: Path) -> None:
+    store = open_store(registry_uri)
+    pkg = make_package(tmp_path / "art", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0)
+    assert publish_package(store, pkg).status == "published"
+    before = store.read(object_key(T, INDEX))
+    again = publish_package(store, pkg)
+    assert (again.status, again.uploaded) == ("unchanged", ())
+    assert store.read(object_key(T, INDEX)) == before  # same bytes, same version token
+
+    # Same id, different ONNX: refused, and the registry is untouched.
+    (pkg / ONNX).write_bytes(b"another model")
+    other = make_package(tmp_path / "art2", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0, seed=9)
+    with pytest.raises(RegistryError, match="immutable"):
+        publish_package(store, other)
+    assert store.read(object_key(T, INDEX)) == before
+
+
+def test_tampered_object_is_refused_and_dest_stays_clean(registry_uri: str, tmp_path: Path) -> None:
+    store = open_store(registry_uri)
+    pkg = make_package(tmp_path / "art", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0)
+    publish_package(store, pkg)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"tampered" + (pkg / ONNX).read_bytes()[8:])
+    # Overwrite the stored object behind the registry's back (same size, different bytes).
+    if registry_uri.startswith("file://"):
+        Path(registry_uri[len("file://") :], T, "r28-aaaa", ONNX).write_bytes(bad.read_bytes())
+    else:
+        prefix = registry_uri.split("/", 3)[3]
+        boto3.client("s3").put_object(
+            Bucket=BUCKET, Key=f"{prefix}/{T}/r28-aaaa/{ONNX}", Body=bad.read_bytes()
+        )
+    dest = tmp_path / "deploy"
+    with pytest.raises(RegistryError, match=r"model\.onnx: verification failed"):
+        pull_model(store, T, dest, max_latency_ms=10)
+    assert not dest.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".deploy")] == []
+
+    dest.mkdir()  # an existing empty dest stays empty
+    with pytest.raises(RegistryError):
+        pull_model(store, T, dest, max_latency_ms=10)
+    assert list(dest.iterdir()) == []
+
+
+def test_fault_after_uploads_leaves_index_and_rerun_completes(
+    registry_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(registry_uri)
+    art = tmp_path / "art"
+    publish_package(store, make_package(art, T, "r24-aaaa", accuracy=0.8, latency_ms=1.0, seed=1))
+    before = _index_bytes(store)
+    pkg = make_package(art, T, "r28-bbbb", accuracy=0.9, latency_ms=2.0, seed=2)
+
+    def crash(*args: object, **kwargs: object) -> bool:
+        raise KeyboardInterrupt("injected crash between the file uploads and the index write")
+
+    monkeypatch.setattr(publish_mod, "update_index", crash)
+    with pytest.raises(KeyboardInterrupt):
+        publish_package(store, pkg)
+    assert _index_bytes(store) == before  # the index never saw the half-published model
+    assert store.stored_sha256(object_key(T, "r28-bbbb", ONNX)) == sha256_file(pkg / ONNX)
+    with pytest.raises(RegistryError, match="fastest available is r24-aaaa"):
+        pull_model(store, T, tmp_path / "d", max_latency_ms=0.5)
+
+    monkeypatch.undo()
+    again = publish_package(store, pkg)
+    assert (again.status, again.uploaded) == ("published", ())  # files were already there
+    assert pull_model(store, T, tmp_path / "d", max_latency_ms=5).entry.model_id == "r28-bbbb"
+
+
+def test_conflicting_index_write_is_retried(registry_uri: str, tmp_path: Path) -> None:
+    """Deterministic interleaving: another publisher lands between our read and our write."""
+    store = open_store(registry_uri)
+    art = tmp_path / "art"
+    ours = make_package(art, T, "r24-aaaa", accuracy=0.8, latency_ms=1.0, seed=1)
+    theirs = make_package(art, T, "r28-bbbb", accuracy=0.9, latency_ms=2.0, seed=2)
+    publish_package(store, make_package(art, T, "r20-0000", accuracy=0.7, latency_ms=0.5))
+    entry = entry_from_manifest(
+        json.loads((ours / MANIFEST).read_text()), {"sha256": "0" * 64, "size": 1}
+    )
+    calls = []
+
+    def change(entries):
+        calls.append(len(entries))
+        if len(calls) == 1:
+            publish_package(store, theirs)  # lands after our read: our write must conflict
+        return add_entry(entries, entry)
+
+    assert update_index(store, T, change, backoff_s=0.001)
+    assert calls == [1, 2]
+    ids = [e.model_id for e in list_models(store, T)[T]]
+    assert ids == ["r20-0000", "r24-aaaa", "r28-bbbb"]
+
+
+@pytest.mark.slow
+def test_two_processes_publishing_concurrently(registry_uri: str, tmp_path: Path) -> None:
+    store = open_store(registry_uri)
+    art = tmp_path / "art"
+    groups = [
+        [
+            make_package(
+                art,
+                T,
+                f"r{28 - p}-{p}{i}",
+                accuracy=0.5 + 0.01 * i,
+                latency_ms=1.0 + i,
+                seed=10 * p + i,
+            )
+            for i in range(5)
+        ]
+        for p in range(2)
+    ]
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from onceflow.registry import open_store, publish_package
+        from onceflow.registry.store import IndexConflict
+        store = open_store(sys.argv[1])
+        put_if, conflicts = store.put_if, []
+
+        def slow_put_if(*args):  # a slow link: widens the read -> conditional-write window
+            time.sleep(0.2)
+            try:
+                return put_if(*args)
+            except IndexConflict:
+                conflicts.append(1)
+                raise
+
+        store.put_if = slow_put_if
+        start = float(sys.argv[2])
+        while time.time() < start:  # both processes begin publishing at the same moment
+            time.sleep(0.005)
+        for pkg in sys.argv[3:]:
+            publish_package(store, pkg, retries=50)
+        print(len(conflicts))
+        """
+    )
+    import time
+
+    start = str(time.time() + 3.0)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, registry_uri, start, *map(str, g)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for g in groups
+    ]
+    conflicts = 0
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        conflicts += int(out.decode().split()[-1])
+    assert conflicts >= 1  # the publishers really raced (and both still landed everything)
+    ids = sorted(e.model_id for e in list_models(store, T)[T])
+    assert ids == sorted(pkg.name for g in groups for pkg in g)
+
+
+def test_unknown_and_invalid_targets(registry_uri: str, tmp_path: Path) -> None:
+    store = open_store(registry_uri)
+    publish_package(
+        store, make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1.0)
+    )
+    with pytest.raises(RegistryError, match=r"unknown target 'trt-gpu'.*targets: ort-cpu"):
+        pull_model(store, "trt-gpu", tmp_path / "d", max_latency_ms=10)
+    for bad in ("../ort-cpu", "ort-cpu/../x", "/etc", "ORT", ""):
+        with pytest.raises(RegistryError, match="invalid target"):
+            list_models(store, bad)
+    with pytest.raises(RegistryError, match="invalid model id"):
+        pull_model(store, T, tmp_path / "d", model_id="../../etc/passwd")
+    assert not (tmp_path / "d").exists()
+
+
+def test_unreachable_endpoint_gives_clear_error(aws_env: None, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    opts = StoreOptions(
+        endpoint_url=f"http://127.0.0.1:{port}", max_attempts=2, connect_timeout_s=0.5
+    )
+    store = open_store("s3://some-bucket/models", opts)
+    with pytest.raises(RegistryError) as err:
+        list_models(store, T)
+    msg = str(err.value)
+    assert f"cannot reach the S3 endpoint http://127.0.0.1:{port} after 2 attempt(s)" in msg
+    assert SECRET not in msg
+    pkg = make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1.0)
+    with pytest.raises(RegistryError, match="cannot reach"):
+        publish_package(store, pkg)
+
+
+def test_missing_bucket_and_bad_credentials(
+    aws_env: None, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(
+        "s3://no-such-bucket/x", StoreOptions(endpoint_url=moto_endpoint, max_attempts=1)
+    )
+    with pytest.raises(RegistryError, match="bucket 'no-such-bucket' does not exist") as err:
+        list_models(store)
+    assert SECRET not in str(err.value)
+
+
+def test_s3_objects_carry_sha256_checksums(s3_uri: str, tmp_path: Path) -> None:
+    import base64
+
+    registry_uri = s3_uri
+    store = open_store(registry_uri)
+    pkg = make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1.0)
+    publish_package(store, pkg)
+    prefix = registry_uri.split("/", 3)[3]
+    head = boto3.client("s3").head_object(
+        Bucket=BUCKET, Key=f"{prefix}/{T}/r24-aaaa/{ONNX}", ChecksumMode="ENABLED"
+    )
+    assert (
+        head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(sha256_file(pkg / ONNX))).decode()
+    )
