@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.tasks import apply_params, dvc_transfer, repro_task
+from flows.tasks import apply_params, dvc_transfer, push_results, repro_task
 from onceflow.errors import ConfigError
 from onceflow.io import write_text_atomic
 
@@ -49,5 +49,5 @@ def nas_target_stages(
     if inputs:
         dvc_transfer(str(root), "pull", list(inputs))
     ran = [s for s in stages if repro_task(s)(str(root), s)]
-    dvc_transfer(str(root), "push", ["--run-cache", *stages])
+    push_results(str(root), stages)
     return ran

@@ -40,7 +40,13 @@ def dvc_transfer(root: str, verb: str, args: Sequence[str] = ()) -> None:
 @task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, task_run_name="restore {stages}")
 def restore(root: str, stages: Sequence[str]) -> None:
     """Bring back a remote target's stages from the DVC remote's run cache (no recompute)."""
-    od.restore_from_run_cache(root, list(stages))
+    od.restore_from_run_cache(root, list(stages), on_line=get_run_logger().info)
+
+
+@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, task_run_name="push {stages}")
+def push_results(root: str, stages: Sequence[str]) -> None:
+    """On a worker: push the stages' outputs and run cache for the flow to restore."""
+    od.push_run_results(root, list(stages), on_line=get_run_logger().info)
 
 
 @task(task_run_name="set params")

@@ -73,8 +73,8 @@ def small_cnn(data: PreparedData) -> nn.Module:
     """SmallCNN trained for a few steps on the tiny train split (well above chance)."""
     torch.manual_seed(0)
     model = SmallCNN()
-    x = to_input(data.train.images, data.meta, 28)
-    y = torch.as_tensor(np.asarray(data.train.labels))
+    x = to_input(np.array(data.train.images), data.meta, 28)
+    y = torch.as_tensor(np.array(data.train.labels))
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(15):
         loss = nn.functional.cross_entropy(model(x), y)

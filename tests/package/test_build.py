@@ -115,7 +115,8 @@ def test_tensorrt_target_ships_an_engine(
     measure, engine, skip = backend_fns(target, params, "trt-fp16")
     res = build_package(
         small_cnn, candidate(), cfg=params.package, data=data,
-        target=TargetInfo("trt-fp16", "tensorrt", "cuda", "fp16"), identity=IDENTITY, lineage={}, measure=measure, out_root=tmp_path,
+        target=TargetInfo("trt-fp16", "tensorrt", "cuda", "fp16"), identity=IDENTITY, lineage={},
+        measure=measure, out_root=tmp_path,
         created_at="2024-01-01T00:00:00+00:00", build_engine=engine, engine_skip_reason=skip,
     )  # fmt: skip
     m = load_manifest(res.path)

@@ -32,7 +32,7 @@ def test_export_is_opset17_dynamic_batch_and_deterministic(small_cnn: nn.Module)
 
 
 def test_parity_passes_for_a_faithful_export(small_cnn: nn.Module, data: PreparedData) -> None:
-    x = to_input(data.test.images, data.meta, 28)
+    x = to_input(np.array(data.test.images), data.meta, 28)
     report = check_parity(small_cnn, export_onnx(small_cnn, (1, 28, 28)), x)
     assert report.passed and report.n_images == len(x)
     assert report.max_abs_diff <= 1e-4 and report.top1_agreement == 1.0
@@ -50,7 +50,7 @@ class TracedBranch(SmallCNN):
 def test_parity_failure_stops_the_package(data: PreparedData, tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = TracedBranch().eval()
-    x = to_input(data.test.images, data.meta, 28)
+    x = to_input(np.array(data.test.images), data.meta, 28)
     report = check_parity(model, export_onnx(model, (1, 28, 28)), x)
     assert not report.passed and report.top1_agreement < 0.999
 

@@ -284,3 +284,19 @@ def test_s3_objects_carry_sha256_checksums(s3_uri: str, tmp_path: Path) -> None:
     assert (
         head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(sha256_file(pkg / ONNX))).decode()
     )
+
+
+def test_secrets_stay_out_of_logs_index_and_errors(
+    s3_uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="onceflow")
+    store = open_store(s3_uri)
+    publish_package(store, make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1))
+    pull_model(store, T, tmp_path / "d", max_latency_ms=5)
+    with pytest.raises(RegistryError) as err:
+        pull_model(store, T, tmp_path / "e", max_latency_ms=0.1)
+    texts = [caplog.text, str(err.value), _index_bytes(store).decode(), store.uri]
+    texts += [p.read_text() for p in (tmp_path / "d").iterdir() if p.suffix in (".json", ".md")]
+    assert caplog.text and all(SECRET not in t for t in texts)

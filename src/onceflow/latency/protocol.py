@@ -32,6 +32,9 @@ class MeasureProtocol:
     repeats: int = 150  # timed rounds: samples per item
     number: int = 1  # consecutive runs per sample (the sample is their mean)
     interleave: bool = True  # rounds go over all items in shuffled order; else item by item
+    # Untimed runs right before each sample. Interleaving evicts an item's weights and buffers
+    # between its samples; priming measures the warm steady state a deployed model runs in.
+    prime: int = 1
     seed: int = 0  # seeds the per-round shuffling
     # "wall": the item's own clock (wall time on CPU, CUDA events on GPU). "thread_cpu": CPU
     # time of the measuring thread -- equal to wall latency for single-threaded CPU inference
@@ -39,7 +42,7 @@ class MeasureProtocol:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.repeats < 1 or self.number < 1:
+        if self.warmup < 0 or self.prime < 0 or self.repeats < 1 or self.number < 1:
             raise ValueError(f"bad measurement protocol {self}: need warmup>=0, repeats>=1, number>=1")
         if self.clock not in ("wall", "thread_cpu"):
             raise ValueError(f"protocol clock must be wall or thread_cpu, got {self.clock!r}")
@@ -101,6 +104,8 @@ def sample_interleaved_clocks(
     thread_time = time.thread_time
 
     def one(i: int, r: int) -> None:
+        if protocol.prime:
+            items[i].time(protocol.prime)  # untimed: the sample starts with warm caches
         c0 = thread_time()
         wall[i, r] = items[i].time(protocol.number)
         cpu[i, r] = thread_time() - c0

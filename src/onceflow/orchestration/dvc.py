@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DVC_LOCK = threading.Lock()  # serializes every DVC call made by this process
 _TAIL = 15  # output lines kept for the error message of a failed call
+_RUN_CACHE = "onceflow.orchestration.run_cache"
 
 
 class StageFailed(OnceflowError):
@@ -38,14 +39,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run_dvc(
-    root: str | os.PathLike[str], args: Sequence[str], on_line: Callable[[str], None] | None = None
+def _stream(
+    root: str | os.PathLike[str], cmd: Sequence[str], on_line: Callable[[str], None] | None
 ) -> list[str]:
-    """Run ``dvc <args>`` in ``root``; stream each output line to ``on_line``; return the lines.
-
-    Raises StageFailed naming the command and quoting its last output lines on a non-zero exit.
-    """
-    cmd = [sys.executable, "-m", "dvc", *args]
+    """Run ``cmd`` in ``root`` holding DVC_LOCK; stream its output lines; StageFailed if rc != 0."""
     emit = on_line or log.info
     lines: list[str] = []
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL)
@@ -69,9 +66,19 @@ def run_dvc(
                 tail.append(line)
         rc = proc.wait()
     if rc != 0:
-        what = " ".join(args)
-        raise StageFailed(f"`dvc {what}` failed (exit {rc}) in {root}:\n" + "\n".join(tail))
+        what = " ".join(cmd[2:])
+        raise StageFailed(f"`{what}` failed (exit {rc}) in {root}:\n" + "\n".join(tail))
     return lines
+
+
+def run_dvc(
+    root: str | os.PathLike[str], args: Sequence[str], on_line: Callable[[str], None] | None = None
+) -> list[str]:
+    """Run ``dvc <args>`` in ``root``; stream each output line to ``on_line``; return the lines.
+
+    Raises StageFailed naming the command and quoting its last output lines on a non-zero exit.
+    """
+    return _stream(root, [sys.executable, "-m", "dvc", *args], on_line)
 
 
 def repro_stage(
@@ -116,30 +123,23 @@ def has_remote(root: str | os.PathLike[str]) -> bool:
         return bool(repo.config["core"].get("remote"))
 
 
-def restore_from_run_cache(root: str | os.PathLike[str], stages: Sequence[str]) -> None:
-    """Bring back stages that ran elsewhere: fetch the remote's run cache, check that it holds a
-    result for each stage with this workspace's deps and params, then let ``dvc repro`` restore
-    it (outputs checked out, ``dvc.lock`` written by DVC). Never recomputes the stage here."""
-    from dvc.repo import Repo
-    from dvc.stage.cache import RunCacheNotFoundError
+def restore_from_run_cache(
+    root: str | os.PathLike[str],
+    stages: Sequence[str],
+    on_line: Callable[[str], None] | None = None,
+) -> None:
+    """Bring back stages that ran elsewhere from the DVC remote's run cache; never recompute them
+    here (see :mod:`onceflow.orchestration.run_cache`; run in ``root`` as DVC's API expects)."""
+    _stream(root, [sys.executable, "-m", _RUN_CACHE, "restore", *stages], on_line)
 
-    root = os.path.abspath(root)
-    with DVC_LOCK, Repo(root) as repo:
-        repo.stage_cache.pull(None)
-        for name in stages:
-            # The Python API resolves `dvc.yaml` against the process cwd: name it absolutely.
-            path, _, stage_name = name.rpartition(":")
-            target = f"{os.path.join(root, path or 'dvc.yaml')}:{stage_name}"
-            stage = repo.stage.get_target(target)
-            try:
-                repo.stage_cache.restore(stage, pull=True)
-            except RunCacheNotFoundError:
-                raise StageFailed(
-                    f"stage '{name}' ran on a worker but the DVC remote holds no result for it"
-                    " with this workspace's code, data and params; make the worker's checkout"
-                    " match this one (same commit, same params) and rerun"
-                ) from None
-            repo.reproduce(target, single_item=True)  # a run-cache hit now: restores, writes lock
+
+def push_run_results(
+    root: str | os.PathLike[str],
+    stages: Sequence[str],
+    on_line: Callable[[str], None] | None = None,
+) -> None:
+    """On a worker: push ``stages``' outputs and run cache so the flow can restore them."""
+    _stream(root, [sys.executable, "-m", _RUN_CACHE, "push", *stages], on_line)
 
 
 def lock_text(root: str | os.PathLike[str]) -> str:

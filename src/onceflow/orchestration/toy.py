@@ -63,19 +63,12 @@ elif stage == "publish":
 """
 
 
-def _per_target(name: str, deps: list[str], outs: list[Any], params: list[str]) -> dict:
-    return {
-        "foreach": "${latency.targets}",
-        "do": {
-            "cmd": f"python toy_stage.py {name} ${{key}}",
-            "deps": deps,
-            "params": params,
-            "outs": outs,
-        },
-    }
-
-
 TP = "latency.targets.${key}"  # a target's stages depend on its own config only
+
+
+def _per_target(name: str, deps: list[str], outs: list[Any], **extra: Any) -> dict:
+    do = {"cmd": f"python toy_stage.py {name} ${{key}}", "deps": deps, "params": [TP]}
+    return {"foreach": "${latency.targets}", "do": {**do, "outs": outs, **extra}}
 
 
 def dvc_yaml() -> dict:
@@ -102,24 +95,24 @@ def dvc_yaml() -> dict:
                 "outs": ["models/predictor"],
             },
             "latency_table": _per_target(
-                "latency_table", ["toy_stage.py", "models/supernet"], ["latency/${key}"], [TP]
+                "latency_table", ["toy_stage.py", "models/supernet"], ["latency/${key}"]
             ),
             "search": _per_target(
                 "search",
                 ["toy_stage.py", "models/predictor", "latency/${key}"],
-                ["search/${key}", {"plots/search/${key}.png": nocache}],
-                [TP],
+                ["search/${key}"],
+                plots=[{"plots/search/${key}.png": nocache}],
             ),
             "package": _per_target(
                 "package",
                 ["toy_stage.py", "search/${key}"],
-                ["artifacts/${key}", {"metrics/package/${key}.json": nocache}],
-                [TP],
+                ["artifacts/${key}"],
+                metrics=[{"metrics/package/${key}.json": nocache}],
             ),
             "publish": {
                 "cmd": "python toy_stage.py publish",
                 "deps": ["toy_stage.py", "artifacts"],
-                "outs": [{"metrics/publish.json": nocache}],
+                "metrics": [{"metrics/publish.json": nocache}],
             },
         }
     }

@@ -18,6 +18,14 @@ from onceflow.search.nsga import nsga2
 from onceflow.search.pareto import accuracy_latency_hv, hypervolume, non_dominated
 from onceflow.search.problem import Best, Counter, Front, Objective
 from onceflow.search.space import BatchFn, CategoricalSpace, unique_rows
+from onceflow.search.specialize import (
+    NsgaParams,
+    Pick,
+    Specialization,
+    budgets_for,
+    run_search,
+    specialize,
+)
 
 __all__ = [
     "BatchFn",
@@ -27,9 +35,12 @@ __all__ = [
     "EvolutionParams",
     "Extremum",
     "Front",
+    "NsgaParams",
     "Objective",
+    "Pick",
     "Range",
     "accuracy_latency_hv",
+    "budgets_for",
     "check_budget",
     "constrained_evolution",
     "coordinate_descent",
@@ -38,6 +49,9 @@ __all__ = [
     "nsga2",
     "random_search",
     "resolve_budget",
+    "run_search",
+    "Specialization",
+    "specialize",
     "unique_rows",
     "value_range",
 ]

@@ -10,9 +10,20 @@ from typing import Any
 
 import numpy as np
 
+from onceflow.config import BudgetConfig
 from onceflow.search.specialize import Specialization
 
 Describe = Callable[[np.ndarray], tuple[str, dict[str, Any]]]
+
+
+def arch_describer(decode: Callable[[np.ndarray], Any]) -> Describe:
+    """A ``Describe`` from a decoder whose results have ``str()`` and ``.to_json()``."""
+
+    def describe(x: np.ndarray) -> tuple[str, dict[str, Any]]:
+        arch = decode(x)
+        return str(arch), arch.to_json()
+
+    return describe
 
 
 def pareto_doc(result: Specialization, target: str, describe: Describe) -> dict[str, Any]:
@@ -38,7 +49,7 @@ def pareto_doc(result: Specialization, target: str, describe: Describe) -> dict[
 
 
 def selected_doc(
-    result: Specialization, target: str, unit: str, describe: Describe
+    result: Specialization, target: str, budgets: BudgetConfig, describe: Describe
 ) -> dict[str, Any]:
     """One arch per budget with its predicted accuracy and latency."""
     out = []
@@ -48,7 +59,7 @@ def selected_doc(
             {
                 "budget_ms": p.budget,
                 "budget": p.budget_spec,
-                "budget_unit": unit,
+                "budget_unit": budgets.unit,
                 "arch": arch,
                 "arch_json": arch_json,
                 "predicted_accuracy": p.accuracy,
@@ -136,3 +147,39 @@ def pareto_png(
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def search_metrics(
+    result: Specialization, target: str, real_accuracy: list[float] | None = None
+) -> dict[str, Any]:
+    """metrics/search/<target>.json: hypervolume, evaluations, time, and per budget the
+    predicted vs measured accuracy of the pick and what random search found."""
+    picks = []
+    for i, p in enumerate(result.picks):
+        d: dict[str, Any] = {
+            "budget_ms": p.budget,
+            "predicted_accuracy": p.accuracy,
+            "predicted_latency_ms": p.latency,
+            "random_best_accuracy": p.random_best_accuracy,
+            "gain_over_random_pp": 100.0 * (p.accuracy - p.random_best_accuracy),
+            "search_evaluations": p.search.n_evaluations,
+            "search_seconds": round(p.search.seconds, 3),
+        }
+        if real_accuracy is not None:
+            d["real_accuracy"] = real_accuracy[i]
+            d["prediction_error_pp"] = 100.0 * (p.accuracy - real_accuracy[i])
+        picks.append(d)
+    out: dict[str, Any] = {
+        "target": target,
+        "hypervolume": result.hypervolume,
+        "hv_reference": {"accuracy": result.hv_reference[0], "latency_ms": result.hv_reference[1]},
+        "front_size": len(result.front.x),
+        "n_evaluations": result.n_evaluations,
+        "seconds": round(result.seconds, 3),
+        "latency_range_ms": [result.latency_range.low.value, result.latency_range.high.value],
+        "selected": picks,
+    }
+    if real_accuracy is not None and real_accuracy:
+        err = np.abs([p["prediction_error_pp"] for p in picks])
+        out["mean_abs_prediction_error_pp"] = float(err.mean())
+    return out

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from onceflow.config import BudgetConfig, SearchConfig
+from onceflow.errors import ConfigError
 from onceflow.search.bounds import (
     Range,
     check_budget,
@@ -156,4 +159,51 @@ def specialize(
         s_lat,
         n_evals,
         time.perf_counter() - t0,
+    )
+
+
+def budgets_for(cfg: SearchConfig, targets: Iterable[str], target: str) -> BudgetConfig:
+    """The budgets of ``target``; ConfigError if it or a key of ``search.budgets`` is not a
+    latency target (a typo would otherwise silently fall back to the defaults)."""
+    known = sorted(targets)
+    unknown = sorted(set(cfg.budgets) - set(known)) + ([] if target in known else [target])
+    if unknown:
+        raise ConfigError(
+            f"params.yaml search.budgets / --target: unknown targets {unknown}; "
+            f"latency.targets has {known}"
+        )
+    return cfg.budgets.get(target, cfg.default_budgets)
+
+
+def run_search(
+    dims: Iterable[Any],
+    cfg: SearchConfig,
+    budgets: BudgetConfig,
+    accuracy: BatchFn,
+    latency: BatchFn,
+    *,
+    seed: int,
+    canonicalize: BatchFn | None = None,
+    extra: Mapping[str, BatchFn] | None = None,
+    describe: Callable[[np.ndarray], str] | None = None,
+) -> Specialization:
+    """:func:`specialize` with params.yaml's ``search`` section. ``dims`` are objects with
+    ``.name`` and ``.choices``; ``extra`` maps names in ``search.extra_objectives`` to batch
+    functions (minimized)."""
+    extra = extra or {}
+    missing = [n for n in cfg.extra_objectives if n not in extra]
+    if missing:
+        raise ConfigError(f"search.extra_objectives {missing}: no such objective available")
+    return specialize(
+        CategoricalSpace.from_dimensions(dims, canonicalize=canonicalize),
+        accuracy,
+        latency,
+        budgets.values,
+        budgets.unit,
+        nsga=NsgaParams(**cfg.nsga.model_dump()),
+        evolution=EvolutionParams(**cfg.evolution.model_dump()),
+        random_samples=cfg.random_samples,
+        extra_objectives=[Objective(n, extra[n]) for n in cfg.extra_objectives],
+        seed=seed,
+        describe=describe,
     )
