@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--target", default="ort-cpu")
     ap.add_argument("--supernet", default="models/supernet")
+    ap.add_argument("--records", default=None, help="also write per-subnet records (JSON) here")
     args = ap.parse_args()
     setup_logging("WARNING")
     params = load_params(args.params)
@@ -59,20 +60,45 @@ def main() -> None:
     backend = make_backend(params.latency.targets[args.target])
     t0 = time.perf_counter()
     res = build_latency_table(
-        space, build_layer, supernet.extract, backend, params.latency, args.target,
+        space,
+        build_layer,
+        supernet.extract,
+        backend,
+        params.latency,
+        args.target,
         params.base.seed,
     )
     stage_seconds = time.perf_counter() - t0
     est = LatencyEstimator(space, res.lut, res.calibration)
     torch.set_num_threads(1)
     m = res.metrics
-    keys = ("n_validation", "mape", "within_10pct", "within_5pct", "max_abs_rel_err",
-            "kendall_tau", "spearman", "noise_cv", "mape_uncalibrated",
-            "kendall_tau_uncalibrated", "calibration_model", "calibration_loo_mape",
-            "n_calibration", "lut_entries", "lut_noise_cv", "build_seconds")
-    out = {"target": args.target, "supernet": source, **{k: m[k] for k in keys},
-           "table_seconds": round(stage_seconds, 1),
-           "estimator_archs_per_s": round(archs_per_second(est, space))}
+    keys = (
+        "n_validation",
+        "mape",
+        "within_10pct",
+        "within_5pct",
+        "max_abs_rel_err",
+        "kendall_tau",
+        "spearman",
+        "noise_cv",
+        "mape_uncalibrated",
+        "kendall_tau_uncalibrated",
+        "calibration_model",
+        "calibration_loo_mape",
+        "n_calibration",
+        "lut_entries",
+        "lut_noise_cv",
+        "build_seconds",
+    )
+    out = {
+        "target": args.target,
+        "supernet": source,
+        **{k: m[k] for k in keys},
+        "table_seconds": round(stage_seconds, 1),
+        "estimator_archs_per_s": round(archs_per_second(est, space)),
+    }
+    if args.records:
+        Path(args.records).write_text(json.dumps(res.records, indent=1))
     print(json.dumps(out, indent=2))
 
 

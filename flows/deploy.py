@@ -7,7 +7,7 @@
 
 Usage (from the project checkout, which is also each worker's working directory)::
 
-    python -m flows.deploy deploy [--pool cpu] [--cron "0 3 * * 1"]   # server + workers
+    python -m flows.deploy deploy [--pool cpu] [--cron "0 3 * * 1"] [--set KEY=VALUE]
     python -m flows.deploy serve  [--cron "0 3 * * 1"]                # one process, no workers
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     d.add_argument("--pool", default=os.environ.get("ONCEFLOW_PIPELINE_POOL", "cpu"))
     d.add_argument("--cron", default=os.environ.get("ONCEFLOW_CRON", WEEKLY))
     d.add_argument("--source", default=str(ROOT))
+    d.add_argument(
+        "--set",
+        dest="set_params",
+        action="append",
+        default=shlex.split(os.environ.get("ONCEFLOW_SET_PARAMS", "")),
+        metavar="KEY=VALUE",
+        help="default params override of the pipeline deployment (`dvc exp run -S` syntax)",
+    )
     s = sub.add_parser("serve", help="serve the deployments from this process")
     s.add_argument("--cron", default=os.environ.get("ONCEFLOW_CRON", WEEKLY))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     if args.cmd == "deploy":
-        for name, dep_id in deploy(args.source, args.pool, args.cron).items():
+        params = {"set_params": args.set_params} if args.set_params else None
+        for name, dep_id in deploy(args.source, args.pool, args.cron, None, params).items():
             print(f"{name}\t{dep_id}")
     else:
         serve(args.cron)

@@ -13,19 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 
-from flows.tasks import apply_params, dvc_transfer, repro_task, restore
+from flows.tasks import apply_params, dvc_transfer, report, repro_task, restore
 from onceflow.errors import ConfigError
 from onceflow.orchestration import (
     StageFailed,
     changed_stages,
     has_remote,
     lock_text,
-    models_markdown,
-    pareto_markdown,
-    published_models,
     read_plan,
     read_targets,
     work_pools,
@@ -64,27 +60,6 @@ def run_on_pool(
             f"target '{target}' on work pool '{pool}': flow run '{run.name}' ended"
             f" {state.name if state else 'without a state'}: {state.message if state else ''}"
         )
-
-
-@task(task_run_name="report published models")
-def report(root: str) -> list[dict]:
-    """Prefect artifacts for people: the published models and each target's Pareto plot."""
-    models = published_models(root)
-    create_markdown_artifact(
-        key="published-models",
-        markdown=models_markdown(models),
-        description="Models packaged and published by this run",
-    )
-    if models:
-        create_table_artifact(key="published-models-table", table=[m.row() for m in models])
-    pareto = pareto_markdown(root)
-    if pareto:
-        create_markdown_artifact(
-            key="pareto-fronts",
-            markdown=pareto,
-            description="Search results: accuracy vs latency per target",
-        )
-    return [m.row() for m in models]
 
 
 @flow(name="nas-pipeline")
@@ -155,3 +130,14 @@ def nas_pipeline(
         dvc_transfer(root, "push")
     models = report(root)
     return {"ran": ran, "dispatched": dispatch, "models": models}
+
+
+if __name__ == "__main__":  # run once, here: python -m flows.nas_pipeline [-S key=value ...]
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m flows.nas_pipeline", description=__doc__)
+    ap.add_argument("-S", "--set-param", dest="set_params", action="append", default=[])
+    ap.add_argument("--repo", default=".")
+    ap.add_argument("--no-push", dest="push", action="store_false")
+    a = ap.parse_args()
+    nas_pipeline(repo=a.repo, set_params=a.set_params, push=a.push)

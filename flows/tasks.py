@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from onceflow.orchestration import dvc as od
+from onceflow.orchestration.report import models_markdown, pareto_markdown, published_models
 
 RETRY_STAGES = frozenset({"publish"})  # stages whose work is network I/O
 IO_RETRIES = 2
@@ -55,3 +57,24 @@ def apply_params(root: str, overrides: Sequence[str]) -> None:
     od.set_params(root, list(overrides))
     if overrides:
         get_run_logger().info("params overrides: %s", " ".join(overrides))
+
+
+@task(task_run_name="report published models")
+def report(root: str) -> list[dict]:
+    """Prefect artifacts for people: the published models and each target's Pareto plot."""
+    models = published_models(root)
+    create_markdown_artifact(
+        key="published-models",
+        markdown=models_markdown(models),
+        description="Models packaged and published by this run",
+    )
+    if models:
+        create_table_artifact(key="published-models-table", table=[m.row() for m in models])
+    pareto = pareto_markdown(root)
+    if pareto:
+        create_markdown_artifact(
+            key="pareto-fronts",
+            markdown=pareto,
+            description="Search results: accuracy vs latency per target",
+        )
+    return [m.row() for m in models]

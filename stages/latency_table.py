@@ -28,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = load_params(args.params)
     cfg = params.latency
     if args.target not in cfg.targets:
-        raise ConfigError(f"{args.params}: latency.targets has no {args.target!r} ({list(cfg.targets)})")
+        raise ConfigError(
+            f"{args.params}: latency.targets has no {args.target!r} ({list(cfg.targets)})"
+        )
     target = cfg.targets[args.target]
     torch.set_num_threads(params.base.threads)
     supernet = load_supernet(args.supernet).eval()
@@ -45,8 +47,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_json_atomic(tmp / ESTIMATOR_FILE, estimator_json(result.calibration, args.target))
         write_json_atomic(tmp / "validation.json", result.records)
     write_json_atomic(args.metrics, result.metrics)
-    title = (f"{args.target}: within ±10% {result.metrics['within_10pct']:.0%}, "
-             f"Kendall τ {result.metrics['kendall_tau']:.3f}")
+    title = (
+        f"{args.target}: within ±10% {result.metrics['within_10pct']:.0%}, "
+        f"Kendall τ {result.metrics['kendall_tau']:.3f}"
+    )
     write_bytes_atomic(args.plot, scatter_png(result.records, title))
 
 

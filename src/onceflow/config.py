@@ -214,6 +214,11 @@ class LatencyTarget(StrictModel):
     work_pool: str | None = None  # Prefect work pool that runs this target's stage
     options: TargetOptions = TargetOptions()
 
+    @property
+    def single_threaded_cpu(self) -> bool:
+        """Inference runs entirely on the calling thread (so its CPU time is its latency)."""
+        return self.device == "cpu" and self.threads == 1 and self.inter_op_threads == 1
+
 
 class MeasureProtocolConfig(StrictModel):
     """The timing protocol shared by LUT entries and end-to-end validation subnets."""
@@ -224,6 +229,14 @@ class MeasureProtocolConfig(StrictModel):
     repeats: Annotated[int, Field(ge=1)] = 150  # timed rounds (samples per item)
     number: Annotated[int, Field(ge=1)] = 1  # back-to-back runs per sample
     interleave: bool = True  # rounds cycle over all items in shuffled order
+    prime: Annotated[int, Field(ge=0)] = 0  # untimed runs right before each sample (warm caches)
+    # Independent sessions per model, samples split over them: a session's buffer addresses
+    # shift its latency by a few percent; pooling several averages that out.
+    sessions: Annotated[int, Field(ge=1)] = 3
+    # wall: wall time (CUDA events on GPU). thread_cpu: CPU time of the measuring thread, equal
+    # to wall latency for single-threaded CPU inference but immune to other processes' time
+    # slices on a shared machine. auto: thread_cpu for 1-thread CPU targets, else wall.
+    clock: Literal["auto", "wall", "thread_cpu"] = "auto"
 
 
 class LatencyConfig(StrictModel):
@@ -247,6 +260,11 @@ class LatencyConfig(StrictModel):
                 raise ValueError(f"latency.targets.{name}: int8 is only supported by tensorrt")
             if t.backend == "onnxruntime" and t.precision != "fp32":
                 raise ValueError(f"latency.targets.{name}: onnxruntime targets measure fp32 only")
+            if self.protocol.clock == "thread_cpu" and not t.single_threaded_cpu:
+                raise ValueError(
+                    f"latency.protocol.clock: thread_cpu only measures latency for CPU targets "
+                    f"with threads: 1 and inter_op_threads: 1 ({name} is not); use auto or wall"
+                )
         return self
 
 
@@ -264,6 +282,8 @@ class PredictorConfig(StrictModel):
     derived_features: bool = True  # add log MACs and log params to the one-hot encoding
     models: list[PredictorModel] = Field(default=["mlp", "ridge", "gbm"], min_length=1)
     k_folds: Annotated[int, Field(ge=2, le=20)] = 5  # model selection by k-fold Kendall tau
+    # Models within this k-fold tau of the best count as tied; the fastest to evaluate wins.
+    tie_tolerance: Annotated[float, Field(ge=0.0, le=0.2)] = 0.01
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2  # reported metrics
     curve_points: Annotated[int, Field(ge=2, le=20)] = 5  # learning-curve sizes
     ridge_alphas: list[Annotated[float, Field(gt=0)]] = [0.01, 0.1, 1.0, 10.0, 100.0]

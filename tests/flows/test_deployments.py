@@ -127,7 +127,7 @@ def test_scheduled_deployment_runs_on_worker_and_fans_out_target(
     lock = yaml.safe_load((main / "dvc.lock").read_text())["stages"]
     assert {"latency_table@edge", "search@edge", "package@edge"} <= set(lock)
     publish = json.loads((main / "metrics/publish.json").read_text())
-    assert {m["target"] for m in publish["published"]} == {"ort-cpu", "edge"}
+    assert {m["target"] for m in publish["packages"]} == {"ort-cpu", "edge"}
     from dvc.repo import Repo
 
     with Repo(str(main)) as repo:

@@ -45,8 +45,11 @@ def test_ort_bigger_graph_is_slower() -> None:
 
 
 def test_ort_session_options_follow_the_target() -> None:
-    t = LatencyTarget(threads=2, inter_op_threads=1,
-                      options=TargetOptions(session_config={"session.set_denormal_as_zero": "1"}))
+    t = LatencyTarget(
+        threads=2,
+        inter_op_threads=1,
+        options=TargetOptions(session_config={"session.set_denormal_as_zero": "1"}),
+    )
     so = make_backend(t).session_options()
     assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -78,10 +81,12 @@ def test_torch_cuda_availability_matches_torch() -> None:
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 @pytest.mark.parametrize("graphs", [False, True])
 def test_torch_cuda_measures(graphs: bool, quick_protocol: MeasureProtocol) -> None:
-    t = LatencyTarget(backend="torch", device="cuda", precision="fp16",
-                      options=TargetOptions(cuda_graphs=graphs))
-    check_stats(make_backend(t).measure(tiny_conv(), (1, 4, 8, 8), quick_protocol),
-                quick_protocol.repeats)
+    t = LatencyTarget(
+        backend="torch", device="cuda", precision="fp16", options=TargetOptions(cuda_graphs=graphs)
+    )
+    check_stats(
+        make_backend(t).measure(tiny_conv(), (1, 4, 8, 8), quick_protocol), quick_protocol.repeats
+    )
 
 
 def test_tensorrt_available_says_why_not() -> None:
@@ -94,11 +99,15 @@ def test_tensorrt_available_says_why_not() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not TRT_OK, reason=f"TensorRT backend unavailable: {TRT_REASON}")
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_tensorrt_measures_and_caches_engines(precision: str, tmp_path,
-                                              quick_protocol: MeasureProtocol) -> None:
-    t = LatencyTarget(backend="tensorrt", device="cuda", precision=precision,
-                      options=TargetOptions(engine_cache_dir=str(tmp_path),
-                                            int8_calibration_images=8))
+def test_tensorrt_measures_and_caches_engines(
+    precision: str, tmp_path, quick_protocol: MeasureProtocol
+) -> None:
+    t = LatencyTarget(
+        backend="tensorrt",
+        device="cuda",
+        precision=precision,
+        options=TargetOptions(engine_cache_dir=str(tmp_path), int8_calibration_images=8),
+    )
     images = torch.randn(8, 4, 8, 8).numpy()
     be = make_backend(t, calibration_images=images)
     model = tiny_conv()

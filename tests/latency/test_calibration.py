@@ -12,8 +12,13 @@ def synthetic_features(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     blocks = rng.uniform(0.2, 2.0, n)
     head = rng.uniform(0.03, 0.1, n)
     n_layers = rng.integers(4, 14, n).astype(float)
-    return {"stem": stem, "blocks": blocks, "head": head, "n_layers": n_layers,
-            "sum": stem + blocks + head + 0.01}
+    return {
+        "stem": stem,
+        "blocks": blocks,
+        "head": head,
+        "n_layers": n_layers,
+        "sum": stem + blocks + head + 0.01,
+    }
 
 
 @pytest.mark.parametrize(
@@ -26,9 +31,15 @@ def synthetic_features(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 )
 def test_fit_recovers_known_coefficients(model: str, coef: tuple[float, ...]) -> None:
     f = synthetic_features(40)
-    truth = Calibration(model, {"affine": ("sum", "one"), "count": ("sum", "n_layers", "one"),
-                                "per_kind": ("stem", "blocks", "head", "n_layers", "one")}[model],
-                        coef)
+    truth = Calibration(
+        model,
+        {
+            "affine": ("sum", "one"),
+            "count": ("sum", "n_layers", "one"),
+            "per_kind": ("stem", "blocks", "head", "n_layers", "one"),
+        }[model],
+        coef,
+    )
     y = truth.apply(f)
     fit = fit_calibration(f, y, model)
     assert fit.model == model

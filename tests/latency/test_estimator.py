@@ -16,15 +16,17 @@ from onceflow.latency.lut import LUT_FILE, Lut, check_coverage
 from onceflow.latency.protocol import LatencyStats
 from onceflow.supernet import SearchSpace
 
-CAL = Calibration("per_kind", ("stem", "blocks", "head", "n_layers", "one"),
-                  (1.3, 0.95, 1.1, 0.007, 0.02))
+CAL = Calibration(
+    "per_kind", ("stem", "blocks", "head", "n_layers", "one"), (1.3, 0.95, 1.1, 0.007, 0.02)
+)
 
 
 def synthetic_lut(space: SearchSpace, seed: int = 0) -> Lut:
     """Distinct random latencies per spec, so any wrong lookup changes the sum."""
     rng = np.random.default_rng(seed)
-    entries = {s: LatencyStats.from_samples([rng.uniform(0.01, 1.0)])
-               for s in space.unique_layer_specs()}
+    entries = {
+        s: LatencyStats.from_samples([rng.uniform(0.01, 1.0)]) for s in space.unique_layer_specs()
+    }
     return Lut(entries, LatencyStats.from_samples([0.005]), meta={"space": space.to_json()})
 
 
@@ -80,8 +82,9 @@ def test_bad_encoded_shape(tiny_space: SearchSpace) -> None:
         est.predict(np.zeros((3, 2), dtype=np.int64))
 
 
-def test_load_estimator_round_trip(tiny_space: SearchSpace, default_space: SearchSpace,
-                                   tmp_path) -> None:
+def test_load_estimator_round_trip(
+    tiny_space: SearchSpace, default_space: SearchSpace, tmp_path
+) -> None:
     lut = synthetic_lut(tiny_space)
     write_json_atomic(tmp_path / LUT_FILE, lut.to_json())
     write_json_atomic(tmp_path / ESTIMATOR_FILE, estimator_json(CAL, "t"))

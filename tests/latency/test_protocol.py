@@ -1,9 +1,20 @@
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from onceflow.latency.protocol import LatencyStats, MeasureProtocol, measure_interleaved
+from onceflow.config import LatencyConfig, LatencyTarget, MeasureProtocolConfig
+from onceflow.latency.protocol import (
+    LatencyStats,
+    MeasureProtocol,
+    measure_interleaved,
+    sample_interleaved_clocks,
+)
+from onceflow.latency.table import protocol_from_config
 
 
 class StepClock:
@@ -58,3 +69,37 @@ def test_sequential_mode_times_item_by_item() -> None:
     items = [StepClock("a", 1e-3, log), StepClock("b", 1e-3, log)]
     measure_interleaved(items, MeasureProtocol(warmup=0, repeats=3, number=1, interleave=False))
     assert [n for n, _ in log] == ["a"] * 3 + ["b"] * 3
+
+
+class Sleeper:
+    """Waits without using CPU: wall time passes, this thread's CPU time barely does."""
+
+    def time(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            time.sleep(0.002)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        pass
+
+
+def test_thread_cpu_clock_ignores_time_not_spent_computing() -> None:
+    proto = MeasureProtocol(warmup=0, repeats=3, number=1)
+    wall, cpu = sample_interleaved_clocks([Sleeper()], proto)
+    assert np.all(wall >= 2.0)
+    assert np.all(cpu < wall / 2)
+    cpu_stats = measure_interleaved([Sleeper()], replace(proto, clock="thread_cpu"))[0]
+    assert cpu_stats.median < 1.0
+
+
+def test_clock_auto_resolves_per_target() -> None:
+    cfg = LatencyConfig()
+    one = LatencyTarget(threads=1)
+    two = LatencyTarget(threads=2)
+    assert protocol_from_config(cfg, one, 0).clock == "thread_cpu"
+    assert protocol_from_config(cfg, two, 0).clock == "wall"
+    with pytest.raises(ValidationError, match="thread_cpu only"):
+        LatencyConfig(targets={"x": two}, protocol=MeasureProtocolConfig(clock="thread_cpu"))
+    with pytest.raises(ValueError, match="clock"):
+        MeasureProtocol(clock="sundial")

@@ -13,7 +13,6 @@ from onceflow.latency import load_estimator
 from onceflow.supernet import Supernet, load_supernet, save_supernet
 from stages import latency_table
 from tests.conftest import copy_repo, run_dvc, write_prepared
-from tests.latency.conftest import tiny_supernet_config
 
 TINY = {
     "latency": {

@@ -68,7 +68,8 @@ def test_build_table_end_to_end_on_ort(tiny_space: SearchSpace) -> None:
     est = LatencyEstimator(tiny_space, res.lut, res.calibration)
     archs = [tiny_space.decode(tiny_space.encode(a)) for a in (tiny_space.min_arch(),)]
     assert est.predict(tiny_space.encode_batch(archs))[0] == pytest.approx(
-        res.records[0]["predicted_ms"])
+        res.records[0]["predicted_ms"]
+    )
     # Latency grows with the network: the max arch measures slower than the min arch.
     assert res.records[1]["measured_ms"] > res.records[0]["measured_ms"]
 

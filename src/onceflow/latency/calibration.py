@@ -112,7 +112,9 @@ def fit_calibration(
         return Calibration("none", FEATURES["none"], (1.0,), loo_mape=mape, fit_mape=mape)
     names = AUTO_CANDIDATES if model == "auto" else (model,)
     if any(n not in FEATURES for n in names):
-        raise ValueError(f"unknown calibration model {model!r}; choose auto or one of {list(FEATURES)}")
+        raise ValueError(
+            f"unknown calibration model {model!r}; choose auto or one of {list(FEATURES)}"
+        )
     fits = {}
     for name in names:
         x = design(feats, FEATURES[name])

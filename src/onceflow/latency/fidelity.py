@@ -20,7 +20,9 @@ def fidelity(
     p = np.asarray(predicted_ms, dtype=np.float64)
     m = np.asarray(measured_ms, dtype=np.float64)
     if p.shape != m.shape or p.ndim != 1 or p.size < 2:
-        raise ValueError(f"need two equal 1-d arrays of >= 2 latencies, got {p.shape} and {m.shape}")
+        raise ValueError(
+            f"need two equal 1-d arrays of >= 2 latencies, got {p.shape} and {m.shape}"
+        )
     rel = np.abs(p - m) / m
     tau = stats.kendalltau(p, m).statistic
     rho = stats.spearmanr(p, m).statistic

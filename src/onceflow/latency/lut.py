@@ -32,7 +32,9 @@ def spec_key(spec: LayerSpec) -> str:
     """Stable readable key, e.g. ``block:in_res=28,in_ch=16,...`` (all fields, in order)."""
     d = spec.to_json()
     kind = d.pop("kind")
-    return f"{kind}:" + ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in d.items())
+    return f"{kind}:" + ",".join(
+        f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in d.items()
+    )
 
 
 def input_shape(spec: LayerSpec, batch_size: int) -> tuple[int, int, int, int]:
@@ -70,7 +72,12 @@ class Lut:
             **self.meta,
             "overhead": self.overhead.to_json(),
             "entries": [
-                {"key": spec_key(s), "spec": s.to_json(), "latency_ms": st.median, "stats": st.to_json()}
+                {
+                    "key": spec_key(s),
+                    "spec": s.to_json(),
+                    "latency_ms": st.median,
+                    "stats": st.to_json(),
+                }
                 for s, st in self.entries.items()
             ],
         }
@@ -79,8 +86,8 @@ class Lut:
     def from_json(cls, d: dict[str, Any], source: str = LUT_FILE) -> Lut:
         if d.get("schema_version") != LUT_SCHEMA_VERSION:
             raise ConfigError(
-                f"{source}: schema_version {d.get('schema_version')!r} is not {LUT_SCHEMA_VERSION}; "
-                "rebuild the table (dvc repro latency_table)"
+                f"{source}: schema_version {d.get('schema_version')!r} is not "
+                f"{LUT_SCHEMA_VERSION}; rebuild the table (dvc repro latency_table)"
             )
         entries = {
             LayerSpec.from_json(e["spec"]): LatencyStats.from_json(e["stats"]) for e in d["entries"]
@@ -107,7 +114,9 @@ def build_lut(
     stats = backend.measure_many(models, protocol)
     seconds = time.perf_counter() - t0
     lut = Lut(entries=dict(zip(specs, stats[1:], strict=True)), overhead=stats[0])
-    log.info("LUT: %d entries in %.1f s (call overhead %.4f ms)", len(specs), seconds, stats[0].median)
+    log.info(
+        "LUT: %d entries in %.1f s (call overhead %.4f ms)", len(specs), seconds, stats[0].median
+    )
     return lut, seconds
 
 

@@ -18,12 +18,23 @@ def scatter_png(records: Sequence[dict], title: str) -> bytes:
     hi = max(max(r["measured_ms"], r["predicted_ms"]) for r in records) * 1.1
     xs = [lo, hi]
     ax.plot(xs, xs, color="black", lw=1, label="y = x")
-    ax.fill_between(xs, [x * 0.9 for x in xs], [x * 1.1 for x in xs], color="gray", alpha=0.2,
-                    label="±10%")
-    for role, marker, color in (("calibration", "s", "tab:orange"), ("validation", "o", "tab:blue")):
+    ax.fill_between(
+        xs, [x * 0.9 for x in xs], [x * 1.1 for x in xs], color="gray", alpha=0.2, label="±10%"
+    )
+    for role, marker, color in (
+        ("calibration", "s", "tab:orange"),
+        ("validation", "o", "tab:blue"),
+    ):
         pts = [r for r in records if r["role"] == role]
-        ax.scatter([r["measured_ms"] for r in pts], [r["predicted_ms"] for r in pts], s=16,
-                   marker=marker, color=color, label=f"{role} ({len(pts)})", alpha=0.8)
+        ax.scatter(
+            [r["measured_ms"] for r in pts],
+            [r["predicted_ms"] for r in pts],
+            s=16,
+            marker=marker,
+            color=color,
+            label=f"{role} ({len(pts)})",
+            alpha=0.8,
+        )
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured latency (ms)")

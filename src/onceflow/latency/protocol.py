@@ -34,7 +34,11 @@ class MeasureProtocol:
     interleave: bool = True  # rounds go over all items in shuffled order; else item by item
     # Untimed runs right before each sample. Interleaving evicts an item's weights and buffers
     # between its samples; priming measures the warm steady state a deployed model runs in.
-    prime: int = 1
+    prime: int = 0
+    # Independent compilations (sessions/engines, each with its own buffers) per model; samples
+    # are split evenly over them and pooled. Buffer addresses change cache-set and aliasing
+    # behaviour by several percent per session; averaging over sessions removes that lottery.
+    sessions: int = 1
     seed: int = 0  # seeds the per-round shuffling
     # "wall": the item's own clock (wall time on CPU, CUDA events on GPU). "thread_cpu": CPU
     # time of the measuring thread -- equal to wall latency for single-threaded CPU inference
@@ -42,8 +46,10 @@ class MeasureProtocol:
     clock: str = "wall"
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.prime < 0 or self.repeats < 1 or self.number < 1:
-            raise ValueError(f"bad measurement protocol {self}: need warmup>=0, repeats>=1, number>=1")
+        if min(self.repeats, self.number, self.sessions) < 1 or min(self.warmup, self.prime) < 0:
+            raise ValueError(
+                f"bad measurement protocol {self}: need repeats, number, sessions >= 1 and warmup, prime >= 0"
+            )
         if self.clock not in ("wall", "thread_cpu"):
             raise ValueError(f"protocol clock must be wall or thread_cpu, got {self.clock!r}")
 
@@ -64,7 +70,9 @@ class LatencyStats:
     @property
     def cv(self) -> float:
         """Robust coefficient of variation: (p90 - p10) as a sigma, relative to the median."""
-        return (self.p90 - self.p10) / _P10_P90_SIGMAS / self.median if self.median > 0 else math.nan
+        return (
+            (self.p90 - self.p10) / _P10_P90_SIGMAS / self.median if self.median > 0 else math.nan
+        )
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float] | np.ndarray) -> LatencyStats:
@@ -72,14 +80,24 @@ class LatencyStats:
         if s.size == 0:
             raise ValueError("no latency samples")
         p10, med, p90 = np.percentile(s, [10, 50, 90])
-        return cls(median=float(med), p10=float(p10), p90=float(p90), std=float(s.std()), n=int(s.size))
+        return cls(
+            median=float(med), p10=float(p10), p90=float(p90), std=float(s.std()), n=int(s.size)
+        )
 
     def to_json(self) -> dict:
-        return {"median": self.median, "p10": self.p10, "p90": self.p90, "std": self.std, "n": self.n}
+        return {
+            "median": self.median,
+            "p10": self.p10,
+            "p90": self.p90,
+            "std": self.std,
+            "n": self.n,
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> LatencyStats:
-        return cls(float(d["median"]), float(d["p10"]), float(d["p90"]), float(d["std"]), int(d["n"]))
+        return cls(
+            float(d["median"]), float(d["p10"]), float(d["p90"]), float(d["std"]), int(d["n"])
+        )
 
 
 class Timed(Protocol):

@@ -27,7 +27,7 @@ from onceflow.latency.calibration import Calibration, fit_calibration
 from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.fidelity import fidelity
 from onceflow.latency.lut import Lut, build_lut
-from onceflow.latency.protocol import MeasureProtocol
+from onceflow.latency.protocol import LatencyStats, MeasureProtocol
 from onceflow.supernet.space import Arch, LayerSpec, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,20 @@ class TableResult:
     metrics: dict
 
 
-def protocol_from_config(cfg: LatencyConfig, seed: int) -> MeasureProtocol:
+def protocol_from_config(cfg: LatencyConfig, target: LatencyTarget, seed: int) -> MeasureProtocol:
+    """The protocol for ``target``, with ``clock: auto`` resolved."""
     p = cfg.protocol
+    clock = p.clock
+    if clock == "auto":
+        clock = "thread_cpu" if target.single_threaded_cpu else "wall"
     return MeasureProtocol(
-        warmup=p.warmup, repeats=p.repeats, number=p.number, interleave=p.interleave, seed=seed
+        warmup=p.warmup,
+        repeats=p.repeats,
+        number=p.number,
+        interleave=p.interleave,
+        prime=p.prime, sessions=p.sessions,
+        seed=seed,
+        clock=clock,
     )
 
 
@@ -83,7 +93,7 @@ def build_latency_table(
     """Measure, calibrate and validate a latency table for ``target_name`` (see module doc)."""
     target: LatencyTarget = cfg.targets[target_name]
     backend.require(target_name)
-    protocol = protocol_from_config(cfg, seed)
+    protocol = protocol_from_config(cfg, target, seed)
     t_start = time.perf_counter()
     specs = space.unique_layer_specs()
     lut, lut_seconds = build_lut(specs, build_layer, backend, protocol, target.batch_size)
@@ -106,12 +116,19 @@ def build_latency_table(
     log.info("timing %d calibration + %d validation subnets end to end", k, m)
     b, c = target.batch_size, space.in_channels
     models = [(extract(a).eval(), (b, c, a.resolution, a.resolution)) for a in archs]
-    stats = backend.measure_many(models, protocol)
+    wall, cpu = backend.sample_many(models, protocol)
+    stats = [
+        LatencyStats.from_samples(r) for r in (cpu if protocol.clock == "thread_cpu" else wall)
+    ]
     measured = np.array([s.median for s in stats])
     cvs = np.array([s.cv for s in stats])
+    # Wall over the protocol's clock (1.0 for wall): how far contention inflated wall time.
+    wall_ratio = float(np.median(np.median(wall, axis=1) / measured))
 
     feats = estimator.features(space.encode_batch(archs))
-    calibration = fit_calibration({n: v[:k] for n, v in feats.items()}, measured[:k], cfg.calibration)
+    calibration = fit_calibration(
+        {n: v[:k] for n, v in feats.items()}, measured[:k], cfg.calibration
+    )
     predicted = calibration.apply(feats)
     raw = feats["sum"]
 
@@ -130,6 +147,8 @@ def build_latency_table(
         "build_seconds": round(lut_seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
         "measured_ms_range": [float(measured.min()), float(measured.max())],
+        "clock": protocol.clock,
+        "wall_over_clock": wall_ratio,
     }
     records = [
         {
@@ -144,7 +163,11 @@ def build_latency_table(
     ]
     log.info(
         "%s: within_10pct=%.3f kendall_tau=%.3f mape=%.4f (uncalibrated mape %.4f) noise_cv=%.4f",
-        target_name, metrics["within_10pct"], metrics["kendall_tau"], metrics["mape"],
-        metrics["mape_uncalibrated"], metrics["noise_cv"],
+        target_name,
+        metrics["within_10pct"],
+        metrics["kendall_tau"],
+        metrics["mape"],
+        metrics["mape_uncalibrated"],
+        metrics["noise_cv"],
     )
     return TableResult(lut=lut, calibration=calibration, records=records, metrics=metrics)

@@ -30,7 +30,8 @@ class StageFailed(OnceflowError):
     """A DVC stage (or another DVC command) exited non-zero; the message holds its last lines."""
 
 
-def _env() -> dict[str, str]:
+def dvc_env() -> dict[str, str]:
+    """Environment for DVC subprocesses: analytics off, this interpreter first on PATH."""
     env = dict(os.environ)
     env.setdefault("DVC_NO_ANALYTICS", "1")
     # Stage commands say `python -m stages.x`: make that the interpreter running this flow.
@@ -50,7 +51,7 @@ def _stream(
         proc = subprocess.Popen(
             cmd,
             cwd=os.fspath(root),
-            env=_env(),
+            env=dvc_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

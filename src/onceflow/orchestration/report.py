@@ -46,7 +46,7 @@ def _registry_uris(publish: Any) -> tuple[str, dict[tuple[str, str], str]]:
         return "", {}
     root = str(publish.get("registry") or publish.get("registry_uri") or "")
     per_model: dict[tuple[str, str], str] = {}
-    for key in ("published", "models", "results"):
+    for key in ("packages", "published", "models"):
         for item in publish.get(key) or []:
             if isinstance(item, dict) and "target" in item and "model_id" in item:
                 uri = item.get("uri") or (

@@ -59,7 +59,7 @@ elif stage == "publish":
     for f in sorted(pathlib.Path("artifacts").glob("*/*/manifest.json")):
         m = json.loads(f.read_text())
         models.append({"target": m["target"], "model_id": m["model_id"]})
-    out("metrics/publish.json", {"registry": "file://registry", "published": models})
+    out("metrics/publish.json", {"registry": "file://registry", "packages": models})
 """
 
 

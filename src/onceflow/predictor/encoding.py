@@ -124,31 +124,35 @@ class ArchEncoder:
 
     def onehot(self, x: np.ndarray) -> np.ndarray:
         """(N, sum of cards) float32; skipped blocks' kernel/expand groups are all zero."""
+        return self._encode(self._check(x), 0)
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """(N, n_features) float32: one-hot, then log10 MACs and log10 params if derived."""
         x = self._check(x)
+        if not self.derived:
+            return self._encode(x, 0)
+        out = self._encode(x, 2)
+        macs, params = self._costs(x)
+        out[:, -2] = np.log10(macs)
+        out[:, -1] = np.log10(params)
+        return out
+
+    def _encode(self, x: np.ndarray, extra: int) -> np.ndarray:
         n = len(x)
-        out = np.zeros((n, self.n_onehot), dtype=np.float32)
+        out = np.zeros((n, self.n_onehot + extra), dtype=np.float32)
         val = np.ones(x.shape, dtype=np.float32)
         val[:, self._gated] = self.active(x)
         out[np.arange(n)[:, None], self.offsets[None, :] + x] = val
         return out
 
-    def features(self, x: np.ndarray) -> np.ndarray:
-        """(N, n_features) float32: one-hot, then log10 MACs and log10 params if derived."""
-        x = self._check(x)
-        oh = self.onehot(x)
-        if not self.derived:
-            return oh
-        extra = np.stack([np.log10(self.macs(x)), np.log10(self.params(x))], axis=1)
-        return np.concatenate([oh, extra.astype(np.float32)], axis=1)
-
     # ------------------------------------------------------------------ derived costs
     def macs(self, x: np.ndarray) -> np.ndarray:
         """Multiply-accumulates per arch (float64)."""
-        return self._cost(self._macs, self._check(x))
+        return self._costs(self._check(x))[0]
 
     def params(self, x: np.ndarray) -> np.ndarray:
         """Parameter count per arch (float64)."""
-        return self._cost(self._params, self._check(x))
+        return self._costs(self._check(x))[1]
 
     def _cost_table(self, fn) -> _CostTable:  # noqa: ANN001 (LayerSpec -> float)
         sp = self._space
@@ -177,16 +181,20 @@ class ArchEncoder:
         self._block_shapes = [t.shape for t in tables]
         return _CostTable(stem, head, np.concatenate([t.ravel() for t in tables]))
 
-    def _cost(self, table: _CostTable, x: np.ndarray) -> np.ndarray:
+    def _costs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(MACs, params) per arch: stem + head + a gather per block position."""
         sp, col = self._space, self._col
         r = x[:, col["resolution"]]
-        total = table.stem[r] + table.head[r, x[:, col[f"width.s{sp.n_stages - 1}"]]]
+        w_last = x[:, col[f"width.s{sp.n_stages - 1}"]]
+        totals = []
+        for t in (self._macs, self._params):
+            totals.append(t.stem[r] + t.head[r, w_last])
         off = 0
         for b, shape in enumerate(self._block_shapes):
             s = sp.block_stage[b]
             first = b == sp.stages[s].first_block
             c_win = col[f"width.s{s - 1}"] if (first and s > 0) else col[f"width.s{s}"]
-            idx = np.ravel_multi_index(
+            idx = off + np.ravel_multi_index(
                 (
                     x[:, col[f"depth.s{s}"]],
                     r,
@@ -197,6 +205,7 @@ class ArchEncoder:
                 ),
                 shape,
             )
-            total = total + table.blocks[off + idx]
+            totals[0] += self._macs.blocks[idx]
+            totals[1] += self._params.blocks[idx]
             off += int(np.prod(shape))
-        return total
+        return totals[0], totals[1]

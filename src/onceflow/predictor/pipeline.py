@@ -105,6 +105,7 @@ def train_predictor(
         k_folds=cfg.k_folds,
         holdout_fraction=cfg.holdout_fraction,
         curve_points=cfg.curve_points,
+        tie_tolerance=cfg.tie_tolerance,
         seed=seed,
     )
     t2 = time.perf_counter()

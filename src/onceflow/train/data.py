@@ -16,7 +16,10 @@ from onceflow.data.prepared import Meta
 def _as_tensor(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(images_u8, torch.Tensor):
         return images_u8
-    return torch.from_numpy(np.ascontiguousarray(images_u8))
+    arr = np.ascontiguousarray(images_u8)
+    if not arr.flags.writeable:  # memory-mapped prepared data: torch wants writable memory
+        arr = arr.copy()
+    return torch.from_numpy(arr)
 
 
 def resize(x: torch.Tensor, resolution: int) -> torch.Tensor:

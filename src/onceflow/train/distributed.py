@@ -113,3 +113,20 @@ def mean_over_ranks(value: float, ctx: DistContext, device: torch.device) -> flo
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item()) / ctx.world_size
+
+
+@torch.no_grad()
+def check_in_sync(model: nn.Module, ctx: DistContext) -> None:
+    """Raise if ranks hold different parameters (they must: same subnets, averaged grads)."""
+    if not ctx.enabled:
+        return
+    params = list(model.parameters())
+    dev = params[0].device
+    s = torch.stack([p.double().sum() for p in params]).to(dev)
+    lo, hi = s.clone(), s.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    worst = float((hi - lo).abs().max())
+    if worst > 1e-6 * max(1.0, float(s.abs().max())):
+        raise RuntimeError(f"data-parallel ranks diverged (max parameter-sum gap {worst:.3g})")
+    log.info("rank %d: parameters in sync across %d ranks", ctx.rank, ctx.world_size)

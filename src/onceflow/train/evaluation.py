@@ -28,7 +28,7 @@ def evaluate(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    y = torch.tensor(np.asarray(labels), dtype=torch.int64)  # a copy: labels may be read-only
     correct = 0
     try:
         for i in range(0, n, batch_size):

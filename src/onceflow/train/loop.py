@@ -42,6 +42,7 @@ from onceflow.train.distributed import (
     allreduce_gradients,
     barrier,
     broadcast_state,
+    check_in_sync,
     mean_over_ranks,
 )
 from onceflow.train.evaluation import subnet_accuracy
@@ -274,8 +275,8 @@ def train_supernet(
         for rec in sess.history:
             on_epoch(rec)
 
-    images = torch.from_numpy(np.ascontiguousarray(data.train.images))
-    labels = torch.from_numpy(np.ascontiguousarray(data.train.labels))
+    images = torch.from_numpy(np.array(data.train.images))  # in memory (uint8), writable
+    labels = torch.from_numpy(np.array(data.train.labels))
     bar = tqdm(
         total=plan.total_steps,
         initial=sess.global_step,
@@ -350,6 +351,7 @@ def train_supernet(
             return TrainOutcome(net, sess.history, time.perf_counter() - t0, _epochs(sess), False)
         done = sess.global_step >= plan.total_steps
     bar.close()
+    check_in_sync(net, ctx)
     net.set_active(space.max_arch())
     return TrainOutcome(net, sess.history, time.perf_counter() - t0, _epochs(sess), True)
 
@@ -404,11 +406,14 @@ def _fmt_record(rec: dict) -> str:
 
 
 def final_metrics(
-    net: Supernet, data: PreparedData, cfg: TrainConfig, seed: int = 0
+    outcome: TrainOutcome, data: PreparedData, cfg: TrainConfig, seed: int = 0
 ) -> dict[str, float]:
-    """Val accuracy of the max, min and mid subnets after BN recalibration (full val split)."""
+    """metrics/supernet.json: val accuracy of the max, min and mid subnets after BN
+    recalibration (full val split), plus training time, epochs and the space's size."""
+    t0 = time.perf_counter()
+    net = outcome.model
     space = net.space
-    out = {}
+    out: dict[str, float] = {}
     for name, arch in (
         ("max", space.max_arch()),
         ("min", space.min_arch()),
@@ -417,4 +422,11 @@ def final_metrics(
         out[f"val_acc_{name}"] = subnet_accuracy(
             net, arch, data, n_calib=cfg.bn_calib_images, batch_size=cfg.eval_batch_size, seed=seed
         )
+    out |= {
+        "train_seconds": round(outcome.train_seconds, 1),
+        "eval_seconds": round(time.perf_counter() - t0, 1),
+        "epochs": outcome.epochs,
+        "space_size": space.size(),
+        "params": sum(p.numel() for p in net.parameters()),
+    }
     return out

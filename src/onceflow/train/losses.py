@@ -54,8 +54,16 @@ def alpha_distill(
     """Adaptive alpha-divergence distillation loss (AlphaNet), averaged over the batch."""
     teacher = teacher.detach()
     if alpha_min == alpha_max:
-        return _f_divergence(student, teacher, alpha_max, clip)[1].mean()
+        v, g = _f_divergence(student, teacher, alpha_max, clip)
+        return _value_with_grad(v.mean(), g.mean())
     v_lo, g_lo = _f_divergence(student, teacher, alpha_min, clip)
     v_hi, g_hi = _f_divergence(student, teacher, alpha_max, clip)
     pick_lo = (v_lo > v_hi).float()
-    return (pick_lo * g_lo + (1.0 - pick_lo) * g_hi).mean()
+    value = torch.maximum(v_lo, v_hi).mean()
+    surrogate = (pick_lo * g_lo + (1.0 - pick_lo) * g_hi).mean()
+    return _value_with_grad(value, surrogate)
+
+
+def _value_with_grad(value: torch.Tensor, surrogate: torch.Tensor) -> torch.Tensor:
+    """A tensor equal to ``value`` whose gradient is the surrogate's (logs the divergence)."""
+    return value.detach() + surrogate - surrogate.detach()

@@ -18,8 +18,15 @@ BACKENDS: dict[str, type[Backend]] = {
 
 
 def make_backend(target: LatencyTarget, calibration_images: np.ndarray | None = None) -> Backend:
-    """The backend object for ``target`` (availability is checked by ``available()``/``require``)."""
+    """The backend for ``target``; check it with ``available()`` or ``require()``."""
     return BACKENDS[target.backend](target, calibration_images)
 
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeBackend", "TensorRTBackend", "TorchBackend", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "OnnxRuntimeBackend",
+    "TensorRTBackend",
+    "TorchBackend",
+    "make_backend",
+]

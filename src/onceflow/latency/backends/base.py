@@ -12,22 +12,27 @@ import os
 import platform
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 from torch import nn
 
 from onceflow.config import LatencyTarget
 from onceflow.errors import BackendUnavailable
-from onceflow.latency.protocol import LatencyStats, MeasureProtocol, Timed, measure_interleaved
+from onceflow.latency.protocol import (
+    LatencyStats,
+    MeasureProtocol,
+    Timed,
+    sample_interleaved_clocks,
+)
 
 
 def cpu_name() -> str:
     """The CPU model string (Linux /proc/cpuinfo), else platform.processor()."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -74,20 +79,37 @@ class Backend(ABC):
             who = f"latency target {target_name!r} " if target_name else ""
             raise BackendUnavailable(f"{who}(backend {self.name}) cannot run here: {reason}")
 
-    def prepare_many(self, models: Sequence[tuple[nn.Module, Sequence[int]]]) -> list[Timed]:
-        return [self.prepare(m, s) for m, s in models]
+    def prepare_sessions(self, model: nn.Module, input_shape: Sequence[int], k: int) -> list[Timed]:
+        """``k`` independent compilations of one model (backends override to share export)."""
+        return [self.prepare(model, input_shape) for _ in range(k)]
+
+    def sample_many(
+        self, models: Sequence[tuple[nn.Module, Sequence[int]]], protocol: MeasureProtocol
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (n_models, repeats) ms samples on the item clock and on thread CPU time.
+
+        Each model gets ``protocol.sessions`` compilations; all of them are timed interleaved,
+        ``ceil(repeats / sessions)`` samples each, and a model's samples are pooled.
+        """
+        k = protocol.sessions
+        per = -(-protocol.repeats // k)
+        items = [it for m, s in models for it in self.prepare_sessions(m, s, k)]
+        try:
+            with cpu_affinity(self.target.options.cpu_affinity):
+                wall, cpu = sample_interleaved_clocks(items, replace(protocol, repeats=per))
+        finally:
+            for it in items:
+                it.close()
+        n = len(models)
+        return wall.reshape(n, k * per), cpu.reshape(n, k * per)
 
     def measure_many(
         self, models: Sequence[tuple[nn.Module, Sequence[int]]], protocol: MeasureProtocol
     ) -> list[LatencyStats]:
         """Prepare every model, then time them all interleaved under one protocol."""
-        items = self.prepare_many(models)
-        try:
-            with cpu_affinity(self.target.options.cpu_affinity):
-                return measure_interleaved(items, protocol)
-        finally:
-            for it in items:
-                it.close()
+        wall, cpu = self.sample_many(models, protocol)
+        chosen = cpu if protocol.clock == "thread_cpu" else wall
+        return [LatencyStats.from_samples(row) for row in chosen]
 
     def measure(
         self, model: nn.Module, input_shape: Sequence[int], protocol: MeasureProtocol

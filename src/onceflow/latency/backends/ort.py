@@ -78,13 +78,19 @@ class OnnxRuntimeBackend(Backend):
             onnx_bytes, sess_options=self.session_options(), providers=list(self.target.providers)
         )
 
-    def prepare_onnx(self, onnx_bytes: bytes, input_shape: Sequence[int], seed: int = 0) -> OrtTimed:
+    def prepare_onnx(
+        self, onnx_bytes: bytes, input_shape: Sequence[int], seed: int = 0
+    ) -> OrtTimed:
         sess = self.session_from_onnx(onnx_bytes)
         x = np.random.default_rng(seed).standard_normal(tuple(input_shape)).astype(np.float32)
         return OrtTimed(sess, sess.get_inputs()[0].name, x)
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> OrtTimed:
         return self.prepare_onnx(to_onnx_bytes(model, input_shape), input_shape)
+
+    def prepare_sessions(self, model: nn.Module, input_shape: Sequence[int], k: int) -> list[OrtTimed]:
+        onnx_bytes = to_onnx_bytes(model, input_shape)  # export once, compile k times
+        return [self.prepare_onnx(onnx_bytes, input_shape, seed=i) for i in range(k)]
 
     def environment(self) -> dict:
         import onnxruntime as ort

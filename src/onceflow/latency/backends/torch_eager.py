@@ -75,12 +75,17 @@ class TorchBackend(Backend):
 
     def available(self) -> tuple[bool, str]:
         if self.target.device == "cuda" and not torch.cuda.is_available():
-            return False, "device cuda requested but torch.cuda.is_available() is False (no GPU/driver)"
+            return (
+                False,
+                "device cuda requested but torch.cuda.is_available() is False (no GPU/driver)",
+            )
         if self.target.device == "cpu" and self.target.precision == "fp16":
             return False, "fp16 on CPU is not a deployment path; use fp32 or device cuda"
         return True, ""
 
-    def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> TorchCpuTimed | TorchCudaTimed:
+    def prepare(
+        self, model: nn.Module, input_shape: Sequence[int]
+    ) -> TorchCpuTimed | TorchCudaTimed:
         model = model.eval()
         dtype = torch.float16 if self.target.precision == "fp16" else torch.float32
         gen = torch.Generator().manual_seed(0)

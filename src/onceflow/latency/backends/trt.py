@@ -36,7 +36,9 @@ def _calibration_batches(
     if images is not None and images.shape[1] == c:
         x = torch.from_numpy(np.ascontiguousarray(images[:n_images], dtype=np.float32))
         if x.shape[-2:] != (h, w):
-            x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+            x = torch.nn.functional.interpolate(
+                x, size=(h, w), mode="bilinear", align_corners=False
+            )
         data = x.numpy()
     else:
         data = np.random.default_rng(0).standard_normal((n_images, c, h, w)).astype(np.float32)
@@ -77,13 +79,17 @@ class TrtTimed:
         self.runtime = trt.Runtime(logger)
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            raise BackendUnavailable("TensorRT could not deserialize the engine (version mismatch?)")
+            raise BackendUnavailable(
+                "TensorRT could not deserialize the engine (version mismatch?)"
+            )
         self.context = self.engine.create_execution_context()
         self.buffers: list[torch.Tensor] = []
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             shape = tuple(self.engine.get_tensor_shape(name))
-            dtype = torch.from_numpy(np.empty(0, trt.nptype(self.engine.get_tensor_dtype(name)))).dtype
+            dtype = torch.from_numpy(
+                np.empty(0, trt.nptype(self.engine.get_tensor_dtype(name)))
+            ).dtype
             buf = torch.randn(shape, device="cuda").to(dtype)
             self.buffers.append(buf)
             self.context.set_tensor_address(name, int(buf.data_ptr()))
@@ -137,8 +143,12 @@ class TensorRTBackend(Backend):
             else []
         )
         key = content_hash(
-            onnx_bytes, precision, str(opts.workspace_mb), trt.__version__,
-            torch.cuda.get_device_name(), *(b.tobytes() for b in batches),
+            onnx_bytes,
+            precision,
+            str(opts.workspace_mb),
+            trt.__version__,
+            torch.cuda.get_device_name(),
+            *(b.tobytes() for b in batches),
         )
         path = Path(opts.engine_cache_dir) / f"{key}.plan"
         if path.is_file():
@@ -177,6 +187,9 @@ class TensorRTBackend(Backend):
         return {
             "backend": self.name,
             "device": torch.cuda.get_device_name(),
-            "versions": {"tensorrt": trt.__version__, "torch": torch.__version__,
-                         "cuda": torch.version.cuda},
+            "versions": {
+                "tensorrt": trt.__version__,
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda,
+            },
         }

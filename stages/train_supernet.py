@@ -1,0 +1,63 @@
+"""DVC stage `train_supernet`: train the elastic supernet, write models/supernet/ and metrics.
+
+Single process: ``python -m stages.train_supernet ...``; data-parallel: ``torchrun
+--nproc_per_node=K -m stages.train_supernet ...`` (gloo on CPU, NCCL on GPU). Reruns resume
+from ``--checkpoints``. Only rank 0 writes outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from onceflow import stage
+from onceflow.config import load_params
+from onceflow.data.prepared import load_prepared
+from onceflow.io import atomic_dir, write_json_atomic
+from onceflow.supernet import SearchSpace, save_supernet
+from onceflow.train.distributed import barrier, init_distributed, resolve_device, shutdown
+from onceflow.train.live import LiveLogger
+from onceflow.train.loop import final_metrics, train_supernet
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="stages.train_supernet", description=__doc__)
+    for name in ("params", "data", "out", "metrics", "live", "checkpoints"):
+        ap.add_argument(f"--{name}", required=name != "params", default="params.yaml")
+    args = ap.parse_args(argv)
+
+    params = load_params(args.params)
+    torch.set_num_threads(params.base.threads)
+    ctx = init_distributed(params.base.device, params.train.ddp_backend)
+    try:
+        data = load_prepared(args.data, mmap=False)
+        m = data.meta
+        space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
+        live = LiveLogger(args.live) if ctx.is_main else None
+        outcome = train_supernet(
+            data,
+            space,
+            params.train,
+            seed=params.base.seed,
+            device=resolve_device(params.base.device, ctx),
+            checkpoint_dir=args.checkpoints,
+            ctx=ctx,
+            on_epoch=live.log_epoch if live else None,
+        )
+        if live is not None:
+            metrics = final_metrics(outcome, data, params.train, params.base.seed)
+            live.finish(metrics)
+            with atomic_dir(args.out) as tmp:
+                save_supernet(outcome.model, tmp)
+            write_json_atomic(args.metrics, metrics)
+            stage.log.info("supernet trained: %s", metrics)
+        barrier(ctx)
+    finally:
+        shutdown(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(stage.run(main))

@@ -1,0 +1,96 @@
+"""Dataset building: spread sampling, resumable CSV keyed by arch and context, real measurement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onceflow.data.prepared import load_prepared
+from onceflow.predictor.dataset import (
+    MeasureSettings,
+    SubnetMeter,
+    build_dataset,
+    read_rows,
+    sample_archs,
+)
+from onceflow.predictor.encoding import ArchEncoder
+from onceflow.supernet import Arch, SearchSpace
+from onceflow.supernet.supernet import load_supernet
+from tests.predictor.conftest import write_supernet
+
+
+class Killed(Exception):
+    pass
+
+
+def fake_measure(space: SearchSpace, calls: list[Arch], kill_after: int | None = None):
+    """Accuracy = a deterministic function of the arch; raises after ``kill_after`` calls."""
+    enc = ArchEncoder(space)
+
+    def measure(arch: Arch) -> float:
+        if kill_after is not None and len(calls) >= kill_after:
+            raise Killed
+        calls.append(arch)
+        return float(np.log10(enc.macs(space.encode_batch([arch]))[0]) / 10)
+
+    return measure
+
+
+def test_sample_archs_spread_distinct_deterministic(default_space: SearchSpace) -> None:
+    archs = sample_archs(default_space, 60, seed=3)
+    assert archs[:2] == [default_space.min_arch(), default_space.max_arch()]
+    assert len(set(archs)) == 60 and archs == sample_archs(default_space, 60, seed=3)
+    enc = ArchEncoder(default_space)
+    log_macs = np.log10(enc.macs(default_space.encode_batch(archs)))
+    # Spread: every fifth of the [min, max] log-MACs range holds some samples, where uniform
+    # sampling leaves the ends empty.
+    bins = np.histogram(log_macs[2:], bins=5, range=(log_macs[0], log_macs[1]))[0]
+    assert bins.min() >= 5, bins
+    rng = np.random.default_rng(0)
+    uni = [default_space.sample(rng) for _ in range(58)]
+    ubins = np.histogram(
+        np.log10(enc.macs(default_space.encode_batch(uni))), bins=5,
+        range=(log_macs[0], log_macs[1]),
+    )[0]  # fmt: skip
+    assert min(ubins[0], ubins[-1]) <= 1, ubins
+
+
+def test_resume_after_kill_measures_each_arch_once(tmp_path: Path, tiny_space: SearchSpace):
+    csv = tmp_path / "arch_acc.csv"
+    archs = sample_archs(tiny_space, 12, seed=0)
+    calls: list[Arch] = []
+    with pytest.raises(Killed):
+        build_dataset(archs, fake_measure(tiny_space, calls, kill_after=5), csv, "ctx")
+    assert len(read_rows(csv, "ctx")) == 5
+    # Simulate a kill in the middle of writing a row.
+    with open(csv, "a") as fh:
+        fh.write(f"{archs[7]},0.5")
+    calls2: list[Arch] = []
+    got, acc = build_dataset(archs, fake_measure(tiny_space, calls2), csv, "ctx")
+    assert calls2 == archs[5:]  # only the rest, in order; the partial row was dropped
+    ref_calls: list[Arch] = []
+    ref = [fake_measure(tiny_space, ref_calls)(a) for a in archs]
+    np.testing.assert_allclose(acc, ref, atol=1e-6)
+    assert got == archs and len(csv.read_text().splitlines()) == 13  # header + 12
+
+
+def test_rows_of_another_context_are_remeasured(tmp_path: Path, tiny_space: SearchSpace):
+    csv = tmp_path / "arch_acc.csv"
+    archs = sample_archs(tiny_space, 6, seed=0)
+    build_dataset(archs, fake_measure(tiny_space, []), csv, "old-supernet")
+    calls: list[Arch] = []
+    build_dataset(archs, fake_measure(tiny_space, calls), csv, "new-supernet")
+    assert calls == archs
+    assert read_rows(csv, "old-supernet") == {}  # stale rows gone from the file
+
+
+def test_subnet_meter_measures_real_accuracy(tmp_path: Path, tiny_space, tiny_prepared):
+    net = load_supernet(write_supernet(tmp_path / "supernet", tiny_space))
+    meter = SubnetMeter(net, load_prepared(tiny_prepared), MeasureSettings(40, 30, 16, 0))
+    a, b = tiny_space.min_arch(), tiny_space.max_arch()
+    acc_a, acc_b = meter(a), meter(b)
+    assert 0.0 <= acc_a <= 1.0 and 0.0 <= acc_b <= 1.0
+    assert meter.n_eval == 30
+    assert meter(a) == acc_a  # same subset, same recalibration: deterministic

@@ -1,0 +1,81 @@
+"""Specialization on the additive toy space: picks equal the exact constrained optima, budgets
+resolve from fractions, impossible budgets fail before any search, documents are complete."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onceflow.config import BudgetConfig, SearchConfig
+from onceflow.errors import ConfigError, SearchError
+from onceflow.search import EvolutionParams, NsgaParams, budgets_for, report, run_search, specialize
+from onceflow.search.specialize import front_hypervolume
+from tests.search.test_engine import acc, exact_front, lat, toy_space
+
+QUICK = dict(
+    nsga=NsgaParams(pop_size=40, generations=30, polish_sweeps=5),
+    evolution=EvolutionParams(population=30, generations=40),
+    random_samples=500,
+)
+
+
+def test_picks_are_exact_optima_and_front_is_exact() -> None:
+    space = toy_space()
+    res = specialize(space, acc, lat, [0.25, 0.5, 1.0], "fraction", seed=0, **QUICK)
+    allx = space.enumerate_all()
+    lo, hi = lat(allx).min(), lat(allx).max()
+    assert (res.latency_range.low.value, res.latency_range.high.value) == (lo, hi)
+    for p, f in zip(res.picks, [0.25, 0.5, 1.0], strict=True):
+        assert p.budget == pytest.approx(lo + f * (hi - lo))
+        assert p.accuracy == pytest.approx(acc(allx[lat(allx) <= p.budget]).max(), abs=1e-12)
+        assert p.latency <= p.budget and p.random_best_accuracy <= p.accuracy + 1e-12
+    pts = np.stack([res.front.values["latency"], res.front.values["accuracy"]], 1)
+    exact = exact_front(space)
+    np.testing.assert_allclose(np.unique(np.round(pts, 9), axis=0), exact)
+    acc_ref = acc(allx[lat(allx) == lo]).max()
+    hv = front_hypervolume(exact[:, 1], exact[:, 0], res.latency_range, acc_ref)
+    assert res.hypervolume == pytest.approx(hv) and hv > 0
+
+
+def test_impossible_budget_fails_before_searching() -> None:
+    calls = []
+
+    def counted_acc(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return acc(x)
+
+    with pytest.raises(SearchError, match=r"0.5 ms is infeasible.*lowest reachable value is 1 ms"):
+        specialize(toy_space(), counted_acc, lat, [5.0, 0.5], "ms", seed=0, **QUICK)
+    assert calls == []  # only the latency range was computed
+
+
+def test_run_search_from_config_and_documents() -> None:
+    space = toy_space()
+    cfg = SearchConfig(
+        default_budgets=BudgetConfig(unit="ms", values=[6.0]),
+        nsga={"pop_size": 20, "generations": 10},
+        evolution={"population": 20, "generations": 10},
+        random_samples=200,
+        extra_objectives=["macs"],
+    )
+    budgets = budgets_for(cfg, ["ort-cpu"], "ort-cpu")
+    macs = lambda x: (x**2).sum(1).astype(float)  # noqa: E731
+    res = run_search(
+        [type("D", (), {"name": n, "choices": tuple(range(c))}) for n, c in
+         zip(space.names, space.cardinalities, strict=True)],
+        cfg, budgets, acc, lat, seed=1, extra={"macs": macs},
+    )  # fmt: skip
+    assert set(res.front.values) == {"accuracy", "latency", "macs"}
+    describe = lambda x: (",".join(map(str, x)), {"idx": x.tolist()})  # noqa: E731
+    sel = report.selected_doc(res, "ort-cpu", budgets, describe)["selected"]
+    assert len(sel) == 1 and sel[0]["budget_ms"] == 6.0 and sel[0]["budget_unit"] == "ms"
+    assert sel[0]["predicted_latency_ms"] <= 6.0
+    par = report.pareto_doc(res, "ort-cpu", describe)
+    assert "macs" in par["points"][0] and len(par["points"]) == len(res.front.x)
+    m = report.search_metrics(res, "ort-cpu", [0.5])
+    assert m["selected"][0]["real_accuracy"] == 0.5 and "mean_abs_prediction_error_pp" in m
+    assert report.pareto_png(res, "toy", [0.5])[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match="unknown targets"):
+        budgets_for(cfg, ["other"], "ort-cpu")
+    with pytest.raises(ConfigError, match="extra_objectives"):
+        run_search([], cfg, budgets, acc, lat, seed=0)

@@ -1,0 +1,23 @@
+"""Tiny training configs for fast tests."""
+
+from __future__ import annotations
+
+from onceflow.config import PhaseConfig, TrainConfig
+
+TINY_TRAIN = {
+    "phases": [{"name": "all", "epochs": 2, "lr": 0.1, "warmup_epochs": 0.2}],
+    "batch_size": 40,
+    "n_random": 1,
+    "epoch_eval_images": 60,
+    "bn_calib_images": 120,
+    "eval_batch_size": 60,
+    "checkpoint_every_steps": 3,
+    "hflip": False,  # the synthetic classes are patch positions: a flip changes the class
+    "crop_padding": 0,
+}
+
+
+def tiny_train(**over) -> TrainConfig:
+    cfg = dict(TINY_TRAIN, **over)
+    cfg["phases"] = [PhaseConfig(**p) for p in cfg["phases"]]
+    return TrainConfig(**cfg)
