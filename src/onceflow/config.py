@@ -226,7 +226,7 @@ class MeasureProtocolConfig(StrictModel):
     warmup: Annotated[int, Field(ge=0)] = 10  # untimed runs per item
     # Many short samples + median: a sample hit by another process is an outlier the median
     # ignores, whereas long samples (number >> 1) average the interference in.
-    repeats: Annotated[int, Field(ge=1)] = 150  # timed rounds (samples per item)
+    repeats: Annotated[int, Field(ge=1)] = 300  # timed rounds (samples per item)
     number: Annotated[int, Field(ge=1)] = 1  # back-to-back runs per sample
     interleave: bool = True  # rounds cycle over all items in shuffled order
     prime: Annotated[int, Field(ge=0)] = 0  # untimed runs right before each sample (warm caches)

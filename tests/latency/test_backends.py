@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -118,3 +119,13 @@ def test_tensorrt_measures_and_caches_engines(
     assert list(tmp_path.glob("*.plan")) == plans
     be.measure(tiny_conv(), (1, 4, 8, 8), quick_protocol)  # other weights -> a new engine
     assert len(list(tmp_path.glob("*.plan"))) == 2
+
+
+def test_sessions_split_samples_and_pool_them() -> None:
+    be = make_backend(LatencyTarget())
+    proto = MeasureProtocol(warmup=1, repeats=6, number=1, sessions=3)
+    items = be.prepare_sessions(tiny_conv(), (1, 4, 8, 8), 3)
+    assert len({id(it.session) for it in items}) == 3  # independent sessions
+    wall, cpu = be.sample_many([(tiny_conv(), (1, 4, 8, 8)), (tiny_conv(2), (1, 2, 8, 8))], proto)
+    assert wall.shape == cpu.shape == (2, 6)
+    assert np.all(wall > 0) and np.all(cpu >= 0)

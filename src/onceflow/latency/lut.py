@@ -96,6 +96,22 @@ class Lut:
         return cls(entries=entries, overhead=LatencyStats.from_json(d["overhead"]), meta=meta)
 
 
+def lut_models(
+    specs: Sequence[LayerSpec], build_layer: Callable[[LayerSpec], nn.Module], batch_size: int
+) -> list[tuple[nn.Module, tuple[int, ...]]]:
+    """What a LUT times, in order: the trivial call-overhead graph, then one layer per spec."""
+    models: list[tuple[nn.Module, tuple[int, ...]]] = [(_Trivial(), (1, 1, 1, 1))]
+    models += [(build_layer(s).eval(), input_shape(s, batch_size)) for s in specs]
+    return models
+
+
+def lut_from_stats(specs: Sequence[LayerSpec], stats: Sequence[LatencyStats]) -> Lut:
+    """The table from stats in :func:`lut_models` order (overhead first)."""
+    if len(stats) != len(specs) + 1:
+        raise ValueError(f"need {len(specs) + 1} stats (overhead + specs), got {len(stats)}")
+    return Lut(entries=dict(zip(specs, stats[1:], strict=True)), overhead=stats[0])
+
+
 def build_lut(
     specs: Sequence[LayerSpec],
     build_layer: Callable[[LayerSpec], nn.Module],
@@ -103,21 +119,17 @@ def build_lut(
     protocol: MeasureProtocol,
     batch_size: int,
 ) -> tuple[Lut, float]:
-    """Measure every spec (interleaved, one protocol) and the call overhead.
+    """Measure every spec (interleaved, one protocol) and the call overhead on its own.
 
-    Returns the table and the wall-clock seconds it took (export + compile + timing).
+    Returns the table and the wall-clock seconds it took (export + compile + timing). The
+    latency_table stage instead times the LUT together with its validation subnets
+    (:func:`onceflow.latency.table.build_latency_table`).
     """
     t0 = time.perf_counter()
-    models: list[tuple[nn.Module, tuple[int, ...]]] = [(_Trivial(), (1, 1, 1, 1))]
-    models += [(build_layer(s).eval(), input_shape(s, batch_size)) for s in specs]
     log.info("LUT: timing %d layer signatures + call overhead on %s", len(specs), backend.name)
-    stats = backend.measure_many(models, protocol)
-    seconds = time.perf_counter() - t0
-    lut = Lut(entries=dict(zip(specs, stats[1:], strict=True)), overhead=stats[0])
-    log.info(
-        "LUT: %d entries in %.1f s (call overhead %.4f ms)", len(specs), seconds, stats[0].median
-    )
-    return lut, seconds
+    stats = backend.measure_many(lut_models(specs, build_layer, batch_size), protocol)
+    lut = lut_from_stats(specs, stats)
+    return lut, time.perf_counter() - t0
 
 
 def check_coverage(lut: Lut, space: SearchSpace) -> None:

@@ -1,12 +1,15 @@
 """The measurement protocol every backend shares: warm-up, interleaved timed rounds, robust stats.
 
-A backend turns a model into a :class:`Timed` item (a compiled session, engine or module bound
+A backend turns a model into :class:`Timed` items (compiled sessions, engines or modules bound
 to a fixed input) whose ``time(n)`` runs ``n`` consecutive inferences and returns the elapsed
-seconds. :func:`measure_interleaved` then times many items the same way: after warm-up it runs
-``repeats`` rounds, and in each round every item (in a fresh random order) contributes one
-sample of ``number`` back-to-back runs. Interleaving spreads slow drifts of the machine (other
-processes, thermal state) evenly over all items, so ratios between items stay trustworthy even
-when absolute times wobble. The LUT builder and the end-to-end validation use this one function.
+seconds. :func:`sample_interleaved_clocks` times many items the same way: after warm-up it runs
+``repeats`` rounds, and in each round every item (in a fresh random order) gives one sample of
+``number`` back-to-back runs. Interleaving spreads slow drifts of the machine (other processes,
+clocks, caches) evenly over all items, so ratios between items stay trustworthy even when
+absolute times wobble. Each sample is read on two clocks: the item's own (wall time, or CUDA
+events) and the measuring thread's CPU time, which for single-threaded CPU inference equals its
+latency but excludes time slices other processes take. Stats use the median.
+The LUT builder and the end-to-end validation use this one function.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class MeasureProtocol:
     """How to time one item; identical for LUT entries and whole subnets."""
 
     warmup: int = 10  # untimed runs per item before the first round
-    repeats: int = 150  # timed rounds: samples per item
+    repeats: int = 300  # timed samples per item (split over sessions)
     number: int = 1  # consecutive runs per sample (the sample is their mean)
     interleave: bool = True  # rounds go over all items in shuffled order; else item by item
     # Untimed runs right before each sample. Interleaving evicts an item's weights and buffers
@@ -48,7 +51,8 @@ class MeasureProtocol:
     def __post_init__(self) -> None:
         if min(self.repeats, self.number, self.sessions) < 1 or min(self.warmup, self.prime) < 0:
             raise ValueError(
-                f"bad measurement protocol {self}: need repeats, number, sessions >= 1 and warmup, prime >= 0"
+                f"bad measurement protocol {self}: "
+                "need repeats, number, sessions >= 1 and warmup, prime >= 0"
             )
         if self.clock not in ("wall", "thread_cpu"):
             raise ValueError(f"protocol clock must be wall or thread_cpu, got {self.clock!r}")

@@ -4,9 +4,10 @@ This is the library function the ``latency_table`` stage calls. It takes values 
 layer builder, a subnet extractor, a backend, the config) and returns values; the stage writes
 them. Steps:
 
-1. time every unique layer signature of the space (+ the call overhead), interleaved;
-2. sample K calibration + M validation subnets (distinct; min and max arch go to calibration so
-   the fit spans the whole range), extract and time them end to end, interleaved together;
+1. sample K calibration + M validation subnets (distinct; min and max arch go to calibration so
+   the fit spans the whole range) and extract them;
+2. time every unique layer signature of the space (+ the call overhead) and the K + M subnets
+   end to end in ONE interleaved pass, so table and subnets see the same machine conditions;
 3. fit the calibration on the K, report fidelity on the M.
 """
 
@@ -26,7 +27,7 @@ from onceflow.latency.backends.base import Backend
 from onceflow.latency.calibration import Calibration, fit_calibration
 from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.fidelity import fidelity
-from onceflow.latency.lut import Lut, build_lut
+from onceflow.latency.lut import Lut, lut_from_stats, lut_models
 from onceflow.latency.protocol import LatencyStats, MeasureProtocol
 from onceflow.supernet.space import Arch, LayerSpec, SearchSpace
 
@@ -52,7 +53,8 @@ def protocol_from_config(cfg: LatencyConfig, target: LatencyTarget, seed: int) -
         repeats=p.repeats,
         number=p.number,
         interleave=p.interleave,
-        prime=p.prime, sessions=p.sessions,
+        prime=p.prime,
+        sessions=p.sessions,
         seed=seed,
         clock=clock,
     )
@@ -96,34 +98,47 @@ def build_latency_table(
     protocol = protocol_from_config(cfg, target, seed)
     t_start = time.perf_counter()
     specs = space.unique_layer_specs()
-    lut, lut_seconds = build_lut(specs, build_layer, backend, protocol, target.batch_size)
-    lut.meta = {
-        "target": target_name,
-        "target_config": target.model_dump(mode="json"),
-        "environment": backend.environment(),
-        "protocol": protocol.to_json(),
-        "space": space.to_json(),
-        "build_seconds": round(lut_seconds, 3),
-    }
-    estimator = LatencyEstimator(space, lut)
-
     rng = np.random.default_rng(seed + 1)
     k, m = cfg.calibration_subnets, cfg.validation_subnets
     ends = list(dict.fromkeys([space.min_arch(), space.max_arch()]))[:k]
     calib = ends + sample_distinct(space, k - len(ends), rng, set(ends))
     valid = sample_distinct(space, m, rng, set(calib))
     archs = calib + valid
-    log.info("timing %d calibration + %d validation subnets end to end", k, m)
+
+    # One interleaved pass over LUT layers and whole subnets: whatever the machine does
+    # meanwhile (other processes, clocks, caches) hits table and subnets alike.
+    log.info(
+        "timing %d layer signatures + call overhead and %d calibration + %d validation subnets "
+        "on %s (%s clock)",
+        len(specs),
+        k,
+        m,
+        backend.name,
+        protocol.clock,
+    )
     b, c = target.batch_size, space.in_channels
-    models = [(extract(a).eval(), (b, c, a.resolution, a.resolution)) for a in archs]
+    models = lut_models(specs, build_layer, b)
+    n_lut = len(models)
+    models += [(extract(a).eval(), (b, c, a.resolution, a.resolution)) for a in archs]
     wall, cpu = backend.sample_many(models, protocol)
-    stats = [
-        LatencyStats.from_samples(r) for r in (cpu if protocol.clock == "thread_cpu" else wall)
-    ]
+    chosen = cpu if protocol.clock == "thread_cpu" else wall
+    all_stats = [LatencyStats.from_samples(r) for r in chosen]
+    build_seconds = time.perf_counter() - t_start
+    lut = lut_from_stats(specs, all_stats[:n_lut])
+    lut.meta = {
+        "target": target_name,
+        "target_config": target.model_dump(mode="json"),
+        "environment": backend.environment(),
+        "protocol": protocol.to_json(),
+        "space": space.to_json(),
+        "build_seconds": round(build_seconds, 3),
+    }
+    estimator = LatencyEstimator(space, lut)
+    stats = all_stats[n_lut:]
     measured = np.array([s.median for s in stats])
     cvs = np.array([s.cv for s in stats])
-    # Wall over the protocol's clock (1.0 for wall): how far contention inflated wall time.
-    wall_ratio = float(np.median(np.median(wall, axis=1) / measured))
+    # Wall time over the protocol's clock (1.0 for wall): how much contention inflated wall time.
+    wall_ratio = float(np.median(np.median(wall[n_lut:], axis=1) / measured))
 
     feats = estimator.features(space.encode_batch(archs))
     calibration = fit_calibration(
@@ -144,7 +159,7 @@ def build_latency_table(
         "lut_entries": len(lut.entries),
         "lut_noise_cv": float(np.median([s.cv for s in lut.entries.values()])),
         "call_overhead_ms": lut.overhead.median,
-        "build_seconds": round(lut_seconds, 3),
+        "build_seconds": round(build_seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
         "measured_ms_range": [float(measured.min()), float(measured.max())],
         "clock": protocol.clock,

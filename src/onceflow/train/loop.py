@@ -104,7 +104,7 @@ def step_archs(
     rng = np.random.default_rng([seed, 0x5A3D, g])
     archs = [space.max_arch(), space.min_arch(elastic=phase.elastic)]
     archs += [space.sample(rng, elastic=phase.elastic) for _ in range(n_random)]
-    return archs
+    return list(dict.fromkeys(archs))  # a phase with nothing elastic trains the max subnet once
 
 
 def batch_indices(

@@ -88,7 +88,9 @@ class OnnxRuntimeBackend(Backend):
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> OrtTimed:
         return self.prepare_onnx(to_onnx_bytes(model, input_shape), input_shape)
 
-    def prepare_sessions(self, model: nn.Module, input_shape: Sequence[int], k: int) -> list[OrtTimed]:
+    def prepare_sessions(
+        self, model: nn.Module, input_shape: Sequence[int], k: int
+    ) -> list[OrtTimed]:
         onnx_bytes = to_onnx_bytes(model, input_shape)  # export once, compile k times
         return [self.prepare_onnx(onnx_bytes, input_shape, seed=i) for i in range(k)]
 

@@ -1,0 +1,100 @@
+"""Benchmark the supernet on this machine; prints one JSON object.
+
+- dynamic_over_static: median over archs of (train-step time of the supernet with arch A
+  active) / (train-step time of extract(A)); same batch, same process, interleaved repeats.
+  A train step is forward + cross-entropy + backward + SGD step.
+- sandwich_images_per_s: training throughput of full sandwich steps (max + min + n_random).
+- peak_rss_mb: peak resident memory of this process.
+
+Usage: python benchmarks/bench_supernet.py [--params params.yaml] [--archs 10] [--batch 128]
+Timings are wall-clock; on a shared machine compare ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onceflow.config import load_params
+from onceflow.supernet import SearchSpace, Supernet
+from onceflow.train.loop import sandwich_step, step_archs
+from onceflow.train.schedule import make_optimizer
+
+
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
+    t = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--archs", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--sandwich-steps", type=int, default=6)
+    args = ap.parse_args()
+
+    params = load_params(args.params)
+    torch.set_num_threads(params.base.threads)
+    torch.manual_seed(0)
+    cfg = params.train
+    mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    space = SearchSpace(params.supernet, 1, 10, max(params.supernet.resolutions))
+    net = Supernet(space).to(memory_format=mem).train()
+    rng = np.random.default_rng(0)
+    archs = [space.max_arch(), space.min_arch()] + [
+        space.sample(rng) for _ in range(args.archs - 2)
+    ]
+    y = torch.randint(0, 10, (args.batch,))
+
+    ratios = []
+    for arch in archs:
+        x = torch.randn(args.batch, 1, arch.resolution, arch.resolution).contiguous(
+            memory_format=mem
+        )
+        net.set_active(arch)
+        static = net.extract(arch).to(memory_format=mem).train()
+        opt_d = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+        opt_s = torch.optim.SGD(static.parameters(), lr=1e-3, momentum=0.9)
+        _train_step(net, opt_d, x, y), _train_step(static, opt_s, x, y)  # warm-up
+        dyn, sta = [], []
+        for _ in range(args.repeats):  # interleaved
+            dyn.append(_train_step(net, opt_d, x, y))
+            sta.append(_train_step(static, opt_s, x, y))
+        ratios.append(statistics.median(dyn) / statistics.median(sta))
+
+    opt = make_optimizer(net, 0.01, cfg.momentum, cfg.weight_decay)
+    x_native = torch.randn(cfg.batch_size, 1, 28, 28)
+    yb = torch.randint(0, 10, (cfg.batch_size,))
+    phase = cfg.phases[-1]
+    sandwich_step(net, opt, x_native, yb, step_archs(space, phase, cfg.n_random, 0, 0), cfg)
+    t = time.perf_counter()
+    for g in range(1, args.sandwich_steps + 1):
+        sandwich_step(net, opt, x_native, yb, step_archs(space, phase, cfg.n_random, 0, g), cfg)
+    ips = cfg.batch_size * args.sandwich_steps / (time.perf_counter() - t)
+
+    print(json.dumps({
+        "dynamic_over_static": round(statistics.median(ratios), 4),
+        "dynamic_over_static_max": round(max(ratios), 4),
+        "n_archs": len(archs),
+        "sandwich_images_per_s": round(ips, 1),
+        "sandwich_subnets_per_step": 2 + cfg.n_random,
+        "batch_size": cfg.batch_size,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": params.base.threads,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

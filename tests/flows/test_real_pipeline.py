@@ -1,0 +1,50 @@
+"""The nas-pipeline flow over the project's real dvc.yaml on tiny params, publishing into a moto
+S3 registry, then `onceflow pull` of the result (under Prefect's test harness)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onceflow.orchestration import read_plan
+from onceflow.orchestration.workspace import TINY_PARAMS, copy_project
+from tests.flows.conftest import BUCKET, REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_real_pipeline_publishes_to_s3_registry_and_pulls(
+    harness: None, tmp_path: Path, s3_endpoint: str
+) -> None:
+    from dvc.repo import Repo
+
+    from flows.nas_pipeline import nas_pipeline
+
+    repo = copy_project(REPO_ROOT, tmp_path / "repo", TINY_PARAMS)
+    registry = f"s3://{BUCKET}/models-e2e"
+    overrides = [f"publish.uri={registry}", f"publish.endpoint_url={s3_endpoint}"]
+    state = nas_pipeline(repo=str(repo), set_params=overrides, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["ran"] == list(read_plan(repo).stages)
+    with Repo(str(repo)) as r:
+        assert r.status() == {}
+    models = result["models"]
+    assert models and all(m["uri"].startswith(f"{registry}/ort-cpu/") for m in models)
+
+    dest = tmp_path / "pulled"
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
+    cli = Path(sys.executable).parent / "onceflow"
+    proc = subprocess.run(
+        [cli, "pull", "--registry", registry, "--target", "ort-cpu", "--dest", dest],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["model_id"] in {m["model_id"] for m in models}
+    assert (dest / "model.onnx").stat().st_size == manifest["files"]["model.onnx"]["size"]
