@@ -20,8 +20,10 @@ from onceflow.errors import ConfigError
 from onceflow.orchestration import (
     StageFailed,
     changed_stages,
+    close_sessions,
     has_remote,
     lock_text,
+    open_session,
     read_plan,
     read_targets,
     work_pools,
@@ -75,9 +77,15 @@ def nas_pipeline(
     params.yaml by DVC's own helper before anything runs, so dvc.lock records what was used.
     ``push``: ``dvc push`` at the end when the repo has a default DVC remote.
     """
+    try:
+        return _run_pipeline(str(Path(repo).resolve()), list(set_params or []), push, poll_seconds)
+    finally:
+        close_sessions()  # the long-lived dvc process of this run
+
+
+def _run_pipeline(root: str, overrides: list[str], push: bool, poll_seconds: float) -> dict:
     log = get_run_logger()
-    root = str(Path(repo).resolve())
-    overrides = list(set_params or [])
+    open_session(root)  # DVC's start-up overlaps the planning below
     apply_params(root, overrides)
     plan = read_plan(root)
     pools = work_pools(read_targets(Path(root) / "params.yaml"))

@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from flows.tasks import apply_params, dvc_transfer, push_results, repro_task
 from onceflow.errors import ConfigError
 from onceflow.io import write_text_atomic
+from onceflow.orchestration import close_sessions
 
 
 @flow(name="nas-target-stages")
@@ -48,6 +49,9 @@ def nas_target_stages(
         write_text_atomic(root / "dvc.lock", lock)
     if inputs:
         dvc_transfer(str(root), "pull", list(inputs))
-    ran = [s for s in stages if repro_task(s)(str(root), s)]
+    try:
+        ran = [s for s in stages if repro_task(s)(str(root), s)]
+    finally:
+        close_sessions()  # the long-lived dvc process of this run
     push_results(str(root), stages)
     return ran

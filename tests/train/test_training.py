@@ -46,10 +46,12 @@ def test_step_archs_follow_phase_elastic_dims() -> None:
     mx = space.max_arch()
     for g in range(10):
         archs = step_archs(space, cfg.phases[0], 3, seed=0, g=g)
-        assert archs[0] == mx and len(archs) == 5
+        assert archs[0] == mx and 2 <= len(archs) <= 5 and len(set(archs)) == len(archs)
         assert archs[1].kernels[0] == 3 and archs[1].depths == mx.depths
         assert all(a.expands == mx.expands and a.widths == mx.widths for a in archs)
     assert step_archs(space, cfg.phases[0], 3, 0, 4) == step_archs(space, cfg.phases[0], 3, 0, 4)
+    frozen = tiny_train(phases=[{"name": "max", "epochs": 1, "lr": 0.1, "elastic": []}])
+    assert step_archs(space, frozen.phases[0], 3, 0, 0) == [mx]  # nothing elastic: max once
 
 
 def test_bn_recalibration_improves_trained_subnet(tiny_prepared) -> None:

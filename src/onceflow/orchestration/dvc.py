@@ -1,14 +1,17 @@
 """One DVC call at a time, from a flow: stage runs, params overrides, pull/push, run-cache restore.
 
 Two DVC calls on one workspace collide on the repo lock (two processes) or race on ``dvc.lock``
-(two threads), so every call here holds :data:`DVC_LOCK`. Stages run through the ``dvc`` CLI in a
-subprocess so their own output (and error message) streams, line by line, into the caller's
-logger, i.e. into the Prefect run logs; everything else uses DVC's Python API in-process.
+(two threads), so every call here holds :data:`DVC_LOCK`. Stages run through DVC's CLI in a
+long-lived child process (:mod:`onceflow.orchestration.dvc_session`) so their own output (and
+error message) streams, line by line, into the caller's logger, i.e. into the Prefect run logs;
+reading the graph, the status and the config uses DVC's Python API in-process.
 """
 
 from __future__ import annotations
 
+import atexit
 import collections
+import json
 import logging
 import os
 import subprocess
@@ -18,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from onceflow.errors import ConfigError, OnceflowError
+from onceflow.orchestration.dvc_session import SENTINEL
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +76,91 @@ def _stream(
     return lines
 
 
+class _Session:
+    """Client of one :mod:`onceflow.orchestration.dvc_session` process (per repo root)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onceflow.orchestration.dvc_session"],
+            cwd=root,
+            env=dvc_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, args: Sequence[str], emit: Callable[[str], None]) -> tuple[int, list[str]]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"args": list(args), "env": dvc_env()}) + "\n")
+        self.proc.stdin.flush()
+        lines: list[str] = []
+        for raw in self.proc.stdout:
+            if raw.startswith(SENTINEL):
+                return int(raw.split()[1]), lines
+            line = raw.rstrip("\n")
+            if line.strip():
+                emit(line)
+                lines.append(line)
+        return -1, lines + [f"the dvc process ended unexpectedly (exit {self.proc.wait()})"]
+
+    def close(self) -> None:
+        if self.alive():
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+_SESSIONS: dict[str, _Session] = {}
+
+
+def close_sessions() -> None:
+    """End the long-lived dvc processes this process started (also done at exit)."""
+    with DVC_LOCK:
+        while _SESSIONS:
+            _SESSIONS.popitem()[1].close()
+
+
+atexit.register(close_sessions)
+
+
+def open_session(root: str | os.PathLike[str]) -> None:
+    """Start the repo's long-lived dvc process now, so its start-up overlaps other work."""
+    key = os.path.abspath(root)
+    with DVC_LOCK:
+        if key not in _SESSIONS or not _SESSIONS[key].alive():
+            _SESSIONS[key] = _Session(key)
+
+
 def run_dvc(
     root: str | os.PathLike[str], args: Sequence[str], on_line: Callable[[str], None] | None = None
 ) -> list[str]:
     """Run ``dvc <args>`` in ``root``; stream each output line to ``on_line``; return the lines.
 
-    Raises StageFailed naming the command and quoting its last output lines on a non-zero exit.
+    Commands go to a long-lived dvc process per repo (DVC's own CLI entry point, without the
+    start-up cost per command). Raises StageFailed naming the command and quoting its last
+    output lines on a non-zero exit.
     """
-    return _stream(root, [sys.executable, "-m", "dvc", *args], on_line)
+    key = os.path.abspath(root)
+    with DVC_LOCK:
+        session = _SESSIONS.get(key)
+        if session is None or not session.alive():
+            session = _SESSIONS[key] = _Session(key)
+        rc, lines = session.run(args, on_line or log.info)
+        if rc < 0:
+            _SESSIONS.pop(key, None)
+    if rc != 0:
+        tail = "\n".join(lines[-_TAIL:])
+        raise StageFailed(f"`dvc {' '.join(args)}` failed (exit {rc}) in {root}:\n{tail}")
+    return lines
 
 
 def repro_stage(

@@ -25,7 +25,7 @@ from onceflow.search.evolution import EvolutionParams, constrained_evolution
 from onceflow.search.nsga import nsga2
 from onceflow.search.pareto import accuracy_latency_hv, non_dominated
 from onceflow.search.problem import Best, Counter, Front, Objective
-from onceflow.search.space import BatchFn, CategoricalSpace
+from onceflow.search.space import BatchFn, CategoricalSpace, unique_rows
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,27 @@ def front_hypervolume(
     the fastest subnet; 1 = +100 accuracy points at zero latency."""
     span = max(rng_.span, 1e-12)
     return accuracy_latency_hv(front_acc, front_lat, acc_ref, rng_.high.value, span)
+
+
+def _merge_into_front(front: Front, x: np.ndarray, objectives: Sequence[Objective]) -> Front:
+    """The front with rows ``x`` added (the picks can beat the NSGA-II front near a budget)."""
+    allx = np.concatenate([front.x, x])
+    vals = {
+        o.name: np.concatenate([front.values[o.name], np.asarray(o.fn(x), np.float64)])
+        for o in objectives
+    }
+    F = np.stack(
+        [-v if o.maximize else v for o, v in zip(objectives, vals.values(), strict=True)], 1
+    )
+    allx, first = unique_rows(allx)
+    keep = first[non_dominated(F[first])]
+    return Front(
+        np.concatenate([front.x, x])[keep],
+        {k: v[keep] for k, v in vals.items()},
+        front.n_evaluations + len(x),
+        front.seconds,
+        front.generations,
+    )
 
 
 def specialize(
@@ -142,6 +163,7 @@ def specialize(
             best.constraint,
             rnd,
         )
+    front = _merge_into_front(front, np.stack([p.x for p in picks]), objectives)
     acc_ref = float(acc_c(lat_range.low.x[None])[0])
     f2 = non_dominated(np.stack([-front.values["accuracy"], front.values["latency"]], 1))
     hv = front_hypervolume(

@@ -31,6 +31,7 @@ class _Live(Live):
         except SCMError as err:
             log.warning("DVCLive: no git commit to attach to (%s); writing files only", err)
 
+
 CURVES_PNG = "training_curves.png"
 
 
