@@ -10,9 +10,9 @@
   sample drawn (millions: "dense sampling"), same reference point.
 
 With ``--supernet/--predictor/--latency`` pointing at real pipeline outputs it benchmarks those;
-otherwise a realistic synthetic setting of the default search space (its 33 dimensions): a
-latency table proportional to each layer's MACs, and a predictor selected and fitted exactly as
-the predictor stage does on 250 spread samples of a smooth synthetic accuracy function.
+otherwise a realistic synthetic setting of params.yaml's search space (33 dimensions): a latency
+table proportional to each layer's MACs, and a predictor selected and fitted exactly as the
+predictor stage does on 250 spread samples of a smooth synthetic accuracy function.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/bench_search.py [--random 1000000]
 """
@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from onceflow.config import PredictorConfig, SupernetConfig  # noqa: E402
+from onceflow.config import PredictorConfig, SupernetConfig, load_params  # noqa: E402
 from onceflow.latency import LatencyEstimator, load_estimator  # noqa: E402
 from onceflow.latency.lut import Lut  # noqa: E402
 from onceflow.latency.protocol import LatencyStats  # noqa: E402
@@ -58,8 +58,10 @@ from onceflow.supernet.supernet import SPACE_FILE  # noqa: E402
 FRACTIONS = (0.25, 0.5, 0.75)
 
 
-def synthetic_setting(seed: int) -> tuple[SearchSpace, AccuracyPredictor, LatencyEstimator]:
-    space = SearchSpace(SupernetConfig(), in_channels=1, n_classes=10, image_size=28)
+def synthetic_setting(
+    supernet: SupernetConfig, seed: int
+) -> tuple[SearchSpace, AccuracyPredictor, LatencyEstimator]:
+    space = SearchSpace(supernet, in_channels=1, n_classes=10, image_size=28)
     lut = Lut(
         {
             s: LatencyStats.from_samples([0.02 + 2e-7 * layer_macs(s)])
@@ -74,8 +76,9 @@ def synthetic_setting(seed: int) -> tuple[SearchSpace, AccuracyPredictor, Latenc
     x = np.concatenate([cs.extremes(), cs.sample_spread(rng, 248)])
     # Saturating in log MACs, plus small per-choice effects and measurement noise.
     lm = np.log10(enc.macs(x))
+    mid, span = (lm[0] + lm[1]) / 2, lm[1] - lm[0]  # rows 0 and 1: smallest and largest
     w = np.random.default_rng(seed + 1).normal(0, 0.002, enc.n_onehot)
-    y = 0.80 + 0.12 / (1 + np.exp(-(lm - 7.0) / 0.25)) + enc.onehot(x) @ w
+    y = 0.80 + 0.12 / (1 + np.exp(-(lm - mid) / (span / 6))) + enc.onehot(x) @ w
     y = y + rng.normal(0, 0.002, len(y))
     cfg = PredictorConfig()
     model, _ = select_and_fit(
@@ -107,6 +110,7 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=1_000_000, help="random feasible per budget")
     ap.add_argument("--time-limit", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--params", default="params.yaml", help="its supernet section: the space")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -115,7 +119,7 @@ def main() -> None:
         space = SearchSpace.from_json(json.loads((args.supernet / SPACE_FILE).read_text()))
         pred, est = load_predictor(args.predictor, space), load_estimator(args.latency, space)
     else:
-        space, pred, est = synthetic_setting(args.seed)
+        space, pred, est = synthetic_setting(load_params(args.params).supernet, args.seed)
     enc = pred.encoder
     cs = CategoricalSpace.from_dimensions(space.dimensions(), enc.canonicalize)
     rng = np.random.default_rng(args.seed)
@@ -136,7 +140,7 @@ def main() -> None:
     out: dict = {
         "artifacts": "real"
         if real
-        else "synthetic (default space, MACs-proportional latency table)",
+        else "synthetic (params.yaml space, MACs-proportional LUT, fitted predictor)",
         "space_dims": cs.n_dims,
         "space_size": float(space.size()),
         "predictor_model": pred.kind,

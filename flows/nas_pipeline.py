@@ -44,15 +44,18 @@ def run_on_pool(
     pool: str,
     stages: list[str],
     inputs: list[str],
+    lock: str,
     overrides: list[str],
     poll_seconds: float,
 ) -> None:
-    """Run a target's stages through its pool's deployment and wait; fail with the run's error."""
+    """Run a target's stages through its pool's deployment and wait; fail with the run's error.
+
+    ``lock``: this workspace's dvc.lock, with which the worker pulls the inputs."""
     params = {
         "target": target,
         "stages": stages,
         "inputs": inputs,
-        "lock": lock_text(root),
+        "lock": lock,
         "set_params": overrides,
     }
     run = run_deployment(target_deployment(pool), parameters=params, poll_interval=poll_seconds)
@@ -115,6 +118,7 @@ def _run_pipeline(root: str, overrides: list[str], push: bool, poll_seconds: flo
     if dispatch:
         inputs = sorted({s for t in dispatch for s in plan.inputs_of(t)})
         dvc_transfer(root, "push", inputs)  # the workers pull these
+        lock = lock_text(root)  # read now: local stages below rewrite dvc.lock
         for t, pool in dispatch.items():
             log.info("target %s -> work pool %s (%s)", t, pool, target_deployment(pool))
             futures[t] = run_on_pool.submit(
@@ -123,6 +127,7 @@ def _run_pipeline(root: str, overrides: list[str], push: bool, poll_seconds: flo
                 pool,
                 list(plan.targets[t]),
                 list(plan.inputs_of(t)),
+                lock,
                 overrides,
                 poll_seconds,
             )

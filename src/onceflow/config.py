@@ -275,10 +275,12 @@ PredictorModel = Literal["mlp", "ridge", "gbm"]
 class PredictorConfig(StrictModel):
     """Accuracy predictor: dataset of measured subnets, encoding, models and their selection."""
 
-    n_samples: Annotated[int, Field(ge=12)] = 250  # subnets measured (always incl. min and max)
-    calib_images: Annotated[int, Field(ge=1)] = 500  # train images to recalibrate BN per subnet
-    eval_images: Annotated[int, Field(ge=1)] = 2000  # val images each subnet is evaluated on
-    batch_size: Annotated[int, Field(ge=1)] = 500
+    # Measurement noise, not sample count, limits tau first: fewer subnets each measured on
+    # more images beat many noisy ones at equal cost (n_samples x (calib + eval) forwards).
+    n_samples: Annotated[int, Field(ge=12)] = 150  # subnets measured (always incl. min and max)
+    calib_images: Annotated[int, Field(ge=1)] = 300  # train images to recalibrate BN per subnet
+    eval_images: Annotated[int, Field(ge=1)] = 2500  # val images each subnet is evaluated on
+    batch_size: Annotated[int, Field(ge=1)] = 300
     derived_features: bool = True  # add log MACs and log params to the one-hot encoding
     models: list[PredictorModel] = Field(default=["mlp", "ridge", "gbm"], min_length=1)
     k_folds: Annotated[int, Field(ge=2, le=20)] = 5  # model selection by k-fold Kendall tau

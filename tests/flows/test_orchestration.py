@@ -107,3 +107,24 @@ def test_report_lists_published_models_with_registry_uris(tmp_path: Path) -> Non
     (tmp_path / "plots" / "search").mkdir(parents=True)
     (tmp_path / "plots" / "search" / "ort-cpu.png").write_bytes(b"\x89PNG fake")
     assert "## ort-cpu" in pareto_markdown(tmp_path)
+
+
+@pytest.mark.slow
+def test_dvc_session_runs_commands_in_one_process_with_current_env(
+    toy_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onceflow.orchestration import close_sessions, repro_stage
+    from onceflow.orchestration.dvc import _SESSIONS
+
+    lines: list[str] = []
+    monkeypatch.setenv("TOY_FAIL_STAGE", "prepare")
+    with pytest.raises(StageFailed, match="ERROR toy: prepare cannot meet its latency budget"):
+        repro_stage(toy_repo, "prepare", on_line=lines.append)
+    assert any("ERROR toy: prepare" in ln for ln in lines)  # streamed as it ran
+    pid = _SESSIONS[str(toy_repo)].proc.pid
+    monkeypatch.delenv("TOY_FAIL_STAGE")  # each command sees the caller's environment
+    assert repro_stage(toy_repo, "prepare", on_line=lines.append) is True
+    assert repro_stage(toy_repo, "prepare", on_line=lines.append) is False  # unchanged: skipped
+    assert _SESSIONS[str(toy_repo)].proc.pid == pid
+    close_sessions()
+    assert not _SESSIONS

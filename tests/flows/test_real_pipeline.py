@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 
 from onceflow.orchestration import read_plan
 from onceflow.orchestration.workspace import TINY_PARAMS, copy_project
-from tests.flows.conftest import BUCKET, REPO_ROOT
+from tests.flows.conftest import BUCKET, REPO_ROOT, add_s3_remote
+from tests.flows.test_nas_pipeline import _artifact
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +28,7 @@ def test_real_pipeline_publishes_to_s3_registry_and_pulls(
     from flows.nas_pipeline import nas_pipeline
 
     repo = copy_project(REPO_ROOT, tmp_path / "repo", TINY_PARAMS)
+    add_s3_remote(repo, s3_endpoint, "real-e2e")
     registry = f"s3://{BUCKET}/models-e2e"
     overrides = [f"publish.uri={registry}", f"publish.endpoint_url={s3_endpoint}"]
     state = nas_pipeline(repo=str(repo), set_params=overrides, return_state=True)
@@ -36,12 +39,18 @@ def test_real_pipeline_publishes_to_s3_registry_and_pulls(
         assert r.status() == {}
     models = result["models"]
     assert models and all(m["uri"].startswith(f"{registry}/ort-cpu/") for m in models)
+    assert models[0]["uri"] in _artifact("published-models")
+    pushed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
+        Bucket=BUCKET, Prefix="real-e2e/"
+    )
+    assert pushed.get("KeyCount", 0) > 0  # `dvc push` at the end
 
     dest = tmp_path / "pulled"
     env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
     cli = Path(sys.executable).parent / "onceflow"
     proc = subprocess.run(
-        [cli, "pull", "--registry", registry, "--target", "ort-cpu", "--dest", dest],
+        [cli, "pull", "--registry", registry, "--target", "ort-cpu", "--max-latency-ms", "1e3",
+         "--dest", dest],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -128,12 +128,13 @@ def test_progressive_shrinking_phases_run_in_order(tiny_prepared, caplog) -> Non
          "reorder_channels": True},
         {"name": "all", "epochs": 1, "lr": 0.02, "warmup_epochs": 0.2},
     ]  # fmt: skip
-    cfg = tiny_train(phases=phases, epoch_eval_images=0)
+    cfg = tiny_train(phases=phases, epoch_eval_images=0, distill="alpha")
     with caplog.at_level(logging.INFO):
         out = train_supernet(data, tiny_space(), cfg, progress=False)
     assert [r["phase"] for r in out.history] == ["kernel", "depth", "all"]
     assert out.history[1]["lr"] < 0.03 + 1e-9 and out.epochs == pytest.approx(2.0)
     assert "phase depth: re-ordering channels" in caplog.text
+    assert all(np.isfinite(r["train_loss_distill"]) for r in out.history)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
