@@ -23,15 +23,21 @@ def _dvc_status(root: Path) -> dict:
         return repo.status()
 
 
-def _artifact(key: str) -> str:
+def _artifact(key: str, flow_run_id: UUID) -> str:
+    """The data of the run's artifact ``key`` (the harness keeps other runs' artifacts too)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
+    flt = ArtifactFilter(
+        key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+    )
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
-        )
-    assert arts, f"no artifact {key}"
+        arts = client.read_artifacts(artifact_filter=flt)
+    assert arts, f"no artifact {key} for flow run {flow_run_id}"
     return str(arts[0].data)
 
 
@@ -74,9 +80,10 @@ def test_flow_runs_pipeline_with_overrides_artifacts_and_push(
     )
     assert objs.get("KeyCount", 0) >= len(plan.stages)
     # Artifacts for people: the models table with registry URIs, and the Pareto plots inlined.
-    md = _artifact("published-models")
+    run_id = state.state_details.flow_run_id
+    md = _artifact("published-models", run_id)
     assert "toy-edge-0" in md and "file://registry/edge/toy-edge-0" in md and "90.00%" in md
-    assert "data:image/png;base64," in _artifact("pareto-fronts")
+    assert "data:image/png;base64," in _artifact("pareto-fronts", run_id)
     assert {m["target"] for m in result["models"]} == {"ort-cpu", "edge"}
 
     # A second run with nothing changed recomputes nothing.

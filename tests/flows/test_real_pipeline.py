@@ -39,7 +39,7 @@ def test_real_pipeline_publishes_to_s3_registry_and_pulls(
         assert r.status() == {}
     models = result["models"]
     assert models and all(m["uri"].startswith(f"{registry}/ort-cpu/") for m in models)
-    assert models[0]["uri"] in _artifact("published-models")
+    assert models[0]["uri"] in _artifact("published-models", state.state_details.flow_run_id)
     pushed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
         Bucket=BUCKET, Prefix="real-e2e/"
     )
