@@ -165,7 +165,7 @@ def backend_fns(
 
     backend = make_backend(target)
     backend.require(name)
-    protocol = protocol_from_config(params.latency, params.base.seed)
+    protocol = protocol_from_config(params.latency, target, params.base.seed)
 
     def measure(onnx_bytes: bytes, model: nn.Module, shape: tuple[int, ...]) -> Mapping[str, float]:
         if isinstance(backend, OnnxRuntimeBackend):  # time the exact bytes that ship
