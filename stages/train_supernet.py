@@ -8,6 +8,7 @@ from ``--checkpoints``. Only rank 0 writes outputs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +19,13 @@ from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir, write_json_atomic
 from onceflow.supernet import SearchSpace, save_supernet
-from onceflow.train.distributed import barrier, init_distributed, resolve_device, shutdown
+from onceflow.train.distributed import (
+    barrier,
+    init_distributed,
+    launch_local,
+    resolve_device,
+    shutdown,
+)
 from onceflow.train.live import LiveLogger
 from onceflow.train.loop import final_metrics, train_supernet
 
@@ -30,8 +37,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
-    torch.set_num_threads(params.base.threads)
+    if params.train.processes > 1 and "WORLD_SIZE" not in os.environ:
+        argv = list(argv) if argv is not None else sys.argv[1:]
+        return launch_local(params.train.processes, "stages.train_supernet", argv)
     ctx = init_distributed(params.base.device, params.train.ddp_backend)
+    torch.set_num_threads(max(1, params.base.threads // ctx.world_size))
     try:
         data = load_prepared(args.data, mmap=False)
         m = data.meta
@@ -48,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             on_epoch=live.log_epoch if live else None,
         )
         if live is not None:
+            torch.set_num_threads(params.base.threads)  # the other ranks idle now
             metrics = final_metrics(outcome, data, params.train, params.base.seed)
             live.finish(metrics)
             with atomic_dir(args.out) as tmp:

@@ -170,6 +170,10 @@ class TrainConfig(StrictModel):
     checkpoint_every_steps: Annotated[int, Field(ge=1)] = 100  # also at every epoch end
     keep_checkpoints: Annotated[int, Field(ge=2)] = 3  # newest kept; older ones deleted
     ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on cuda, else gloo
+    # Local data-parallel ranks the stage launches itself (like torchrun --standalone); each
+    # gets base.threads // processes threads. On CPU 2 single-thread ranks beat 1 two-thread
+    # process (small ops scale poorly across threads). Ignored when run under torchrun.
+    processes: Annotated[int, Field(ge=1, le=64)] = 1
 
     @model_validator(mode="after")
     def _alpha(self) -> TrainConfig:

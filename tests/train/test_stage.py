@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -61,6 +62,22 @@ def test_stage_bad_params_exit_2(tmp_path, tiny_prepared):
     params.write_text(yaml.safe_dump({"supernet": {"kernels": [3, 4]}}))
     assert stage.run(train_supernet.main, _argv(tmp_path, params, tiny_prepared)) == 2
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.slow
+def test_stage_launches_two_local_ranks(tmp_path, tiny_prepared, caplog):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "processes": 2}})
+    )
+    with caplog.at_level(logging.INFO):
+        assert stage.run(train_supernet.main, _argv(tmp_path, params, tiny_prepared)) == 0
+    assert "launching 2 local ranks" in caplog.text
+    _check_outputs(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "processes": 2,
+                                                            "batch_size": 1}}))  # fmt: skip
+    assert stage.run(train_supernet.main, _argv(tmp_path / "b", bad, tiny_prepared)) == 1
 
 
 @pytest.mark.slow

@@ -130,3 +130,46 @@ def check_in_sync(model: nn.Module, ctx: DistContext) -> None:
     if worst > 1e-6 * max(1.0, float(s.abs().max())):
         raise RuntimeError(f"data-parallel ranks diverged (max parameter-sum gap {worst:.3g})")
     log.info("rank %d: parameters in sync across %d ranks", ctx.rank, ctx.world_size)
+
+
+def _stage_worker(module: str, argv: list[str]) -> int:
+    """One rank of a locally launched job: run stage ``module``'s main like ``python -m``."""
+    import importlib
+
+    from onceflow import stage
+
+    return stage.run(importlib.import_module(module).main, argv)
+
+
+def launch_local(nproc: int, module: str, argv: list[str]) -> None:
+    """Run stage ``module`` (e.g. "stages.train_supernet") with ``argv`` as ``nproc`` local
+    ranks of one torch.distributed job, as ``torchrun --standalone --nproc_per_node=nproc``
+    does (same launcher API). Raises an OnceflowError carrying the worst rank's exit code."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from onceflow.errors import OnceflowError
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.5,
+        start_method="spawn",
+    )
+    log.info("launching %d local ranks (params train.processes)", nproc)
+    try:
+        codes = elastic_launch(config, _stage_worker)(module, list(argv))
+    except ChildFailedError as err:
+        raise OnceflowError(f"a training rank crashed: {err}") from None
+    worst = max(int(c or 0) for c in codes.values())
+    if worst:
+        failed = OnceflowError(f"a training rank exited with code {worst} (its log is above)")
+        failed.exit_code = worst
+        raise failed
