@@ -24,6 +24,9 @@ ESTIMATOR_FILE = "estimator.json"
 ESTIMATOR_SCHEMA_VERSION = 1
 
 
+MIN_LATENCY_MS = 1e-4  # floor for calibrated predictions (ms)
+
+
 class LatencyEstimator:
     """Predicts end-to-end latency (ms) of archs of ``space`` on the LUT's target."""
 
@@ -127,7 +130,9 @@ class LatencyEstimator:
 
     def predict(self, encoded: np.ndarray) -> np.ndarray:
         """Calibrated latency (ms) per row of an (N, D) int64 index matrix."""
-        return self.calibration.apply(self.features(encoded))
+        # An affine fit on a few noisy subnets can extrapolate below zero for the smallest
+        # archs; clamp to a small positive floor (the vectorized and scalar paths agree).
+        return np.maximum(self.calibration.apply(self.features(encoded)), MIN_LATENCY_MS)
 
     def raw(self, encoded: np.ndarray) -> np.ndarray:
         """Uncalibrated LUT sum (ms): Σ(entry - overhead) + overhead."""
@@ -147,7 +152,7 @@ class LatencyEstimator:
                 "n_layers": float(len(specs)),
             }.items()
         }
-        return float(self.calibration.apply(feats)[0])
+        return float(max(self.calibration.apply(feats)[0], MIN_LATENCY_MS))
 
 
 def estimator_json(calibration: Calibration, target: str) -> dict:
