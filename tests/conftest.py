@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onceflow.config import StageConfig, SupernetConfig
 from onceflow.data.prepared import Meta, Split, save_split
+from onceflow.supernet import SearchSpace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,3 +130,31 @@ def run_dvc(repo: Path, *args: str, check: bool = True, **env: str):
             f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+# --- tiny search spaces shared by the latency, predictor and search tests ---
+def tiny_supernet_config() -> SupernetConfig:
+    return SupernetConfig(
+        resolutions=[12, 16],
+        kernels=[3, 5],
+        expands=[2.0, 3.0],
+        depths=[1, 2],
+        widths=[0.5, 1.0],
+        stem_channels=8,
+        head_channels=32,
+        stages=[
+            StageConfig(channels=8, stride=1),
+            StageConfig(channels=16, stride=2, se=True, act="hswish"),
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_space() -> SearchSpace:
+    return SearchSpace(tiny_supernet_config(), in_channels=1, n_classes=10, image_size=28)
+
+
+@pytest.fixture(scope="session")
+def default_space() -> SearchSpace:
+    """The default params' space (bigger; for pure-numpy tests only)."""
+    return SearchSpace(SupernetConfig(), in_channels=1, n_classes=10, image_size=28)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from onceflow.config import StageConfig, SupernetConfig
 from onceflow.io import write_json_atomic
 from onceflow.latency.calibration import Calibration
 from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
@@ -18,32 +17,6 @@ from onceflow.latency.protocol import LatencyStats
 from onceflow.predictor.encoding import layer_macs
 from onceflow.supernet import SearchSpace
 from onceflow.supernet.supernet import Supernet, save_supernet
-
-
-def tiny_config() -> SupernetConfig:
-    return SupernetConfig(
-        resolutions=[12, 16],
-        kernels=[3, 5],
-        expands=[2.0, 3.0],
-        depths=[1, 2],
-        widths=[0.5, 1.0],
-        stem_channels=8,
-        head_channels=32,
-        stages=[
-            StageConfig(channels=8, stride=1),
-            StageConfig(channels=16, stride=2, se=True, act="hswish"),
-        ],
-    )
-
-
-@pytest.fixture(scope="session")
-def tiny_space() -> SearchSpace:
-    return SearchSpace(tiny_config(), in_channels=1, n_classes=10, image_size=28)
-
-
-@pytest.fixture(scope="session")
-def default_space() -> SearchSpace:
-    return SearchSpace(SupernetConfig(), in_channels=1, n_classes=10, image_size=28)
 
 
 def write_supernet(directory: Path, space: SearchSpace, seed: int = 0) -> Path:
