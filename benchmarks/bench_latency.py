@@ -3,8 +3,12 @@
 Builds the table exactly as the stage does (default params, ``--target``, the trained supernet in
 ``models/supernet`` when present, else a randomly initialized one over the params' space --
 latency does not depend on weights) and prints one JSON object: the validation fidelity
-figures, LUT size and build time, and ``estimator_archs_per_s`` (vectorized prediction over
-encoded archs, one thread). Timings on a shared machine are noisy: ``noise_cv`` says how much.
+figures, LUT size and build time, ``estimator_archs_per_s`` (vectorized prediction over
+encoded archs, one thread), and ``package_over_estimator``: a few subnets (min, max, random)
+exported as the package stage ships them (dynamic-batch ONNX) and timed ALONE with the target's
+backend and protocol, over the estimator's prediction -- end to end, what a published latency
+is against the number the search budgeted with. Timings on a shared machine are noisy:
+``noise_cv`` says how much.
 
     python benchmarks/bench_latency.py [--params params.yaml] [--target ort-cpu]
 """
@@ -23,10 +27,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from onceflow.config import load_params  # noqa: E402
-from onceflow.latency import LatencyEstimator, build_latency_table, make_backend  # noqa: E402
+from onceflow.config import Params, load_params  # noqa: E402
+from onceflow.latency import (  # noqa: E402
+    Backend,
+    LatencyEstimator,
+    build_latency_table,
+    make_backend,
+    protocol_from_config,
+)
+from onceflow.latency.backends import OnnxRuntimeBackend  # noqa: E402
+from onceflow.package.export import export_onnx  # noqa: E402
 from onceflow.stage import setup_logging  # noqa: E402
-from onceflow.supernet import SearchSpace, Supernet, build_layer, load_supernet  # noqa: E402
+from onceflow.supernet import Arch, SearchSpace, Supernet, build_layer, load_supernet  # noqa: E402
 
 
 def archs_per_second(est: LatencyEstimator, space: SearchSpace, n: int = 200_000) -> float:
@@ -39,6 +51,54 @@ def archs_per_second(est: LatencyEstimator, space: SearchSpace, n: int = 200_000
         est.predict(enc)
         best = min(best, time.perf_counter() - t0)
     return len(enc) / best
+
+
+def package_over_estimator(
+    supernet: Supernet,
+    est: LatencyEstimator,
+    backend: Backend,
+    params: Params,
+    target: str,
+    n_random: int = 3,
+    passes: int = 3,
+) -> dict:
+    """Packaged-model latency (timed alone, as ``package@target`` does) over the prediction.
+
+    One model timed alone takes a fraction of a second, a moment of whatever load the machine
+    has; the table spreads its samples over a minute. So each model is timed alone in
+    ``passes`` passes over all of them, and its median over the passes is reported."""
+    space, t = supernet.space, params.latency.targets[target]
+    protocol = protocol_from_config(params.latency, t, params.base.seed)
+    rng = np.random.default_rng(params.base.seed + 7)
+    archs: list[Arch] = list(dict.fromkeys([space.min_arch(), space.max_arch()]))
+    archs += [space.sample(rng) for _ in range(n_random)]
+    subs = [supernet.extract(a).eval() for a in archs]
+    chws = [(space.in_channels, a.resolution, a.resolution) for a in archs]
+    # The exact bytes a package ships (ONNX Runtime targets time them, as package@target does).
+    onnx = [
+        export_onnx(m, chw, opset=params.package.opset) for m, chw in zip(subs, chws, strict=True)
+    ]
+    samples = np.empty((passes, len(archs)))
+    for p in range(passes):
+        for i, (sub, chw) in enumerate(zip(subs, chws, strict=True)):
+            shape = (t.batch_size, *chw)
+            if isinstance(backend, OnnxRuntimeBackend):
+                stats = backend.measure_onnx(onnx[i], shape, protocol, seed=params.base.seed)
+            else:
+                stats = backend.measure(sub, shape, protocol)
+            samples[p, i] = stats.median
+    measured = np.median(samples, axis=0)
+    predicted = np.array([est.predict_arch(a) for a in archs])
+    ratio = measured / predicted
+    return {
+        "n": len(archs),
+        "median": round(float(np.median(ratio)), 3),
+        "max": round(float(ratio.max()), 3),
+        "min": round(float(ratio.min()), 3),
+        "package_ms": [round(float(v), 4) for v in measured],
+        "predicted_ms": [round(float(v), 4) for v in predicted],
+        "pass_spread": round(float(np.median(np.ptp(samples, axis=0) / measured)), 3),
+    }
 
 
 def main() -> None:
@@ -70,6 +130,7 @@ def main() -> None:
     )
     stage_seconds = time.perf_counter() - t0
     est = LatencyEstimator(space, res.lut, res.calibration)
+    package = package_over_estimator(supernet, est, backend, params, args.target)
     torch.set_num_threads(1)
     m = res.metrics
     keys = (
@@ -96,6 +157,8 @@ def main() -> None:
         **{k: m[k] for k in keys},
         "table_seconds": round(stage_seconds, 1),
         "estimator_archs_per_s": round(archs_per_second(est, space)),
+        "protocol": {k: res.lut.meta["protocol"][k] for k in ("repeats", "prime", "sessions")},
+        "package_over_estimator": package,
     }
     if args.records:
         Path(args.records).write_text(json.dumps(res.records, indent=1))

@@ -5,6 +5,8 @@ published package, pulled back, reproduces its manifest accuracy in plain onnxru
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,9 @@ from torch import nn
 
 from onceflow.config import LatencyTarget
 from onceflow.data.prepared import PreparedData
+from onceflow.errors import RegistryError
 from onceflow.package.build import PackageResult, TargetInfo, build_package
-from onceflow.package.manifest import load_manifest, sha256_file, verify_files
+from onceflow.package.manifest import load_manifest, sha256_file, validate_manifest, verify_files
 from onceflow.package.pipeline import backend_fns
 from onceflow.registry import open_store, publish_package, pull_model
 from tests.package.conftest import candidate, fast_params
@@ -56,7 +59,10 @@ def test_package_contents(built: PackageResult, data: PreparedData) -> None:
     assert m["test_accuracy"] == built.test_accuracy > 0.3  # well above chance (0.1)
     assert abs(m["test_accuracy"] - m["test_accuracy_torch"]) <= 1 / len(data.test)
     assert m["latency_ms"]["measured"] > 0 and m["latency_ms"]["predicted"] == 0.1
-    assert m["latency_ms"]["budget"] == 2.0 and m["latency_ms"]["stats"]["n"] == 5
+    assert m["latency_ms"]["ratio"] == pytest.approx(m["latency_ms"]["measured"] / 0.1)
+    assert built.to_json()["latency_ratio"] == m["latency_ms"]["ratio"] == built.latency_ratio
+    # The table's protocol: 5 repeats split over 3 sessions -> 2 samples each, pooled.
+    assert m["latency_ms"]["budget"] == 2.0 and m["latency_ms"]["stats"]["n"] == 6
     assert m["parity"]["passed"] and m["parity"]["n_images"] == 256  # 60 test + 196 train
     assert m["input"]["shape"] == [None, 1, 28, 28] and m["input"]["class_names"][0] == "class0"
     assert m["input"]["normalization"]["mean"] == [0.2]
@@ -66,6 +72,42 @@ def test_package_contents(built: PackageResult, data: PreparedData) -> None:
     card = (built.path / "README.md").read_text()
     assert f"# {built.model_id}" in card and "ort.InferenceSession" in card
     assert f"{100 * built.test_accuracy:.2f}%" in card
+
+
+def test_package_records_and_warns_about_measured_over_predicted_latency(
+    small_cnn: nn.Module, data: PreparedData, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = fast_params()
+
+    def build(predicted: float | None, out: str) -> PackageResult:
+        return build_package(
+            small_cnn, replace(candidate(), predicted_latency_ms=predicted), data=data,
+            target=TargetInfo("ort-cpu"), cfg=params.package, identity=IDENTITY, lineage={},
+            measure=lambda *_: {"median": 0.3, "n": 1}, out_root=tmp_path / out,
+            created_at="2024-01-01T00:00:00+00:00",
+        )  # fmt: skip
+
+    with caplog.at_level(logging.WARNING, logger="onceflow.package.build"):
+        slow = build(0.1, "slow")
+    assert slow.latency_ratio == pytest.approx(3.0)
+    assert slow.to_json()["latency_ratio"] == pytest.approx(3.0)
+    m = load_manifest(slow.path)
+    assert m["latency_ms"]["ratio"] == pytest.approx(3.0)
+    assert "(measured / predicted 3.00)" in (slow.path / "README.md").read_text()
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert slow.model_id in warning and "0.300 ms" in warning and "0.100 ms" in warning
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="onceflow.package.build"):
+        close = build(0.28, "close")  # 7% off: within the 25% tolerance, no warning
+        unknown = build(None, "unknown")
+    assert close.latency_ratio == pytest.approx(0.3 / 0.28) and not caplog.records
+    assert unknown.latency_ratio is None
+    assert load_manifest(unknown.path)["latency_ms"]["ratio"] is None
+
+    m["latency_ms"]["ratio"] = 1.0  # not measured / predicted
+    with pytest.raises(RegistryError, match=r"latency_ms.ratio.*measured / predicted = 3"):
+        validate_manifest(m, "m.json")
 
 
 def test_rebuild_is_identical_and_ids_follow_lineage(

@@ -93,6 +93,9 @@ def test_package_target_end_to_end(supernet: Supernet, data: PreparedData, tmp_p
         assert m["parity"]["passed"] and m["latency_ms"]["measured"] > 0
     metrics = package_metrics("ort-cpu", results)
     assert metrics["n_packages"] == 2 and metrics["all_parity_passed"]
+    ratios = sorted(r.latency_ratio for r in results)
+    assert metrics["latency_ratio_range"] == ratios and ratios[0] > 0
+    assert metrics["latency_ratio_median"] == pytest.approx(sum(ratios) / 2)
     with pytest.raises(ConfigError, match="no target 'trt'"):
         package_target(
             supernet, _selection(supernet.space), data, target_name="trt", params=params,

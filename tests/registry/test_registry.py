@@ -293,7 +293,9 @@ def test_secrets_stay_out_of_logs_index_and_errors(
 
     caplog.set_level(logging.DEBUG, logger="onceflow")
     store = open_store(s3_uri)
-    publish_package(store, make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1))
+    publish_package(
+        store, make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1)
+    )
     pull_model(store, T, tmp_path / "d", max_latency_ms=5)
     with pytest.raises(RegistryError) as err:
         pull_model(store, T, tmp_path / "e", max_latency_ms=0.1)

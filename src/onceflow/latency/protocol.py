@@ -6,9 +6,13 @@ seconds. :func:`sample_interleaved_clocks` times many items the same way: after 
 ``repeats`` rounds, and in each round every item (in a fresh random order) gives one sample of
 ``number`` back-to-back runs. Interleaving spreads slow drifts of the machine (other processes,
 clocks, caches) evenly over all items, so ratios between items stay trustworthy even when
-absolute times wobble. Each sample is read on two clocks: the item's own (wall time, or CUDA
-events) and the measuring thread's CPU time, which for single-threaded CPU inference equals its
-latency but excludes time slices other processes take. Stats use the median.
+absolute times wobble. But cycling over hundreds of items also evicts each item's weights from
+the CPU caches between its samples, and a cold sample of a small model takes ~2x its warm
+latency; ``prime`` untimed runs right before every sample make it time the warm steady state a
+deployed model (and the package stage, which times a model alone) runs in. Each sample is read
+on two clocks: the item's own (wall time, or CUDA events) and the measuring thread's CPU time,
+which for single-threaded CPU inference equals its latency but excludes time slices other
+processes take. Stats use the median.
 The LUT builder and the end-to-end validation use this one function.
 """
 
@@ -36,8 +40,9 @@ class MeasureProtocol:
     number: int = 1  # consecutive runs per sample (the sample is their mean)
     interleave: bool = True  # rounds go over all items in shuffled order; else item by item
     # Untimed runs right before each sample. Interleaving evicts an item's weights and buffers
-    # between its samples; priming measures the warm steady state a deployed model runs in.
-    prime: int = 0
+    # between its samples; priming measures the warm steady state a deployed model runs in
+    # (0: cold-cache latency, ~2x too high on small models; 2: within ~5% of timing alone).
+    prime: int = 2
     # Independent compilations (sessions/engines, each with its own buffers) per model; samples
     # are split evenly over them and pooled. Buffer addresses change cache-set and aliasing
     # behaviour by several percent per session; averaging over sessions removes that lottery.

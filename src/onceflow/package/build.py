@@ -51,6 +51,15 @@ MeasureFn = Callable[[bytes, nn.Module, tuple[int, ...]], Mapping[str, float]]
 # (fixed-batch onnx bytes, NCHW input shape) -> serialized TensorRT engine.
 EngineFn = Callable[[bytes, tuple[int, ...]], bytes]
 
+# Warn when measured latency differs from the search-time prediction by more than this fraction
+# of the prediction: budgets were met on predictions, users read measurements.
+LATENCY_WARN_REL = 0.25
+
+
+def latency_ratio(measured_ms: float, predicted_ms: float | None) -> float | None:
+    """measured / predicted latency; None without a (positive) prediction."""
+    return measured_ms / predicted_ms if predicted_ms is not None and predicted_ms > 0 else None
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -85,6 +94,7 @@ class PackageResult:
     test_accuracy_torch: float
     latency_ms: float  # measured median
     predicted_latency_ms: float | None
+    latency_ratio: float | None  # measured / predicted
     predicted_accuracy: float | None
     budget_ms: float | None
     parity: ParityReport
@@ -100,6 +110,7 @@ class PackageResult:
             "predicted_accuracy": self.predicted_accuracy,
             "latency_ms": self.latency_ms,
             "predicted_latency_ms": self.predicted_latency_ms,
+            "latency_ratio": self.latency_ratio,
             "parity": self.parity.to_json(),
             "engine": self.engine,
         }
@@ -188,6 +199,22 @@ def build_package(
         plan = build_engine(static, shape)
     engine = "built" if plan is not None else f"skipped: {engine_skip_reason}"
     budget = min(cand.budgets_ms) if cand.budgets_ms else None
+    measured = float(stats["median"])
+    ratio = latency_ratio(measured, cand.predicted_latency_ms)
+    if ratio is not None and abs(ratio - 1.0) > LATENCY_WARN_REL:
+        log.warning(
+            "package %s (%s) for target %r: measured latency %.3f ms is %.2fx the predicted "
+            "%.3f ms (more than %.0f%% off); if latency.protocol or the machine changed since "
+            "latency_table@%s ran, rebuild the table",
+            mid,
+            cand.arch_str,
+            target.name,
+            measured,
+            ratio,
+            cand.predicted_latency_ms,
+            100 * LATENCY_WARN_REL,
+            target.name,
+        )
 
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -202,8 +229,9 @@ def build_package(
         "n_test": len(y_test),
         "predicted_accuracy": cand.predicted_accuracy,
         "latency_ms": {
-            "measured": float(stats["median"]),
+            "measured": measured,
             "predicted": cand.predicted_latency_ms,
+            "ratio": ratio,  # measured / predicted
             "budget": budget,
             "budgets": list(cand.budgets_ms),
             "batch_size": target.batch_size,
@@ -231,7 +259,7 @@ def build_package(
         cand.arch_str,
         acc,
         acc_torch,
-        stats["median"],
+        measured,
         "n/a" if cand.predicted_latency_ms is None else f"{cand.predicted_latency_ms:.3f} ms",
         parity.max_abs_diff,
     )
@@ -241,8 +269,9 @@ def build_package(
         arch=cand.arch_str,
         test_accuracy=acc,
         test_accuracy_torch=acc_torch,
-        latency_ms=float(stats["median"]),
+        latency_ms=measured,
         predicted_latency_ms=cand.predicted_latency_ms,
+        latency_ratio=ratio,
         predicted_accuracy=cand.predicted_accuracy,
         budget_ms=budget,
         parity=parity,

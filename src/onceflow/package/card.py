@@ -29,6 +29,8 @@ def render_card(m: Mapping[str, Any]) -> str:
     resized = f", resized from {native} first" if resize else ""
     pred = m.get("predicted_accuracy")
     pred_acc = "n/a" if pred is None else f"{100 * pred:.2f}%"
+    r = lat.get("ratio")
+    ratio = "" if r is None else f" (measured / predicted {r:.2f})"
     classes = ", ".join(f"{i}: {c}" for i, c in enumerate(inp["class_names"]))
     lines = [
         f"# {m['model_id']}",
@@ -41,7 +43,7 @@ def render_card(m: Mapping[str, Any]) -> str:
         f"- Test accuracy (top-1): **{100 * m['test_accuracy']:.2f}%** on {m.get('n_test', 'n/a')} "
         f"test images, ONNX Runtime (predicted at search time: {pred_acc})",
         f"- Latency: **{_ms(lat['measured'])}** measured on `{m['target']}` (median, batch "
-        f"{lat.get('batch_size', 1)}); predicted {_ms(lat.get('predicted'))}",
+        f"{lat.get('batch_size', 1)}); predicted {_ms(lat.get('predicted'))}{ratio}",
         f"- Parity ONNX Runtime vs PyTorch: max |diff| {m['parity']['max_abs_diff']:.2g}, top-1 "
         f"agreement {100 * m['parity']['top1_agreement']:.2f}% on {m['parity']['n_images']} images",
         "",

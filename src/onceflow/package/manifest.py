@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -94,6 +95,17 @@ def validate_manifest(manifest: Any, source: str = MANIFEST) -> dict[str, Any]:
     lat = manifest.get("latency_ms")
     if not isinstance(lat, dict) or not isinstance(lat.get("measured"), int | float):
         raise bad("latency_ms.measured", "must be a number (milliseconds)")
+    pred, ratio = lat.get("predicted"), lat.get("ratio")
+    if pred is not None and (not isinstance(pred, int | float) or pred < 0):
+        raise bad("latency_ms.predicted", f"must be null or a number >= 0, got {pred!r}")
+    if ratio is not None:  # optional: packages built before it was recorded lack it
+        if not pred or not isinstance(ratio, int | float):
+            raise bad("latency_ms.ratio", f"must be null without a prediction, got {ratio!r}")
+        if not math.isclose(ratio, lat["measured"] / pred, rel_tol=1e-6):
+            raise bad(
+                "latency_ms.ratio",
+                f"must be measured / predicted = {lat['measured'] / pred:.6g}, got {ratio!r}",
+            )
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise bad("files", "must map file names to {sha256, size}")

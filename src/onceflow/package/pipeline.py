@@ -159,22 +159,17 @@ def backend_fns(
     Raises BackendUnavailable (with the reason) when the target cannot run on this machine.
     """
     from onceflow.latency.backends import OnnxRuntimeBackend, TensorRTBackend, make_backend
-    from onceflow.latency.backends.base import cpu_affinity
-    from onceflow.latency.protocol import measure_interleaved
     from onceflow.latency.table import protocol_from_config
 
     backend = make_backend(target)
     backend.require(name)
+    # The very protocol the target's latency table used (sessions, priming, clock), so measured
+    # and predicted latency of a package describe the same warm steady state.
     protocol = protocol_from_config(params.latency, target, params.base.seed)
 
     def measure(onnx_bytes: bytes, model: nn.Module, shape: tuple[int, ...]) -> Mapping[str, float]:
         if isinstance(backend, OnnxRuntimeBackend):  # time the exact bytes that ship
-            item = backend.prepare_onnx(onnx_bytes, shape, seed=params.base.seed)
-            try:
-                with cpu_affinity(target.options.cpu_affinity):
-                    stats = measure_interleaved([item], protocol)[0]
-            finally:
-                item.close()
+            stats = backend.measure_onnx(onnx_bytes, shape, protocol, seed=params.base.seed)
         else:
             stats = backend.measure(model, shape, protocol)
         return stats.to_json()
@@ -266,10 +261,14 @@ def package_target(
 
 
 def package_metrics(target: str, results: list[PackageResult]) -> dict[str, Any]:
-    """``metrics/package/<target>.json``: every package's accuracy, latency and parity."""
+    """``metrics/package/<target>.json``: every package's accuracy, latency and parity, and how
+    far measured latency strays from the estimator's prediction (measured / predicted)."""
+    ratios = [r.latency_ratio for r in results if r.latency_ratio is not None]
     return {
         "target": target,
         "n_packages": len(results),
         "all_parity_passed": all(r.parity.passed for r in results),
+        "latency_ratio_median": float(np.median(ratios)) if ratios else None,
+        "latency_ratio_range": [min(ratios), max(ratios)] if ratios else None,
         "packages": [r.to_json() for r in results],
     }

@@ -92,15 +92,27 @@ class Backend(ABC):
         ``ceil(repeats / sessions)`` samples each, and a model's samples are pooled.
         """
         k = protocol.sessions
+        return self.sample_sessions(
+            [it for m, s in models for it in self.prepare_sessions(m, s, k)], protocol
+        )
+
+    def sample_sessions(
+        self, items: Sequence[Timed], protocol: MeasureProtocol
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Time prepared items, ``protocol.sessions`` consecutive ones per model, interleaved;
+        closes them. Returns pooled (n_models, sessions * ceil(repeats / sessions)) ms samples
+        on the item clock and on thread CPU time."""
+        k = protocol.sessions
+        if len(items) % k:
+            raise ValueError(f"{len(items)} timed items is not a multiple of {k} sessions")
         per = -(-protocol.repeats // k)
-        items = [it for m, s in models for it in self.prepare_sessions(m, s, k)]
         try:
             with cpu_affinity(self.target.options.cpu_affinity):
                 wall, cpu = sample_interleaved_clocks(items, replace(protocol, repeats=per))
         finally:
             for it in items:
                 it.close()
-        n = len(models)
+        n = len(items) // k
         return wall.reshape(n, k * per), cpu.reshape(n, k * per)
 
     def measure_many(

@@ -16,6 +16,7 @@ from torch import nn
 
 from onceflow.latency.backends.base import Backend, cpu_name
 from onceflow.latency.export import to_onnx_bytes
+from onceflow.latency.protocol import LatencyStats, MeasureProtocol
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,22 @@ class OnnxRuntimeBackend(Backend):
     ) -> list[OrtTimed]:
         onnx_bytes = to_onnx_bytes(model, input_shape)  # export once, compile k times
         return [self.prepare_onnx(onnx_bytes, input_shape, seed=i) for i in range(k)]
+
+    def measure_onnx(
+        self,
+        onnx_bytes: bytes,
+        input_shape: Sequence[int],
+        protocol: MeasureProtocol,
+        seed: int = 0,
+    ) -> LatencyStats:
+        """Latency of exact ONNX bytes (a shipped model) timed alone, under ``protocol``: the
+        same sessions, priming and clock as a model measured in a latency table."""
+        items = [
+            self.prepare_onnx(onnx_bytes, input_shape, seed=seed + i)
+            for i in range(protocol.sessions)
+        ]
+        wall, cpu = self.sample_sessions(items, protocol)
+        return LatencyStats.from_samples((cpu if protocol.clock == "thread_cpu" else wall)[0])
 
     def environment(self) -> dict:
         import onnxruntime as ort
