@@ -42,12 +42,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     with atomic_dir(args.out) as tmp:
         save_predictor(run.predictor, tmp, {"metrics": metrics})
     write_json_atomic(args.metrics, metrics)
-    write_bytes_atomic(args.plot, pipeline.learning_curve_png(run.selection))
+    ceiling = metrics["label_noise"]["tau_ceiling"]
+    write_bytes_atomic(args.plot, pipeline.learning_curve_png(run.selection, ceiling))
     stage.log.info(
-        "predictor %s: held-out Kendall tau %.3f on %d subnets",
+        "predictor %s: held-out Kendall tau %.3f on %d subnets (label-noise ceiling %s)",
         metrics["model"],
         metrics["kendall_tau"],
         metrics["n_holdout"],
+        "n/a" if ceiling is None else f"{ceiling:.3f}",
     )
 
 

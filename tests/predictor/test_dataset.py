@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_resume_after_kill_measures_each_arch_once(tmp_path: Path, tiny_space: S
     assert calls2 == archs[5:]  # only the rest, in order; the partial row was dropped
     ref_calls: list[Arch] = []
     ref = [fake_measure(tiny_space, ref_calls)(a) for a in archs]
-    np.testing.assert_allclose(acc, ref, atol=1e-6)
+    np.testing.assert_allclose([m.accuracy for m in acc], ref, atol=1e-6)
     assert got == archs and len(csv.read_text().splitlines()) == 13  # header + 12
 
 
@@ -86,11 +87,27 @@ def test_rows_of_another_context_are_remeasured(tmp_path: Path, tiny_space: Sear
     assert read_rows(csv, "old-supernet") == {}  # stale rows gone from the file
 
 
+def test_csv_of_an_older_layout_is_remeasured_not_an_error(tmp_path: Path, tiny_space) -> None:
+    csv = tmp_path / "arch_acc.csv"
+    archs = sample_archs(tiny_space, 4, seed=0)
+    csv.write_text("arch,accuracy,seconds,context\n" + f"{archs[0]},0.5,1.0,ctx\n")
+    calls: list[Arch] = []
+    build_dataset(archs, fake_measure(tiny_space, calls), csv, "ctx")
+    assert calls == archs
+    assert csv.read_text().splitlines()[0] == "arch,accuracy,accuracy_a,accuracy_b,seconds,context"
+
+
 def test_subnet_meter_measures_real_accuracy(tmp_path: Path, tiny_space, tiny_prepared):
     net = load_supernet(write_supernet(tmp_path / "supernet", tiny_space))
-    meter = SubnetMeter(net, load_prepared(tiny_prepared), MeasureSettings(40, 30, 16, 0))
+    data = load_prepared(tiny_prepared)
+    meter = SubnetMeter(net, data, MeasureSettings(40, 30, 16, 0))
     a, b = tiny_space.min_arch(), tiny_space.max_arch()
     acc_a, acc_b = meter(a), meter(b)
     assert 0.0 <= acc_a <= 1.0 and 0.0 <= acc_b <= 1.0
     assert meter.n_eval == 30
     assert meter(a) == acc_a  # same subset, same recalibration: deterministic
+    m = meter.measure(b)
+    assert m.accuracy == acc_b
+    # The whole-set accuracy is the mean of the two fixed halves (15 images each).
+    assert math.isclose(m.accuracy, (m.accuracy_a + m.accuracy_b) / 2)
+    assert SubnetMeter(net, data, MeasureSettings(40, None, 16, 0)).n_eval == len(data.val)

@@ -61,3 +61,26 @@ def test_layout_check_and_bad_shapes(tiny_space: SearchSpace, default_space: Sea
         ArchEncoder(default_space).check_layout(enc.layout())
     with pytest.raises(ConfigError, match=r"encoded archs must be \(N, "):
         enc.features(np.zeros((2, 3), np.int64))
+
+
+def test_per_resolution_features_cross_everything_with_the_resolution(
+    default_space: SearchSpace,
+) -> None:
+    base = ArchEncoder(default_space, derived=True)
+    enc = ArchEncoder(default_space, derived=True, per_resolution=True)
+    rng = np.random.default_rng(2)
+    archs = [default_space.sample(rng) for _ in range(50)]
+    x = default_space.encode_batch(archs)
+    f, g = enc.features(x), base.features(x)
+    n_res = len(default_space.resolutions)
+    width = base.n_features - n_res
+    assert f.shape == (50, base.n_features + n_res * width) and enc.n_features == f.shape[1]
+    np.testing.assert_array_equal(f[:, : base.n_features], g)  # the plain features come first
+    blocks = f[:, base.n_features :].reshape(50, n_res, width)
+    for i in range(50):
+        r = int(x[i, 0])
+        np.testing.assert_array_equal(blocks[i, r], g[i, n_res:])  # the arch's resolution...
+        assert not np.delete(blocks[i], r, axis=0).any()  # ...and zeros for the others
+    # The saved layout rebuilds the same encoder; a plain encoder's layout rebuilds a plain one.
+    assert ArchEncoder.from_layout(default_space, enc.layout()).n_features == enc.n_features
+    assert ArchEncoder.from_layout(default_space, base.layout()).n_features == base.n_features

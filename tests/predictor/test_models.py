@@ -50,7 +50,9 @@ def test_interaction_truth_is_not_chosen_linear(tiny_space: SearchSpace) -> None
     _, sel = select_and_fit(X, y, MODEL_KINDS, p=FAST, k_folds=3, curve_points=2, seed=0)
     assert sel.model != "ridge"
     assert sel.cv_tau[sel.model] > sel.cv_tau["ridge"] + 0.2
-    assert sel.holdout[sel.model]["kendall_tau"] > 0.5
+    # Within each half of the truth only noise orders the subnets: ~0.5 is the most any model
+    # reaches; ridge stays near 0.
+    assert sel.holdout[sel.model]["kendall_tau"] > sel.holdout["ridge"]["kendall_tau"] + 0.2
 
 
 def test_too_few_samples_is_a_clear_error(tiny_space: SearchSpace) -> None:
@@ -92,6 +94,18 @@ def test_load_refuses_other_space_and_altered_weights(
         load_predictor(tmp_path, tiny_space)
     with pytest.raises(DataError, match="no predictor"):
         load_predictor(tmp_path / "nothing", tiny_space)
+
+
+def test_ensemble_is_the_mean_of_its_members_and_scored_without_refits(
+    tiny_space: SearchSpace,
+) -> None:
+    _, X, y = synthetic(tiny_space, 60, interaction=False)
+    ens = make_model("ensemble", FAST).fit(X, y)
+    members = [make_model(k, FAST).fit(X, y).predict(X) for k in ("mlp", "ridge", "gbm")]
+    np.testing.assert_allclose(ens.predict(X), np.mean(members, axis=0), rtol=1e-6)
+    _, only = select_and_fit(X, y, ["ensemble"], p=FAST, k_folds=3, curve_points=2)
+    _, all4 = select_and_fit(X, y, MODEL_KINDS, p=FAST, k_folds=3, curve_points=2)
+    assert only.cv_tau["ensemble"] == all4.cv_tau["ensemble"] and set(only.cv_tau) == {"ensemble"}
 
 
 def test_ties_within_tolerance_go_to_the_fastest_model(tiny_space: SearchSpace) -> None:

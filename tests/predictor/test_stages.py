@@ -43,9 +43,10 @@ def test_dvc_repro_predictor_and_search(tmp_path: Path, tiny_space: SearchSpace)
         str(tiny_space.max_arch()),
     }
     pm = json.loads((repo / "metrics/predictor.json").read_text())
-    assert pm["n_samples"] == 16 and pm["model"] in ("mlp", "ridge", "gbm")
+    assert pm["n_samples"] == 16 and pm["model"] in ("mlp", "ridge", "gbm", "ensemble")
     assert {"kendall_tau", "spearman", "rmse", "learning_curve"} <= set(pm)
-    assert set(pm["holdout"]) == {"mlp", "ridge", "gbm"}
+    assert set(pm["holdout"]) == {"mlp", "ridge", "gbm", "ensemble"}
+    assert {"noise_pp", "tau_ceiling", "reliability"} <= set(pm["label_noise"])
     assert (repo / "models/predictor/predictor.json").is_file()
     assert (repo / "plots/predictor_learning_curve.png").read_bytes()[:4] == b"\x89PNG"
 

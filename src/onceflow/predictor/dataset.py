@@ -1,10 +1,13 @@
 """The predictor's dataset: which subnets to measure, how to measure one, and the resumable CSV.
 
 ``data/predictor/arch_acc.csv`` has one row per measured subnet (``arch`` string, ``accuracy``,
-``seconds``, ``context``), appended and fsynced as each is measured. ``context`` fingerprints
-what the accuracy depends on (supernet weights, space, measurement settings): a rerun keeps the
-rows of its own context and skips those archs, so a killed run resumes where it stopped, and
-rows measured on another supernet or with other settings are dropped instead of reused.
+``accuracy_a`` and ``accuracy_b`` on two fixed halves of the evaluation images, ``seconds``,
+``context``), appended and fsynced as each is measured. The halves estimate how much of the
+spread between subnets is measurement noise (:mod:`onceflow.predictor.noise`).
+``context`` fingerprints what the accuracy depends on (supernet weights, space, measurement
+settings): a rerun keeps the rows of its own context and skips those archs, so a killed run
+resumes where it stopped, and rows measured on another supernet or with other settings are
+dropped instead of reused.
 """
 
 from __future__ import annotations
@@ -29,11 +32,37 @@ from onceflow.io import write_text_atomic
 from onceflow.search.space import CategoricalSpace, unique_rows
 from onceflow.supernet import Arch, SearchSpace
 from onceflow.supernet.supernet import Supernet, recalibrate_bn
-from onceflow.train import evaluate, to_input
+from onceflow.train import to_input
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("arch", "accuracy", "seconds", "context")
+COLUMNS = ("arch", "accuracy", "accuracy_a", "accuracy_b", "seconds", "context")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One subnet's accuracy on the evaluation images, and on each of their two fixed halves."""
+
+    accuracy: float
+    accuracy_a: float = float("nan")
+    accuracy_b: float = float("nan")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A measured subnet as the CSV stores it."""
+
+    m: Measurement
+    seconds: float
+
+    def cells(self, arch: str, context: str) -> tuple[str, ...]:
+        m = self.m
+        return (
+            arch,
+            *(f"{v:.6f}" for v in (m.accuracy, m.accuracy_a, m.accuracy_b)),
+            f"{self.seconds:.3f}",
+            context,
+        )
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
@@ -67,24 +96,33 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, tuple[float, float]]:
-    """Rows of ``context`` (arch -> (accuracy, seconds)). A partial last line (killed mid-write)
-    and rows of other contexts are dropped, and the file is rewritten without them."""
+def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:
+    """Rows of ``context`` by arch string. A partial last line (killed mid-write), rows of other
+    contexts and a file of another column layout (an older onceflow) are dropped, and the file
+    is rewritten without them."""
     p = Path(path)
     if not p.exists():
         return {}
     text = p.read_text(encoding="utf-8")
     complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
-    rows: dict[str, tuple[float, float]] = {}
+    rows: dict[str, Row] = {}
     dropped = 0
     reader = csv.DictReader(io.StringIO(complete))
     if reader.fieldnames is not None and tuple(reader.fieldnames) != COLUMNS:
-        raise DataError(f"{p}: columns {reader.fieldnames}, expected {list(COLUMNS)}; delete it")
+        log.warning(
+            "%s: columns %s are not %s (another onceflow version); remeasuring",
+            p,
+            reader.fieldnames,
+            list(COLUMNS),
+        )
+        reader = iter(())  # type: ignore[assignment]
+        dropped = complete.count("\n") - 1
     for r in reader:
         try:
             if r["context"] != context:
                 raise ValueError
-            rows[r["arch"]] = (float(r["accuracy"]), float(r["seconds"]))
+            m = Measurement(float(r["accuracy"]), float(r["accuracy_a"]), float(r["accuracy_b"]))
+            rows[r["arch"]] = Row(m, float(r["seconds"]))
         except (ValueError, TypeError):
             dropped += 1
     if dropped or complete != text:
@@ -99,31 +137,31 @@ def _line(values: Sequence[object]) -> str:
     return buf.getvalue()
 
 
-def _rewrite(p: Path, rows: dict[str, tuple[float, float]], context: str) -> None:
-    body = "".join(_line((a, f"{acc:.6f}", f"{s:.3f}", context)) for a, (acc, s) in rows.items())
+def _rewrite(p: Path, rows: dict[str, Row], context: str) -> None:
+    body = "".join(_line(row.cells(a, context)) for a, row in rows.items())
     write_text_atomic(p, _line(COLUMNS) + body)
 
 
-def append_row(path: Path, arch: str, accuracy: float, seconds: float, context: str) -> None:
+def append_row(path: Path, arch: str, row: Row, context: str) -> None:
     """Append one measured row and fsync it (the header first if the file is new)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
     with open(path, "a", encoding="utf-8") as fh:
         if new:
             fh.write(_line(COLUMNS))
-        fh.write(_line((arch, f"{accuracy:.6f}", f"{seconds:.3f}", context)))
+        fh.write(_line(row.cells(arch, context)))
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def build_dataset(
     archs: Sequence[Arch],
-    measure: Callable[[Arch], float],
+    measure: Callable[[Arch], Measurement | float],
     csv_path: str | os.PathLike[str],
     context: str,
-) -> tuple[list[Arch], np.ndarray]:
+) -> tuple[list[Arch], list[Measurement]]:
     """Measure every arch not yet in ``csv_path`` (for ``context``), appending as it goes.
-    Returns the archs and their accuracies, in the order of ``archs``."""
+    Returns the archs and their measurements, in the order of ``archs``."""
     path = Path(csv_path)
     done = read_rows(path, context)
     todo = [a for a in archs if str(a) not in done]
@@ -136,28 +174,34 @@ def build_dataset(
     t_start = time.perf_counter()
     for i, arch in enumerate(todo):
         t0 = time.perf_counter()
-        acc = float(measure(arch))
-        secs = time.perf_counter() - t0
-        append_row(path, str(arch), acc, secs, context)
-        done[str(arch)] = (acc, secs)
+        got = measure(arch)
+        m = got if isinstance(got, Measurement) else Measurement(float(got))
+        row = Row(m, time.perf_counter() - t0)
+        append_row(path, str(arch), row, context)
+        done[str(arch)] = row
         if (i + 1) % 25 == 0 or i + 1 == len(todo):
             log.info("measured %d/%d (%.1fs)", i + 1, len(todo), time.perf_counter() - t_start)
-    return list(archs), np.asarray([done[str(a)][0] for a in archs], dtype=np.float64)
+    return list(archs), [done[str(a)].m for a in archs]
 
 
 @dataclass(frozen=True)
 class MeasureSettings:
     """How one subnet's accuracy is measured (params.yaml predictor.*)."""
 
-    calib_images: int = 500  # train images for BN recalibration
-    eval_images: int = 2000  # val images the accuracy is measured on (fixed subset)
-    batch_size: int = 500
+    calib_images: int = 1000  # train images for BN recalibration (a fixed subset)
+    eval_images: int | None = None  # val images the accuracy is measured on (None: all)
+    batch_size: int = 250
     seed: int = 0
+
+
+def _mean(correct: torch.Tensor) -> float:
+    return float(correct.float().mean()) if len(correct) else float("nan")
 
 
 class SubnetMeter:
     """Accuracy of a subnet: set it active, recalibrate BN on a fixed train subset, evaluate on
-    a fixed val subset. Inputs are converted once per resolution and cached."""
+    a fixed val subset (and on each of its two fixed random halves). Inputs are converted once
+    per resolution and cached, so a measurement is forward passes only."""
 
     def __init__(self, supernet: Supernet, data: PreparedData, s: MeasureSettings) -> None:
         self.net, self.meta, self.s = supernet, data.meta, s
@@ -165,23 +209,36 @@ class SubnetMeter:
         n_train, n_val = len(data.train), len(data.val)
         if n_val == 0 or n_train == 0:
             raise DataError("prepared data has an empty train or val split; rerun prepare")
+        n_eval = n_val if s.eval_images is None else min(s.eval_images, n_val)
         ci = np.sort(rng.permutation(n_train)[: min(s.calib_images, n_train)])
-        vi = np.sort(rng.permutation(n_val)[: min(s.eval_images, n_val)])
+        vi = np.sort(rng.permutation(n_val)[:n_eval])
         self._calib_u8 = np.asarray(data.train.images[ci])
-        self._val_u8 = torch.from_numpy(np.asarray(data.val.images[vi]))
-        self._val_y = np.asarray(data.val.labels[vi])
-        self._calib: dict[int, torch.Tensor] = {}
-        self.n_eval = len(vi)
+        self._val_u8 = np.asarray(data.val.images[vi])
+        self._val_y = torch.from_numpy(np.asarray(data.val.labels[vi]).astype(np.int64))
+        self._half_a = torch.from_numpy(rng.permutation(n_eval) < n_eval // 2)
+        self._inputs: dict[tuple[str, int], torch.Tensor] = {}
+        self.n_eval = n_eval
 
-    def calib(self, resolution: int) -> torch.Tensor:
-        if resolution not in self._calib:
-            self._calib[resolution] = to_input(self._calib_u8, self.meta, resolution)
-        return self._calib[resolution]
+    def _input(self, which: str, resolution: int) -> torch.Tensor:
+        key = (which, resolution)
+        if key not in self._inputs:
+            u8 = self._calib_u8 if which == "calib" else self._val_u8
+            self._inputs[key] = to_input(u8, self.meta, resolution)
+        return self._inputs[key]
+
+    @torch.inference_mode()
+    def _correct(self, x: torch.Tensor) -> torch.Tensor:
+        bs = self.s.batch_size
+        self.net.eval()
+        pred = torch.cat([self.net(x[i : i + bs]).argmax(1) for i in range(0, len(x), bs)])
+        return pred == self._val_y
+
+    def measure(self, arch: Arch) -> Measurement:
+        self.net.set_active(arch)
+        x = self._input("calib", arch.resolution)
+        recalibrate_bn(self.net, x, len(x), batch_size=self.s.batch_size)
+        ok = self._correct(self._input("val", arch.resolution))
+        return Measurement(_mean(ok), _mean(ok[self._half_a]), _mean(ok[~self._half_a]))
 
     def __call__(self, arch: Arch) -> float:
-        self.net.set_active(arch)
-        x = self.calib(arch.resolution)
-        recalibrate_bn(self.net, x, len(x), batch_size=self.s.batch_size)
-        return evaluate(
-            self.net, self._val_u8, self._val_y, self.meta, arch.resolution, self.s.batch_size
-        )
+        return self.measure(arch).accuracy

@@ -10,11 +10,11 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from onceflow.errors import DataError
-from onceflow.predictor.models import Model, ModelParams, make_model
+from onceflow.predictor.models import BASE_KINDS, Model, ModelParams, make_model
 
 log = logging.getLogger(__name__)
 
-SPEED_ORDER = ("ridge", "mlp", "gbm")  # fastest to evaluate on a batch first
+SPEED_ORDER = ("ridge", "mlp", "gbm", "ensemble")  # fastest to evaluate on a batch first
 
 
 def rank_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -33,15 +33,51 @@ def rank_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
-def kfold_tau(kind: str, X: np.ndarray, y: np.ndarray, k: int, p: ModelParams, seed: int) -> float:
-    """Mean Kendall tau over ``k`` folds (each fold's predictions against its truth)."""
-    idx = np.random.default_rng(seed).permutation(len(y))
-    taus = []
-    for fold in np.array_split(idx, k):
-        train = np.setdiff1d(idx, fold)
-        m = make_model(kind, p, seed).fit(X[train], y[train])
-        taus.append(rank_metrics(y[fold], m.predict(X[fold]))["kendall_tau"])
-    return float(np.mean(taus))
+@dataclass(frozen=True)
+class _Plan:
+    """Which rows every fit uses: k folds of the training split, the held-out split, and the
+    learning-curve prefixes of the training split."""
+
+    train: np.ndarray
+    hold: np.ndarray
+    folds: list[np.ndarray]
+    sizes: list[int]
+
+
+@dataclass
+class _Predictions:
+    """One model kind's predictions under a plan: out-of-fold over the training split (in its
+    order), on the held-out split, and on the held-out split per learning-curve size."""
+
+    oof: np.ndarray
+    hold: np.ndarray
+    curve: dict[int, np.ndarray]
+
+    @staticmethod
+    def mean(parts: Sequence[_Predictions]) -> _Predictions:
+        return _Predictions(
+            np.mean([q.oof for q in parts], axis=0),
+            np.mean([q.hold for q in parts], axis=0),
+            {s: np.mean([q.curve[s] for q in parts], axis=0) for s in parts[0].curve},
+        )
+
+
+def _predict(
+    kind: str, X: np.ndarray, y: np.ndarray, plan: _Plan, p: ModelParams, seed: int
+) -> _Predictions:
+    Xt, yt = X[plan.train], y[plan.train]
+    oof = np.empty(len(plan.train))
+    for fold in plan.folds:
+        rest = np.setdiff1d(np.arange(len(plan.train)), fold)
+        oof[fold] = make_model(kind, p, seed).fit(Xt[rest], yt[rest]).predict(Xt[fold])
+    hold = make_model(kind, p, seed).fit(Xt, yt).predict(X[plan.hold])
+    curve = {
+        s: hold
+        if s == len(Xt)
+        else make_model(kind, p, seed).fit(Xt[:s], yt[:s]).predict(X[plan.hold])
+        for s in plan.sizes
+    }
+    return _Predictions(oof, hold, curve)
 
 
 @dataclass
@@ -73,8 +109,8 @@ def select_and_fit(
     training samples); return the chosen kind refitted on all samples.
 
     Among kinds whose k-fold tau is within ``tie_tolerance`` of the best, the one fastest to
-    evaluate wins (ridge, then MLP, then gradient boosting): the search calls it millions of
-    times."""
+    evaluate wins (ridge, then MLP, then gradient boosting, then their ensemble): the search
+    calls it millions of times. The ensemble's scores come from its members' predictions."""
     n = len(y)
     n_hold = int(round(holdout_fraction * n))
     if n - n_hold < max(2 * k_folds, 6) or n_hold < 3:
@@ -82,19 +118,30 @@ def select_and_fit(
             f"predictor: {n} samples are too few for {k_folds}-fold selection with a "
             f"{holdout_fraction:.0%} held-out split; raise predictor.n_samples (>= {4 * k_folds})"
         )
-    perm = np.random.default_rng(seed).permutation(n)
-    hold, train = perm[:n_hold], perm[n_hold:]
-    cv, held, curve = {}, {}, {}
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n)
+    train = perm[n_hold:]
     sizes = sorted({int(round(f * len(train))) for f in np.linspace(0.2, 1.0, curve_points)})
-    sizes = [s for s in sizes if s >= 5]
+    plan = _Plan(
+        train=train,
+        hold=perm[:n_hold],
+        folds=np.array_split(rng.permutation(len(train)), k_folds),
+        sizes=[s for s in sizes if s >= 5],
+    )
+    # The ensemble is scored from its members' predictions: no model is fitted twice.
+    need = [k for k in BASE_KINDS if k in kinds or "ensemble" in kinds]
+    preds = {k: _predict(k, X, y, plan, p, seed) for k in need}
+    if "ensemble" in kinds:
+        preds["ensemble"] = _Predictions.mean([preds[k] for k in BASE_KINDS])
+    y_train, y_hold = y[plan.train], y[plan.hold]
+    cv, held, curve = {}, {}, {}
     for kind in kinds:
-        cv[kind] = kfold_tau(kind, X[train], y[train], k_folds, p, seed)
-        m = make_model(kind, p, seed).fit(X[train], y[train])
-        held[kind] = rank_metrics(y[hold], m.predict(X[hold]))
-        curve[kind] = []
-        for s in sizes:
-            ms = m if s == len(train) else make_model(kind, p, seed).fit(X[train[:s]], y[train[:s]])
-            curve[kind].append((s, rank_metrics(y[hold], ms.predict(X[hold]))["kendall_tau"]))
+        q = preds[kind]
+        cv[kind] = float(
+            np.mean([rank_metrics(y_train[f], q.oof[f])["kendall_tau"] for f in plan.folds])
+        )
+        held[kind] = rank_metrics(y_hold, q.hold)
+        curve[kind] = [(s, rank_metrics(y_hold, q.curve[s])["kendall_tau"]) for s in plan.sizes]
         log.info(
             "predictor %s: %d-fold tau %.3f, held-out tau %.3f, rmse %.3f pp",
             kind,

@@ -26,6 +26,7 @@ from onceflow.predictor.dataset import (
 from onceflow.predictor.encoding import ArchEncoder
 from onceflow.predictor.fit import Selection, select_and_fit
 from onceflow.predictor.models import ModelParams
+from onceflow.predictor.noise import label_noise
 from onceflow.predictor.predictor import AccuracyPredictor
 from onceflow.supernet import Arch
 from onceflow.supernet.supernet import WEIGHTS_FILE, Supernet
@@ -75,6 +76,7 @@ class PredictorRun:
     selection: Selection
     archs: list[Arch]
     accuracy: np.ndarray
+    halves: np.ndarray  # (N, 2) accuracy on the two fixed halves of the evaluation images
     seconds_measure: float
     seconds_fit: float
 
@@ -93,9 +95,13 @@ def train_predictor(
     archs = sample_archs(space, cfg.n_samples, seed)
     meter = SubnetMeter(supernet.eval(), data, measure_settings(cfg, seed))
     t0 = time.perf_counter()
-    archs, acc = build_dataset(archs, meter, dataset_csv, context)
+    archs, measured = build_dataset(archs, meter.measure, dataset_csv, context)
+    acc = np.array([m.accuracy for m in measured])
+    halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
     t1 = time.perf_counter()
-    encoder = ArchEncoder(space, derived=cfg.derived_features)
+    encoder = ArchEncoder(
+        space, derived=cfg.derived_features, per_resolution=cfg.per_resolution_features
+    )
     X = encoder.features(space.encode_batch(archs))
     model, sel = select_and_fit(
         X,
@@ -112,13 +118,16 @@ def train_predictor(
     log.info(
         "predictor: chose %s (held-out tau %.3f)", sel.model, sel.holdout[sel.model]["kendall_tau"]
     )
-    return PredictorRun(AccuracyPredictor(encoder, model), sel, archs, acc, t1 - t0, t2 - t1)
+    return PredictorRun(
+        AccuracyPredictor(encoder, model), sel, archs, acc, halves, t1 - t0, t2 - t1
+    )
 
 
 def predictor_metrics(run: PredictorRun) -> dict[str, Any]:
     """metrics/predictor.json: the chosen model's held-out numbers first, then every model's."""
     sel = run.selection
     chosen = sel.holdout[sel.model]
+    noise = label_noise(run.accuracy, run.halves[:, 0], run.halves[:, 1])
     return {
         "n_samples": len(run.archs),
         "model": sel.model,
@@ -129,6 +138,8 @@ def predictor_metrics(run: PredictorRun) -> dict[str, Any]:
         "n_train": sel.n_train,
         "n_holdout": sel.n_holdout,
         "accuracy_range": [float(run.accuracy.min()), float(run.accuracy.max())],
+        # Measurement noise of the labels and the held-out tau a perfect predictor would reach.
+        "label_noise": {k: _finite(v) for k, v in noise.items()},
         "cv_kendall_tau": sel.cv_tau,
         "holdout": sel.holdout,
         "learning_curve": {k: [[n, t] for n, t in v] for k, v in sel.curve.items()},
@@ -137,8 +148,13 @@ def predictor_metrics(run: PredictorRun) -> dict[str, Any]:
     }
 
 
-def learning_curve_png(sel: Selection) -> bytes:
-    """Held-out Kendall tau against training samples, one line per model (PNG bytes)."""
+def _finite(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 4)
+
+
+def learning_curve_png(sel: Selection, tau_ceiling: float | None = None) -> bytes:
+    """Held-out Kendall tau against training samples, one line per model, and the label-noise
+    ceiling when known (PNG bytes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,6 +166,8 @@ def learning_curve_png(sel: Selection) -> bytes:
         style = "-o" if kind == sel.model else "--o"
         ax.plot(n, tau, style, ms=3, label=f"{kind}{' (chosen)' if kind == sel.model else ''}")
     ax.axhline(0.9, c="0.5", lw=0.7, ls=":", label="target tau 0.9")
+    if tau_ceiling is not None:
+        ax.axhline(tau_ceiling, c="C3", lw=0.8, ls="--", label="label-noise ceiling")
     ax.set_xlabel("training subnets")
     ax.set_ylabel(f"Kendall tau on {sel.n_holdout} held-out subnets")
     ax.set_title("accuracy predictor learning curve")

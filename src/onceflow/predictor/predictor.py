@@ -74,8 +74,7 @@ def load_predictor(directory: str | os.PathLike[str], space: SearchSpace) -> Acc
     meta = read_json(meta_path)
     if meta.get("format_version") != FORMAT_VERSION:
         raise ConfigError(f"{meta_path}: format_version {meta.get('format_version')!r} unsupported")
-    encoder = ArchEncoder(space, derived=bool(meta["layout"].get("derived", True)))
-    encoder.check_layout(meta["layout"])
+    encoder = ArchEncoder.from_layout(space, meta["layout"])
     with np.load(d / WEIGHTS_FILE, allow_pickle=False) as z:
         state = {k: z[k] for k in z.files}
     if state_digest(state) != meta["sha256"]:
