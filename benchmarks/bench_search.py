@@ -38,7 +38,7 @@ from onceflow.latency.protocol import LatencyStats  # noqa: E402
 from onceflow.predictor import AccuracyPredictor, ArchEncoder, load_predictor  # noqa: E402
 from onceflow.predictor.encoding import layer_macs  # noqa: E402
 from onceflow.predictor.fit import select_and_fit  # noqa: E402
-from onceflow.predictor.models import make_model  # noqa: E402
+from onceflow.predictor.models import MODEL_KINDS, make_model  # noqa: E402
 from onceflow.predictor.pipeline import model_params  # noqa: E402
 from onceflow.search import (  # noqa: E402
     CategoricalSpace,
@@ -59,7 +59,7 @@ FRACTIONS = (0.25, 0.5, 0.75)
 
 
 def synthetic_setting(
-    supernet: SupernetConfig, seed: int
+    supernet: SupernetConfig, cfg: PredictorConfig, seed: int
 ) -> tuple[SearchSpace, AccuracyPredictor, LatencyEstimator]:
     space = SearchSpace(supernet, in_channels=1, n_classes=10, image_size=28)
     lut = Lut(
@@ -70,7 +70,7 @@ def synthetic_setting(
         LatencyStats.from_samples([0.01]),
     )
     est = LatencyEstimator(space, lut)
-    enc = ArchEncoder(space)
+    enc = ArchEncoder(space, per_resolution=cfg.per_resolution_features)
     cs = CategoricalSpace.from_dimensions(space.dimensions(), enc.canonicalize)
     rng = np.random.default_rng(seed)
     x = np.concatenate([cs.extremes(), cs.sample_spread(rng, 248)])
@@ -80,7 +80,6 @@ def synthetic_setting(
     w = np.random.default_rng(seed + 1).normal(0, 0.002, enc.n_onehot)
     y = 0.80 + 0.12 / (1 + np.exp(-(lm - mid) / (span / 6))) + enc.onehot(x) @ w
     y = y + rng.normal(0, 0.002, len(y))
-    cfg = PredictorConfig()
     model, _ = select_and_fit(
         enc.features(x),
         y,
@@ -119,7 +118,8 @@ def main() -> None:
         space = SearchSpace.from_json(json.loads((args.supernet / SPACE_FILE).read_text()))
         pred, est = load_predictor(args.predictor, space), load_estimator(args.latency, space)
     else:
-        space, pred, est = synthetic_setting(load_params(args.params).supernet, args.seed)
+        params = load_params(args.params)
+        space, pred, est = synthetic_setting(params.supernet, params.predictor, args.seed)
     enc = pred.encoder
     cs = CategoricalSpace.from_dimensions(space.dimensions(), enc.canonicalize)
     rng = np.random.default_rng(args.seed)
@@ -130,8 +130,8 @@ def main() -> None:
 
     xb = cs.sample_spread(rng, 100_000)
     by_model = {}
-    for kind in ("ridge", "mlp", "gbm"):
-        m = make_model(kind, model_params(PredictorConfig())).fit(
+    for kind in MODEL_KINDS:
+        m = make_model(kind, model_params(load_params(args.params).predictor)).fit(
             enc.features(xb[:300]), pred.predict(xb[:300])
         )
         other = AccuracyPredictor(enc, m)

@@ -306,7 +306,7 @@ class PredictorConfig(StrictModel):
     mlp_weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     gbm_iterations: Annotated[int, Field(ge=1)] = 300
     gbm_learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
-    gbm_max_leaf_nodes: Annotated[int, Field(ge=2)] = 15
+    gbm_max_leaf_nodes: Annotated[int, Field(ge=2, le=65536)] = 15
     gbm_min_samples_leaf: Annotated[int, Field(ge=1)] = 5
 
 

@@ -61,6 +61,12 @@ def test_layout_check_and_bad_shapes(tiny_space: SearchSpace, default_space: Sea
         ArchEncoder(default_space).check_layout(enc.layout())
     with pytest.raises(ConfigError, match=r"encoded archs must be \(N, "):
         enc.features(np.zeros((2, 3), np.int64))
+    x = tiny_space.encode_batch([tiny_space.max_arch()] * 2)
+    for value in (int(enc.cards[0]), -1):  # past the last choice, or negative
+        bad = x.copy()
+        bad[1, 0] = value
+        with pytest.raises(ConfigError, match=rf"row 1: resolution index {value} is out of range"):
+            enc.features(bad)
 
 
 def test_per_resolution_features_cross_everything_with_the_resolution(

@@ -1,11 +1,10 @@
 """The latency estimator the search uses: calibrated LUT sums over encoded archs, vectorized.
 
 For every block position b the LUT is unrolled once into a dense array over the choice indices
-that determine b's layer (resolution, input width, output width, kernel, expand), with skipped
-blocks (beyond their stage's depth) folded in as an extra "inactive" row holding 0. Predicting a
-batch of encoded archs ``(N, D) int64`` is then one fancy-indexing gather of shape (N, n_blocks)
-into a flat array, a few column gathers for stem and head, row sums and the calibration's dot
-product: no Python loop over archs.
+that determine b's layer (:class:`~onceflow.supernet.tables.BlockTables`; blocks skipped by
+their stage's depth hold 0). Predicting a batch of encoded archs ``(N, D) int64`` is then one
+small matrix product and one gather of shape (N, n_blocks), a few column gathers for stem and
+head, row sums and the calibration's dot product: no Python loop over archs.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from onceflow.io import read_json
 from onceflow.latency.calibration import Calibration
 from onceflow.latency.lut import LUT_FILE, Lut
 from onceflow.supernet.space import Arch, SearchSpace
+from onceflow.supernet.tables import BlockTables
 
 ESTIMATOR_FILE = "estimator.json"
 ESTIMATOR_SCHEMA_VERSION = 1
@@ -44,52 +44,12 @@ class LatencyEstimator:
         sp = self.space
         names = [d.name for d in sp.dimensions()]
         col = {n: i for i, n in enumerate(names)}
-        res, ks, es, ws = sp.resolutions, sp.kernels, sp.expands, sp.widths
-        nr, nk, ne, nw = len(res), len(ks), len(es), len(ws)
+        res, ws = sp.resolutions, sp.widths
         self._c_res = col["resolution"]
         self._c_wlast = col[f"width.s{sp.n_stages - 1}"]
         self._stem = np.array([self._entry(sp.stem_spec(r)) for r in res])
         self._head = np.array([[self._entry(sp.head_spec(r, w)) for w in ws] for r in res])
-        # Per block: its columns, a dense table (depth, res, w_in, w_out, k, e) flattened at
-        # an offset into one array; inactive (depth too small) entries are 0.
-        tables, offsets = [], []
-        c_depth, c_win, c_wout, c_k, c_e = [], [], [], [], []
-        self._depth_vals = []
-        off = 0
-        for b in range(sp.n_blocks):
-            s = sp.block_stage[b]
-            st = sp.stages[s]
-            first = b == st.first_block
-            pos = b - st.first_block
-            nd = len(st.depths)
-            t = np.zeros((nd, nr, nw, nw, nk, ne))
-            for di, d in enumerate(st.depths):
-                if d <= pos:
-                    continue
-                for ri, r in enumerate(res):
-                    for wi, w_in in enumerate(ws):
-                        for wo, w_out in enumerate(ws):
-                            # Non-first blocks take the stage's own width: w_in == w_out always.
-                            w_eff = w_in if (first and s > 0) else w_out
-                            for ki, k in enumerate(ks):
-                                for ei, e in enumerate(es):
-                                    spec = sp.block_spec(b, r, w_eff, w_out, k, e)
-                                    t[di, ri, wi, wo, ki, ei] = self._entry(spec)
-            tables.append(t.ravel())
-            offsets.append(off)
-            off += t.size
-            c_depth.append(col[f"depth.s{s}"])
-            c_win.append(col[f"width.s{s - 1}"] if (first and s > 0) else col[f"width.s{s}"])
-            c_wout.append(col[f"width.s{s}"])
-            c_k.append(col[f"kernel.b{b}"])
-            c_e.append(col[f"expand.b{b}"])
-        self._blocks = np.concatenate(tables)
-        self._offsets = np.asarray(offsets, dtype=np.int64)
-        self._cols = {
-            k: np.asarray(v, dtype=np.int64)
-            for k, v in dict(depth=c_depth, win=c_win, wout=c_wout, k=c_k, e=c_e).items()
-        }
-        self._strides = (nr * nw * nw * nk * ne, nw * nw * nk * ne, nw * nk * ne, nk * ne, ne)
+        self._tables = BlockTables(sp, ms=self._entry)
         # Active block count per stage and depth index.
         self._c_stage_depth = np.asarray([col[f"depth.s{i}"] for i in range(sp.n_stages)])
         self._depth_of = [np.asarray(st.depths, dtype=np.int64) for st in sp.stages]
@@ -102,19 +62,8 @@ class LatencyEstimator:
             raise ConfigError(
                 f"encoded archs must be (N, {self._n_dims}) choice indices, got shape {e.shape}"
             )
-        c = self._cols
         r = e[:, self._c_res]
-        s0, s1, s2, s3, s4 = self._strides
-        idx = (
-            e[:, c["depth"]] * s0
-            + r[:, None] * s1
-            + e[:, c["win"]] * s2
-            + e[:, c["wout"]] * s3
-            + e[:, c["k"]] * s4
-            + e[:, c["e"]]
-            + self._offsets
-        )
-        blocks = self._blocks[idx].sum(axis=1)
+        blocks = self._tables.sums(e)["ms"]
         stem = self._stem[r]
         head = self._head[r, e[:, self._c_wlast]]
         n_active = np.zeros(len(e), dtype=np.float64)

@@ -20,13 +20,11 @@ against the saved layout.
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 import numpy as np
 
 from onceflow.errors import ConfigError
 from onceflow.supernet.space import LayerSpec, SearchSpace
+from onceflow.supernet.tables import BlockTables
 
 
 def layer_macs(spec: LayerSpec) -> float:
@@ -55,15 +53,6 @@ def layer_params(spec: LayerSpec) -> float:
     return float(p)
 
 
-@dataclass(frozen=True)
-class _CostTable:
-    """A per-layer cost summed over an arch, as dense per-position tables."""
-
-    stem: np.ndarray  # (n_res,)
-    head: np.ndarray  # (n_res, n_width)
-    blocks: np.ndarray  # flat; block b's (depth, res, w_in, w_out, k, e) table at offsets[b]
-
-
 class ArchEncoder:
     """Turns ``(N, D)`` choice-index matrices into predictor features (float32)."""
 
@@ -81,26 +70,37 @@ class ArchEncoder:
             raise ConfigError(f"the encoding starts with the resolution, got {self.names[0]!r}")
         self.n_res = int(self.cards[0])
         col = {n: i for i, n in enumerate(self.names)}
-        # Gated columns (kernel/expand of block b) and what gates them: the stage's depth column
-        # and the block's position in its stage (active iff depth value > position).
-        gated, gate_col, gate_pos = [], [], []
-        for b in range(space.n_blocks):
-            s = space.block_stage[b]
-            for kind in ("kernel", "expand"):
-                gated.append(col[f"{kind}.b{b}"])
-                gate_col.append(col[f"depth.s{s}"])
-                gate_pos.append(b - space.stages[s].first_block)
-        self._gated = np.asarray(gated, dtype=np.int64)
-        self._gate_col = np.asarray(gate_col, dtype=np.int64)
-        self._gate_pos = np.asarray(gate_pos, dtype=np.int64)
+        # Block b runs iff its stage's depth exceeds b's position in the stage; its kernel and
+        # expand columns (gated) are then live. SearchSpace.dimensions() puts kernel.b0.. and
+        # expand.b0.. in two contiguous runs.
+        n_blocks = space.n_blocks
+        self._kernel0, self._expand0 = col["kernel.b0"], col["expand.b0"]
+        runs = [f"{k}.b{b}" for k in ("kernel", "expand") for b in range(n_blocks)]
+        if list(self.names[self._kernel0 : self._kernel0 + 2 * n_blocks]) != runs:
+            raise ConfigError("the encoding must end with kernel.b* then expand.b* columns")
+        self._gated = np.asarray(
+            [col[f"{k}.b{b}"] for b in range(n_blocks) for k in ("kernel", "expand")]
+        )
         max_card = int(self.cards.max())
-        self._depth_value = np.zeros((len(self.names), max_card), dtype=np.int64)
-        for s, st in enumerate(space.stages):
-            self._depth_value[col[f"depth.s{s}"], : len(st.depths)] = st.depths
+        self._stage_depth_col = np.asarray([col[f"depth.s{i}"] for i in range(space.n_stages)])
+        depth_value = np.zeros((space.n_stages, max_card), dtype=np.int64)
+        for i, st in enumerate(space.stages):
+            depth_value[i, : len(st.depths)] = st.depths
+        self._depth_value_flat = depth_value.reshape(-1)
+        self._stage_base = np.arange(space.n_stages) * max_card
+        self._blocks_per_stage = np.asarray([st.max_depth for st in space.stages])
+        self._block_pos = np.asarray(
+            [b - space.stages[space.block_stage[b]].first_block for b in range(n_blocks)]
+        )
         self._space = space
         self._col = col
-        self._macs = self._cost_table(layer_macs)
-        self._params = self._cost_table(layer_params)
+        self._tables = BlockTables(space, macs=layer_macs, params=layer_params)
+        res, ws = space.resolutions, space.widths
+        costs = (("macs", layer_macs), ("params", layer_params))
+        self._stem = {k: np.array([fn(space.stem_spec(r)) for r in res]) for k, fn in costs}
+        self._head = {
+            k: np.array([[fn(space.head_spec(r, w)) for w in ws] for r in res]) for k, fn in costs
+        }
         self._n_base = self.n_onehot + (2 if derived else 0)
         crossed = self.n_res * (self._n_base - self.n_res) if per_resolution else 0
         self.n_features = self._n_base + crossed
@@ -135,20 +135,35 @@ class ArchEncoder:
 
     # ------------------------------------------------------------------ encoding
     def active(self, x: np.ndarray) -> np.ndarray:
-        """(N, |gated|) bool: whether each gated column's block runs."""
-        depth = self._depth_value[self._gate_col[None, :], x[:, self._gate_col]]
-        return depth > self._gate_pos[None, :]
+        """(N, 2 * n_blocks) bool: whether each gated column (kernel.b0, expand.b0, kernel.b1,
+        ...) belongs to a block that runs."""
+        return np.repeat(self._blocks_active(x), 2, axis=1)
+
+    def _blocks_active(self, x: np.ndarray) -> np.ndarray:
+        """(N, n_blocks) bool: whether each block position runs (its stage is deep enough)."""
+        depth_index = x[:, self._stage_depth_col] + self._stage_base
+        depth = np.take(self._depth_value_flat, depth_index)
+        return np.repeat(depth, self._blocks_per_stage, axis=1) > self._block_pos
 
     def canonicalize(self, x: np.ndarray) -> np.ndarray:
         """Zero the kernel/expand indices of skipped blocks (``SearchSpace.encode``'s form)."""
         x = np.array(x, dtype=np.int64, copy=True)
-        x[:, self._gated] *= self.active(x)
+        live = self._blocks_active(x)
+        nb = live.shape[1]
+        x[:, self._kernel0 : self._kernel0 + nb] *= live
+        x[:, self._expand0 : self._expand0 + nb] *= live
         return x
 
     def _check(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.int64)
         if x.ndim != 2 or x.shape[1] != len(self.names):
             raise ConfigError(f"encoded archs must be (N, {len(self.names)}), got {x.shape}")
+        if (x.view(np.uint64) >= self.cards.view(np.uint64)).any():  # negatives wrap around
+            row, c = np.argwhere((x < 0) | (x >= self.cards))[0]
+            raise ConfigError(
+                f"encoded arch row {row}: {self.names[c]} index {x[row, c]} is out of range "
+                f"(0..{self.cards[c] - 1})"
+            )
         return x
 
     def onehot(self, x: np.ndarray) -> np.ndarray:
@@ -159,27 +174,37 @@ class ArchEncoder:
         """(N, n_features) float32: one-hot, then log10 MACs and log10 params if derived, then
         (if per_resolution) everything but the resolution one-hot crossed with it."""
         x = self._check(x)
-        out = self._encode(x, self.n_features - self.n_onehot)
+        n, w = len(x), self.n_features
+        val = self._values(x)
+        cols = self.offsets + x
         if self.derived:
             macs, params = self._costs(x)
-            out[:, self.n_onehot] = np.log10(macs)
-            out[:, self.n_onehot + 1] = np.log10(params)
+            val = np.concatenate([val, np.log10(macs)[:, None], np.log10(params)[:, None]], 1)
+            cols = np.concatenate([cols, np.broadcast_to(self.n_onehot + np.arange(2), (n, 2))], 1)
         if self.per_resolution:
-            width = self._n_base - self.n_res
-            rest = out[:, self.n_res : self._n_base]
-            rows = np.arange(len(x))
-            for r in range(self.n_res):  # one block per resolution; only the arch's is filled
-                sel = rows[x[:, 0] == r]
-                start = self._n_base + r * width
-                out[sel, start : start + width] = rest[sel]
+            # Feature j >= n_res again at n_base + r * width + (j - n_res), r the arch's
+            # resolution: the same values (all but the resolution's) a second time, shifted.
+            shift = self._n_base - self.n_res + x[:, :1] * (self._n_base - self.n_res)
+            cols = np.concatenate([cols, cols[:, 1:] + shift], 1)
+            val = np.concatenate([val, val[:, 1:]], 1)
+        out = np.zeros((n, w), dtype=np.float32)
+        out.reshape(-1)[cols + (np.arange(n) * w)[:, None]] = val
         return out
+
+    def _values(self, x: np.ndarray) -> np.ndarray:
+        """(N, D) float32: 1 for each dimension's chosen one-hot, 0 where the block is skipped."""
+        val = np.ones(x.shape, dtype=np.float32)
+        live = self._blocks_active(x)
+        nb = live.shape[1]
+        val[:, self._kernel0 : self._kernel0 + nb] = live
+        val[:, self._expand0 : self._expand0 + nb] = live
+        return val
 
     def _encode(self, x: np.ndarray, extra: int) -> np.ndarray:
         n = len(x)
-        out = np.zeros((n, self.n_onehot + extra), dtype=np.float32)
-        val = np.ones(x.shape, dtype=np.float32)
-        val[:, self._gated] = self.active(x)
-        out[np.arange(n)[:, None], self.offsets[None, :] + x] = val
+        width = self.n_onehot + extra
+        out = np.zeros((n, width), dtype=np.float32)
+        out.reshape(-1)[(np.arange(n) * width)[:, None] + self.offsets + x] = self._values(x)
         return out
 
     # ------------------------------------------------------------------ derived costs
@@ -191,58 +216,12 @@ class ArchEncoder:
         """Parameter count per arch (float64)."""
         return self._costs(self._check(x))[1]
 
-    def _cost_table(self, fn) -> _CostTable:  # noqa: ANN001 (LayerSpec -> float)
-        sp = self._space
-        res, ws, ks, es = sp.resolutions, sp.widths, sp.kernels, sp.expands
-        stem = np.array([fn(sp.stem_spec(r)) for r in res])
-        head = np.array([[fn(sp.head_spec(r, w)) for w in ws] for r in res])
-        tables = []
-        for b in range(sp.n_blocks):
-            s = sp.block_stage[b]
-            st = sp.stages[s]
-            first = b == st.first_block
-            pos = b - st.first_block
-            t = np.zeros((len(st.depths), len(res), len(ws), len(ws), len(ks), len(es)))
-            for (di, d), (ri, r), (wi, w_in), (wo, w_out), (ki, k), (ei, e) in itertools.product(
-                enumerate(st.depths),
-                enumerate(res),
-                enumerate(ws),
-                enumerate(ws),
-                enumerate(ks),
-                enumerate(es),
-            ):
-                if d > pos:
-                    w_eff = w_in if (first and s > 0) else w_out
-                    t[di, ri, wi, wo, ki, ei] = fn(sp.block_spec(b, r, w_eff, w_out, k, e))
-            tables.append(t)
-        self._block_shapes = [t.shape for t in tables]
-        return _CostTable(stem, head, np.concatenate([t.ravel() for t in tables]))
-
     def _costs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(MACs, params) per arch: stem + head + a gather per block position."""
-        sp, col = self._space, self._col
-        r = x[:, col["resolution"]]
-        w_last = x[:, col[f"width.s{sp.n_stages - 1}"]]
-        totals = []
-        for t in (self._macs, self._params):
-            totals.append(t.stem[r] + t.head[r, w_last])
-        off = 0
-        for b, shape in enumerate(self._block_shapes):
-            s = sp.block_stage[b]
-            first = b == sp.stages[s].first_block
-            c_win = col[f"width.s{s - 1}"] if (first and s > 0) else col[f"width.s{s}"]
-            idx = off + np.ravel_multi_index(
-                (
-                    x[:, col[f"depth.s{s}"]],
-                    r,
-                    x[:, c_win],
-                    x[:, col[f"width.s{s}"]],
-                    x[:, col[f"kernel.b{b}"]],
-                    x[:, col[f"expand.b{b}"]],
-                ),
-                shape,
-            )
-            totals[0] += self._macs.blocks[idx]
-            totals[1] += self._params.blocks[idx]
-            off += int(np.prod(shape))
-        return totals[0], totals[1]
+        r = x[:, 0]
+        w_last = x[:, self._col[f"width.s{self._space.n_stages - 1}"]]
+        blocks = self._tables.sums(x)
+        macs, params = (
+            self._stem[k][r] + self._head[k][r, w_last] + blocks[k] for k in ("macs", "params")
+        )
+        return macs, params

