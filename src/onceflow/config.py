@@ -285,7 +285,7 @@ class PredictorConfig(StrictModel):
 
     # Measurement noise, not sample count, limits tau first: fewer subnets each measured on
     # more images beat many noisy ones at equal cost (n_samples x (calib + eval) forwards).
-    n_samples: Annotated[int, Field(ge=12)] = 200  # subnets measured (always incl. min and max)
+    n_samples: Annotated[int, Field(ge=12)] = 150  # subnets measured (always incl. min and max)
     calib_images: Annotated[int, Field(ge=1)] = 1000  # train images to recalibrate BN per subnet
     eval_images: Annotated[int, Field(ge=1)] | None = None  # val images per subnet (None: all)
     batch_size: Annotated[int, Field(ge=1)] = 250
@@ -304,8 +304,8 @@ class PredictorConfig(StrictModel):
     mlp_epochs: Annotated[int, Field(ge=1)] = 400  # full-batch Adam steps
     mlp_lr: Annotated[float, Field(gt=0)] = 3e-3
     mlp_weight_decay: Annotated[float, Field(ge=0)] = 1e-4
-    gbm_iterations: Annotated[int, Field(ge=1)] = 300
-    gbm_learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
+    gbm_iterations: Annotated[int, Field(ge=1)] = 150
+    gbm_learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
     gbm_max_leaf_nodes: Annotated[int, Field(ge=2, le=65536)] = 15
     gbm_min_samples_leaf: Annotated[int, Field(ge=1)] = 5
 

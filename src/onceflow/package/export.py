@@ -1,22 +1,18 @@
 """ONNX export of a static subnet for deployment: named input/output, dynamic batch axis.
 
-Uses the TorchScript exporter (``dynamo=False``): for the plain conv/BN/activation/pooling
-subnets here it yields the same graph as the dynamo exporter, byte-identical from run to run
-(so an unchanged model keeps its sha256), in milliseconds instead of seconds. BatchNorm is
-folded into the preceding convolution by constant folding in eval mode.
+The graph comes from :func:`onceflow.latency.export.to_onnx_bytes` (the TorchScript
+exporter: byte-identical from run to run, so an unchanged model keeps its sha256).
 """
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections.abc import Sequence
 
 import onnx
-import torch
 from torch import nn
 
 from onceflow.errors import OnceflowError
+from onceflow.latency.export import to_onnx_bytes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -42,30 +38,18 @@ def export_onnx(
     if opset < 17:
         raise ExportError(f"ONNX opset {opset} is too old: packages need opset >= 17")
     was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.zeros((batch_size, *(int(d) for d in input_chw)), dtype=torch.float32, device=device)
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the legacy-exporter deprecation notice
-            torch.onnx.export(
-                model,
-                (x,),
-                buf,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
+        data = to_onnx_bytes(
+            model,
+            (batch_size, *input_chw),
+            opset,
+            names=(INPUT_NAME, OUTPUT_NAME),
+            dynamic_batch=dynamic_batch,
+        )
     except Exception as err:  # torch raises many types here; all mean "cannot export"
         raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from None
     finally:
         model.train(was_training)
-    data = buf.getvalue()
     check_onnx(data, opset)
     return data
 

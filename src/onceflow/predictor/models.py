@@ -34,8 +34,8 @@ class ModelParams:
     mlp_epochs: int = 400
     mlp_lr: float = 3e-3
     mlp_weight_decay: float = 1e-4
-    gbm_iterations: int = 300
-    gbm_learning_rate: float = 0.05
+    gbm_iterations: int = 150
+    gbm_learning_rate: float = 0.1
     gbm_max_leaf_nodes: int = 15
     gbm_min_samples_leaf: int = 5
 
