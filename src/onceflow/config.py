@@ -295,7 +295,7 @@ class PredictorConfig(StrictModel):
     models: list[PredictorModel] = Field(default=["mlp", "ridge", "gbm", "ensemble"], min_length=1)
     k_folds: Annotated[int, Field(ge=2, le=20)] = 5  # model selection by k-fold Kendall tau
     # Models within this k-fold tau of the best count as tied; the fastest to evaluate wins.
-    tie_tolerance: Annotated[float, Field(ge=0.0, le=0.2)] = 0.01
+    tie_tolerance: Annotated[float, Field(ge=0.0, le=0.2)] = 0.0
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2  # reported metrics
     curve_points: Annotated[int, Field(ge=2, le=20)] = 5  # learning-curve sizes
     ridge_alphas: list[Annotated[float, Field(gt=0)]] = [0.01, 0.1, 1.0, 10.0, 100.0]

@@ -172,23 +172,35 @@ class ArchEncoder:
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """(N, n_features) float32: one-hot, then log10 MACs and log10 params if derived, then
-        (if per_resolution) everything but the resolution one-hot crossed with it."""
+        (if per_resolution) everything but the resolution one-hot crossed with it.
+
+        Built as one scatter of every row's non-zero entries (their columns and values laid out
+        side by side first), which is what makes it fast on the search's big batches."""
         x = self._check(x)
-        n, w = len(x), self.n_features
-        val = self._values(x)
-        cols = self.offsets + x
+        n, w, d = len(x), self.n_features, x.shape[1]
+        k = d + (2 if self.derived else 0)  # non-zeros of the plain features per row
+        per_row = k + (k - 1 if self.per_resolution else 0)
+        itype = np.int32 if n * w < 2**31 else np.int64
+        cols = np.empty((n, per_row), dtype=itype)
+        vals = np.empty((n, per_row), dtype=np.float32)
+        cols[:, :d] = x
+        cols[:, :d] += self.offsets.astype(itype)
+        vals[:, :d] = self._values(x)
         if self.derived:
             macs, params = self._costs(x)
-            val = np.concatenate([val, np.log10(macs)[:, None], np.log10(params)[:, None]], 1)
-            cols = np.concatenate([cols, np.broadcast_to(self.n_onehot + np.arange(2), (n, 2))], 1)
+            cols[:, d : d + 2] = self.n_onehot + np.arange(2)
+            vals[:, d] = np.log10(macs)
+            vals[:, d + 1] = np.log10(params)
         if self.per_resolution:
             # Feature j >= n_res again at n_base + r * width + (j - n_res), r the arch's
             # resolution: the same values (all but the resolution's) a second time, shifted.
-            shift = self._n_base - self.n_res + x[:, :1] * (self._n_base - self.n_res)
-            cols = np.concatenate([cols, cols[:, 1:] + shift], 1)
-            val = np.concatenate([val, val[:, 1:]], 1)
+            width = self._n_base - self.n_res
+            shift = (x[:, 0] * width + (self._n_base - self.n_res)).astype(itype)
+            np.add(cols[:, 1:k], shift[:, None], out=cols[:, k:])
+            vals[:, k:] = vals[:, 1:k]
+        cols += (np.arange(n, dtype=itype) * w)[:, None]
         out = np.zeros((n, w), dtype=np.float32)
-        out.reshape(-1)[cols + (np.arange(n) * w)[:, None]] = val
+        out.reshape(-1)[cols] = vals
         return out
 
     def _values(self, x: np.ndarray) -> np.ndarray:
