@@ -29,14 +29,12 @@ import torch  # noqa: E402
 
 from onceflow.config import Params, load_params  # noqa: E402
 from onceflow.latency import (  # noqa: E402
-    Backend,
     LatencyEstimator,
     build_latency_table,
     make_backend,
-    protocol_from_config,
 )
-from onceflow.latency.backends import OnnxRuntimeBackend  # noqa: E402
 from onceflow.package.export import export_onnx  # noqa: E402
+from onceflow.package.pipeline import backend_fns  # noqa: E402
 from onceflow.stage import setup_logging  # noqa: E402
 from onceflow.supernet import Arch, SearchSpace, Supernet, build_layer, load_supernet  # noqa: E402
 
@@ -56,7 +54,6 @@ def archs_per_second(est: LatencyEstimator, space: SearchSpace, n: int = 200_000
 def package_over_estimator(
     supernet: Supernet,
     est: LatencyEstimator,
-    backend: Backend,
     params: Params,
     target: str,
     n_random: int = 3,
@@ -64,11 +61,10 @@ def package_over_estimator(
 ) -> dict:
     """Packaged-model latency (timed alone, as ``package@target`` does) over the prediction.
 
-    One model timed alone takes a fraction of a second, a moment of whatever load the machine
-    has; the table spreads its samples over a minute. So each model is timed alone in
-    ``passes`` passes over all of them, and its median over the passes is reported."""
+    Each model is timed as the package stage times it (the fastest of a few runs alone), in
+    ``passes`` passes over all of them; its median over the passes is reported and
+    ``pass_spread`` says how much the passes disagree."""
     space, t = supernet.space, params.latency.targets[target]
-    protocol = protocol_from_config(params.latency, t, params.base.seed)
     rng = np.random.default_rng(params.base.seed + 7)
     archs: list[Arch] = list(dict.fromkeys([space.min_arch(), space.max_arch()]))
     archs += [space.sample(rng) for _ in range(n_random)]
@@ -78,15 +74,11 @@ def package_over_estimator(
     onnx = [
         export_onnx(m, chw, opset=params.package.opset) for m, chw in zip(subs, chws, strict=True)
     ]
+    measure, _, _ = backend_fns(t, params, target)  # exactly what package@target times
     samples = np.empty((passes, len(archs)))
     for p in range(passes):
         for i, (sub, chw) in enumerate(zip(subs, chws, strict=True)):
-            shape = (t.batch_size, *chw)
-            if isinstance(backend, OnnxRuntimeBackend):
-                stats = backend.measure_onnx(onnx[i], shape, protocol, seed=params.base.seed)
-            else:
-                stats = backend.measure(sub, shape, protocol)
-            samples[p, i] = stats.median
+            samples[p, i] = measure(onnx[i], sub, (t.batch_size, *chw))["median"]
     measured = np.median(samples, axis=0)
     predicted = np.array([est.predict_arch(a) for a in archs])
     ratio = measured / predicted
@@ -130,7 +122,7 @@ def main() -> None:
     )
     stage_seconds = time.perf_counter() - t0
     est = LatencyEstimator(space, res.lut, res.calibration)
-    package = package_over_estimator(supernet, est, backend, params, args.target)
+    package = package_over_estimator(supernet, est, params, args.target)
     torch.set_num_threads(1)
     m = res.metrics
     keys = (
