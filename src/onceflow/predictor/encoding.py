@@ -77,7 +77,7 @@ class ArchEncoder:
         self._kernel0, self._expand0 = col["kernel.b0"], col["expand.b0"]
         runs = [f"{k}.b{b}" for k in ("kernel", "expand") for b in range(n_blocks)]
         if list(self.names[self._kernel0 : self._kernel0 + 2 * n_blocks]) != runs:
-            raise ConfigError("the encoding must end with kernel.b* then expand.b* columns")
+            raise ConfigError("the encoding must hold kernel.b* then expand.b* as contiguous runs")
         self._gated = np.asarray(
             [col[f"{k}.b{b}"] for b in range(n_blocks) for k in ("kernel", "expand")]
         )

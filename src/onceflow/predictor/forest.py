@@ -10,7 +10,9 @@ leaves' values) and evaluates them two ways, chosen by batch size:
   ``(rows, trees)`` matrix of node indices; leaves loop onto themselves.
 * large batches: each distinct split condition is computed once for all rows and packed 8 rows
   per byte; a tree is then a few dozen bitwise ops on those packed vectors (which rows reach
-  each node), the reached leaf's index is unpacked and its value gathered.
+  each node, hence the bits of the reached leaf's index). The leaf indices of consecutive trees
+  are concatenated into one byte (or 16 bits) per row, which indexes a table of the trees'
+  summed leaf values: one gather per group of trees.
 
 The arrays are the saved state, so a stored predictor needs no pickle.
 """
@@ -212,8 +214,9 @@ class _Group:
 
 @dataclass(frozen=True)
 class _PackedPlan:
-    """The forest rearranged for the packed path: distinct conditions grouped by feature, and per
-    tree its nodes in parent-before-child order with node numbers local to the tree."""
+    """The forest rearranged for the packed path: the distinct split conditions (sorted by
+    feature), and the trees in groups, each tree as its nodes in parent-before-child order with
+    node numbers local to the tree."""
 
     cond_feature: np.ndarray
     cond_threshold: np.ndarray
