@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -67,7 +68,9 @@ def test_round_trip_publish_ls_pull(registry_uri: str, tmp_path: Path) -> None:
     assert (dest / ONNX).read_bytes() == (fast / ONNX).read_bytes()
 
 
-def test_identical_republish_changes_nothing(registry_uri: str, tmp_path: Path) -> None:
+def test_identical_republish_changes_nothing(
+    registry_uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = open_store(registry_uri)
     pkg = make_package(tmp_path / "art", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0)
     assert publish_package(store, pkg).status == "published"
@@ -75,6 +78,15 @@ def test_identical_republish_changes_nothing(registry_uri: str, tmp_path: Path) 
     again = publish_package(store, pkg)
     assert (again.status, again.uploaded) == ("unchanged", ())
     assert store.read(object_key(T, INDEX)) == before  # same bytes, same version token
+
+    # Same model rebuilt with another latency measurement: the published record stands, and
+    # the log says so with both figures.
+    remeasured = make_package(tmp_path / "art3", T, "r28-aaaa", accuracy=0.8, latency_ms=1.7)
+    assert (remeasured / ONNX).read_bytes() == (pkg / ONNX).read_bytes()
+    with caplog.at_level(logging.WARNING, logger="onceflow.registry.publish"):
+        assert publish_package(store, remeasured).status == "unchanged"
+    assert "published latency 1.0000 ms, this build 1.7000 ms" in caplog.text
+    assert store.read(object_key(T, INDEX)) == before
 
     # Same id, different ONNX: refused, and the registry is untouched.
     (pkg / ONNX).write_bytes(b"another model")

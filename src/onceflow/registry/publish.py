@@ -110,7 +110,19 @@ def publish_package(store: Store, package_dir: str | Path, *, retries: int = 10)
 
     entries, _ = read_entries(store, target)
     if add_entry(entries, entry) is None:  # raises if the id is taken by another ONNX
-        log.info("%s/%s is already published, identical: nothing to do", target, mid)
+        old = next(e for e in entries if e.model_id == mid)
+        if old.files[MANIFEST]["sha256"] == entry.files[MANIFEST]["sha256"]:
+            log.info("%s/%s is already published, identical: nothing to do", target, mid)
+        else:  # same model rebuilt, e.g. its latency measured again: the first record stands
+            log.warning(
+                "%s/%s is already published with the same ONNX but another manifest (published "
+                "latency %.4f ms, this build %.4f ms); published entries are immutable, keeping "
+                "the published one",
+                target,
+                mid,
+                old.latency_ms,
+                entry.latency_ms,
+            )
         return PublishResult(target, mid, "unchanged", ())
 
     uploaded = []
