@@ -11,22 +11,11 @@ from torch import nn
 
 from onceflow.config import Params, parse_params
 from onceflow.data.prepared import PreparedData, load_prepared
+from onceflow.orchestration.workspace import TINY_PARAMS
 from onceflow.package.build import Candidate
 from onceflow.train.data import to_input
 
-TINY_SUPERNET = {
-    "resolutions": [24, 28],
-    "kernels": [3, 5],
-    "expands": [2.0, 3.0],
-    "depths": [1, 2],
-    "widths": [0.5, 1.0],
-    "stem_channels": 8,
-    "stages": [
-        {"channels": 8, "stride": 2, "se": False, "act": "relu"},
-        {"channels": 16, "stride": 2, "se": True, "act": "hswish"},
-    ],
-    "head_channels": 32,
-}
+TINY_SUPERNET = TINY_PARAMS["supernet"]  # the same toy space the real-pipeline tests run
 
 
 def fast_params(**package: object) -> Params:
