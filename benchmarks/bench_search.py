@@ -113,12 +113,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
+    params = load_params(args.params)
     real = all(p is not None and p.exists() for p in (args.supernet, args.predictor, args.latency))
     if real:
         space = SearchSpace.from_json(json.loads((args.supernet / SPACE_FILE).read_text()))
         pred, est = load_predictor(args.predictor, space), load_estimator(args.latency, space)
     else:
-        params = load_params(args.params)
         space, pred, est = synthetic_setting(params.supernet, params.predictor, args.seed)
     enc = pred.encoder
     cs = CategoricalSpace.from_dimensions(space.dimensions(), enc.canonicalize)
@@ -131,7 +131,7 @@ def main() -> None:
     xb = cs.sample_spread(rng, 100_000)
     by_model = {}
     for kind in MODEL_KINDS:
-        m = make_model(kind, model_params(load_params(args.params).predictor)).fit(
+        m = make_model(kind, model_params(params.predictor)).fit(
             enc.features(xb[:300]), pred.predict(xb[:300])
         )
         other = AccuracyPredictor(enc, m)

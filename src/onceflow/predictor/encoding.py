@@ -168,7 +168,7 @@ class ArchEncoder:
 
     def onehot(self, x: np.ndarray) -> np.ndarray:
         """(N, sum of cards) float32; skipped blocks' kernel/expand groups are all zero."""
-        return self._encode(self._check(x), 0)
+        return self._scatter(self._check(x), self.n_onehot, derived=False, per_resolution=False)
 
     def features(self, x: np.ndarray) -> np.ndarray:
         """(N, n_features) float32: one-hot, then log10 MACs and log10 params if derived, then
@@ -176,22 +176,25 @@ class ArchEncoder:
 
         Built as one scatter of every row's non-zero entries (their columns and values laid out
         side by side first), which is what makes it fast on the search's big batches."""
-        x = self._check(x)
-        n, w, d = len(x), self.n_features, x.shape[1]
-        k = d + (2 if self.derived else 0)  # non-zeros of the plain features per row
-        per_row = k + (k - 1 if self.per_resolution else 0)
+        return self._scatter(self._check(x), self.n_features, self.derived, self.per_resolution)
+
+    def _scatter(self, x: np.ndarray, w: int, derived: bool, per_resolution: bool) -> np.ndarray:
+        """(N, w) float32 built with one scatter of every row's non-zero entries."""
+        n, d = x.shape
+        k = d + (2 if derived else 0)  # non-zeros of the plain features per row
+        per_row = k + (k - 1 if per_resolution else 0)
         itype = np.int32 if n * w < 2**31 else np.int64
         cols = np.empty((n, per_row), dtype=itype)
         vals = np.empty((n, per_row), dtype=np.float32)
         cols[:, :d] = x
         cols[:, :d] += self.offsets.astype(itype)
         vals[:, :d] = self._values(x)
-        if self.derived:
+        if derived:
             macs, params = self._costs(x)
             cols[:, d : d + 2] = self.n_onehot + np.arange(2)
             vals[:, d] = np.log10(macs)
             vals[:, d + 1] = np.log10(params)
-        if self.per_resolution:
+        if per_resolution:
             # Feature j >= n_res again at n_base + r * width + (j - n_res), r the arch's
             # resolution: the same values (all but the resolution's) a second time, shifted.
             width = self._n_base - self.n_res
@@ -211,13 +214,6 @@ class ArchEncoder:
         val[:, self._kernel0 : self._kernel0 + nb] = live
         val[:, self._expand0 : self._expand0 + nb] = live
         return val
-
-    def _encode(self, x: np.ndarray, extra: int) -> np.ndarray:
-        n = len(x)
-        width = self.n_onehot + extra
-        out = np.zeros((n, width), dtype=np.float32)
-        out.reshape(-1)[(np.arange(n) * width)[:, None] + self.offsets + x] = self._values(x)
-        return out
 
     # ------------------------------------------------------------------ derived costs
     def macs(self, x: np.ndarray) -> np.ndarray:

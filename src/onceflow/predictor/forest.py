@@ -20,6 +20,7 @@ The arrays are the saved state, so a stored predictor needs no pickle.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -143,27 +144,18 @@ class Forest:
             out += np.take(group.table, index)
         return out
 
-    @property
+    # Derived from the arrays on first use (a frozen dataclass without slots still has a
+    # __dict__ for cached_property): fits during model selection mostly predict small batches.
+    @cached_property
     def _levels(self) -> tuple[np.ndarray, list[int]]:
         """Roots ordered deepest tree first, and per level how many trees still move."""
+        depths = self._tree_depths()
+        order = np.argsort(-depths, kind="stable")
+        return self.roots[order], [int((depths > d).sum()) for d in range(depths.max())]
 
-        def build() -> tuple[np.ndarray, list[int]]:
-            depths = self._tree_depths()
-            order = np.argsort(-depths, kind="stable")
-            return self.roots[order], [int((depths > d).sum()) for d in range(depths.max())]
-
-        return _cached(self, "_levels_value", build)
-
-    @property
+    @cached_property
     def _plan(self) -> _PackedPlan:
-        return _cached(self, "_plan_value", lambda: _PackedPlan.build(self))
-
-
-def _cached(obj: Forest, name: str, make):  # noqa: ANN001, ANN202
-    """Lazily computed derived data on a frozen dataclass."""
-    if name not in obj.__dict__:
-        object.__setattr__(obj, name, make())
-    return obj.__dict__[name]
+        return _PackedPlan.build(self)
 
 
 def _leaf_index_planes(
