@@ -88,10 +88,10 @@ class StageConfig(StrictModel):
 
 def _default_stages() -> list[StageConfig]:
     return [
-        StageConfig(channels=24, stride=1, se=False, act="relu"),
-        StageConfig(channels=40, stride=2, se=True, act="relu"),
-        StageConfig(channels=64, stride=2, se=False, act="hswish"),
-        StageConfig(channels=96, stride=2, se=True, act="hswish"),
+        StageConfig(channels=16, stride=2, se=False, act="relu"),
+        StageConfig(channels=32, stride=1, se=True, act="relu"),
+        StageConfig(channels=48, stride=2, se=False, act="hswish"),
+        StageConfig(channels=64, stride=1, se=True, act="hswish"),
     ]
 
 
@@ -100,16 +100,16 @@ class SupernetConfig(StrictModel):
 
     resolutions: list[Annotated[int, Field(ge=8)]] = [20, 24, 28]  # input side lengths
     kernels: list[Annotated[int, Field(ge=1)]] = [3, 5, 7]  # depthwise kernel sizes (odd)
-    expands: list[Annotated[float, Field(gt=0)]] = [3.0, 4.0, 6.0]  # MBConv expand ratios
+    expands: list[Annotated[float, Field(gt=0)]] = [2.0, 3.0, 4.0]  # MBConv expand ratios
     depths: list[Annotated[int, Field(ge=1)]] = [1, 2, 3]  # blocks per stage
     widths: list[Annotated[float, Field(gt=0, le=1.0)]] = [0.75, 1.0]  # per-stage width mult.
-    stem_channels: Annotated[int, Field(ge=1)] = 16
-    stem_stride: Literal[1, 2] = 1
+    stem_channels: Annotated[int, Field(ge=1)] = 12
+    stem_stride: Literal[1, 2] = 2
     stem_act: Activation = "hswish"
     stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1)
-    head_channels: Annotated[int, Field(ge=1)] = 256  # 1x1 conv before pooling
+    head_channels: Annotated[int, Field(ge=1)] = 192  # 1x1 conv before pooling
     head_act: Activation = "hswish"
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1  # before the classifier, training only
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # before the classifier, training only
     channel_divisor: Annotated[int, Field(ge=1)] = 4  # channel counts are multiples of this
     se_reduction: Annotated[int, Field(ge=1)] = 4  # SE squeeze channels = mid / this
 
@@ -144,7 +144,7 @@ class PhaseConfig(StrictModel):
 
 
 def _default_phases() -> list[PhaseConfig]:
-    return [PhaseConfig(name="full", epochs=6, lr=0.1, warmup_epochs=0.5)]
+    return [PhaseConfig(name="full", epochs=5, lr=0.15, warmup_epochs=0.2)]
 
 
 class TrainConfig(StrictModel):
@@ -152,7 +152,7 @@ class TrainConfig(StrictModel):
 
     phases: list[PhaseConfig] = Field(default_factory=_default_phases, min_length=1)
     batch_size: Annotated[int, Field(ge=1)] = 256  # global (split across DDP ranks)
-    n_random: Annotated[int, Field(ge=0)] = 2  # random subnets per step besides max and min
+    n_random: Annotated[int, Field(ge=0)] = 1  # random subnets per step besides max and min
     distill: Literal["none", "kl", "alpha"] = "kl"  # loss of non-max subnets vs max's soft labels
     alpha_min: float = -1.0  # alpha-divergence range (AlphaNet)
     alpha_max: float = 1.0
@@ -162,12 +162,12 @@ class TrainConfig(StrictModel):
     weight_decay: Annotated[float, Field(ge=0.0)] = 4e-5  # not applied to BN and biases
     grad_clip: Annotated[float, Field(gt=0)] | None = 5.0  # max grad norm; null = off
     hflip: bool = True  # augmentation: random horizontal flip
-    crop_padding: Annotated[int, Field(ge=0)] = 2  # augmentation: pad-and-random-crop pixels
+    crop_padding: Annotated[int, Field(ge=0)] = 0  # augmentation: pad-and-random-crop pixels
     channels_last: bool = True  # memory format of activations
     eval_batch_size: Annotated[int, Field(ge=1)] = 500
     epoch_eval_images: Annotated[int, Field(ge=0)] = 2000  # val images for per-epoch metrics
     bn_calib_images: Annotated[int, Field(ge=1)] = 2000  # train images for BN recalibration
-    checkpoint_every_steps: Annotated[int, Field(ge=1)] = 100  # also at every epoch end
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] = 50  # also at every epoch end
     keep_checkpoints: Annotated[int, Field(ge=2)] = 3  # newest kept; older ones deleted
     ddp_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on cuda, else gloo
     # Local data-parallel ranks the stage launches itself (like torchrun --standalone); each
@@ -204,6 +204,20 @@ class TargetOptions(StrictModel):
     cpu_affinity: tuple[int, ...] | None = None
 
 
+class BudgetConfig(StrictModel):
+    """Latency budgets of one target: milliseconds, or fractions of the reachable latency range
+    (0 = the fastest subnet, 1 = the slowest)."""
+
+    unit: Literal["ms", "fraction"] = "fraction"
+    values: list[Annotated[float, Field(ge=0)]] = Field(default=[0.25, 0.5, 0.75], min_length=1)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> BudgetConfig:
+        if self.unit == "fraction" and any(v > 1 for v in self.values):
+            raise ValueError(f"fraction budgets must be in [0, 1], got {self.values}")
+        return self
+
+
 class LatencyTarget(StrictModel):
     """One hardware/runtime target that gets its own latency table (`latency_table@<name>`)."""
 
@@ -217,6 +231,9 @@ class LatencyTarget(StrictModel):
     batch_size: Annotated[int, Field(ge=1)] = 1
     work_pool: str | None = None  # Prefect work pool that runs this target's stage
     options: TargetOptions = TargetOptions()
+    # Latency budgets of this target's search; null: search.default_budgets. Kept here (not in
+    # the search section) so that editing one target's budgets reruns only that target's stages.
+    budgets: BudgetConfig | None = None
 
     @property
     def single_threaded_cpu(self) -> bool:
@@ -311,20 +328,6 @@ class PredictorConfig(StrictModel):
 
 
 # -------------------------------------------------------------------------- search (issue 5)
-class BudgetConfig(StrictModel):
-    """Latency budgets of one target: milliseconds, or fractions of the reachable latency range
-    (0 = the fastest subnet, 1 = the slowest)."""
-
-    unit: Literal["ms", "fraction"] = "fraction"
-    values: list[Annotated[float, Field(ge=0)]] = Field(default=[0.25, 0.5, 0.75], min_length=1)
-
-    @model_validator(mode="after")
-    def _fractions(self) -> BudgetConfig:
-        if self.unit == "fraction" and any(v > 1 for v in self.values):
-            raise ValueError(f"fraction budgets must be in [0, 1], got {self.values}")
-        return self
-
-
 class NsgaConfig(StrictModel):
     pop_size: Annotated[int, Field(ge=4)] = 100
     generations: Annotated[int, Field(ge=1)] = 100
@@ -345,8 +348,17 @@ class EvolutionConfig(StrictModel):
 class SearchConfig(StrictModel):
     """Predictor-guided search per latency target: Pareto front and one subnet per budget."""
 
-    # Budgets per target name (keys must be latency.targets names); others use default_budgets.
-    budgets: dict[str, BudgetConfig] = {}
+    @model_validator(mode="before")
+    @classmethod
+    def _budgets_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "budgets" in data:
+            raise ValueError(
+                "search.budgets moved: set each target's budgets under "
+                "latency.targets.<name>.budgets (search.default_budgets covers the others)"
+            )
+        return data
+
+    # Budgets of targets that set none (latency.targets.<name>.budgets overrides per target).
     default_budgets: BudgetConfig = BudgetConfig()
     nsga: NsgaConfig = NsgaConfig()
     evolution: EvolutionConfig = EvolutionConfig()

@@ -88,7 +88,7 @@ def test_impossible_budget_fails_at_once_naming_the_lowest_latency(
     save_predictor(AccuracyPredictor(enc, model.fit(enc.features(x), [0.5, 0.9] * 3)),
                    tmp_path / "pred", {})  # fmt: skip
     (tmp_path / "params.yaml").write_text(
-        "search:\n  budgets:\n    ort-cpu: {unit: ms, values: [0.001]}\n"
+        "latency:\n  targets:\n    ort-cpu: {budgets: {unit: ms, values: [0.001]}}\n"
     )
     argv = ["--params", str(tmp_path / "params.yaml"), "--target", "ort-cpu",
             "--supernet", str(tmp_path / "supernet"), "--predictor", str(tmp_path / "pred"),
@@ -100,10 +100,10 @@ def test_impossible_budget_fails_at_once_naming_the_lowest_latency(
     assert not (tmp_path / "out").exists()
 
 
-def test_unknown_target_in_budgets_is_a_config_error(tmp_path: Path, caplog) -> None:
-    (tmp_path / "params.yaml").write_text("search:\n  budgets:\n    ort-cpuu: {}\n")
+def test_search_budgets_moved_is_a_config_error(tmp_path: Path, caplog) -> None:
+    (tmp_path / "params.yaml").write_text("search:\n  budgets:\n    ort-cpu: {}\n")
     argv = ["--params", str(tmp_path / "params.yaml"), "--target", "ort-cpu"]
     names = ("supernet", "data", "predictor", "latency", "out", "metrics", "plot", "plot-data")
     argv += [f"--{k}={tmp_path / k}" for k in names]
     assert stage.run(search.main, argv) == 2
-    assert "unknown targets ['ort-cpuu']" in caplog.text
+    assert "search.budgets moved" in caplog.text and "latency.targets.<name>.budgets" in caplog.text

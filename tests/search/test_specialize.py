@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onceflow.config import BudgetConfig, SearchConfig
+from onceflow.config import BudgetConfig, LatencyTarget, SearchConfig
 from onceflow.errors import ConfigError, SearchError
 from onceflow.search import EvolutionParams, NsgaParams, budgets_for, report, run_search, specialize
 from onceflow.search.specialize import front_hypervolume
@@ -58,7 +58,7 @@ def test_run_search_from_config_and_documents() -> None:
         random_samples=200,
         extra_objectives=["macs"],
     )
-    budgets = budgets_for(cfg, ["ort-cpu"], "ort-cpu")
+    budgets = budgets_for(cfg, {"ort-cpu": LatencyTarget()}, "ort-cpu")
     macs = lambda x: (x**2).sum(1).astype(float)  # noqa: E731
     res = run_search(
         [type("D", (), {"name": n, "choices": tuple(range(c))}) for n, c in
@@ -75,7 +75,9 @@ def test_run_search_from_config_and_documents() -> None:
     m = report.search_metrics(res, "ort-cpu", [0.5])
     assert m["selected"][0]["real_accuracy"] == 0.5 and "mean_abs_prediction_error_pp" in m
     assert report.pareto_png(res, "toy", [0.5])[:4] == b"\x89PNG"
-    with pytest.raises(ConfigError, match="unknown targets"):
-        budgets_for(cfg, ["other"], "ort-cpu")
+    with pytest.raises(ConfigError, match="unknown target 'ort-cpu'"):
+        budgets_for(cfg, {"other": LatencyTarget()}, "ort-cpu")
+    own = LatencyTarget(budgets=BudgetConfig(unit="ms", values=[2.0]))
+    assert budgets_for(cfg, {"ort-cpu": own}, "ort-cpu").values == [2.0]
     with pytest.raises(ConfigError, match="extra_objectives"):
         run_search([], cfg, budgets, acc, lat, seed=0)

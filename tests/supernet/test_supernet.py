@@ -167,7 +167,7 @@ def test_save_load_roundtrip(tmp_path, default_net: Supernet) -> None:
     (tmp_path / "sn" / "space.json").write_text(
         (tmp_path / "sn" / "space.json")
         .read_text()
-        .replace('"head_channels": 256', '"head_channels": 64')
+        .replace('"head_channels": 192', '"head_channels": 64')
     )
     with pytest.raises(DataError, match="does not match"):
         load_supernet(tmp_path / "sn")

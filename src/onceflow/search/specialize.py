@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from onceflow.config import BudgetConfig, SearchConfig
+from onceflow.config import BudgetConfig, LatencyTarget, SearchConfig
 from onceflow.errors import ConfigError
 from onceflow.search.bounds import (
     Range,
@@ -184,17 +184,17 @@ def specialize(
     )
 
 
-def budgets_for(cfg: SearchConfig, targets: Iterable[str], target: str) -> BudgetConfig:
-    """The budgets of ``target``; ConfigError if it or a key of ``search.budgets`` is not a
-    latency target (a typo would otherwise silently fall back to the defaults)."""
-    known = sorted(targets)
-    unknown = sorted(set(cfg.budgets) - set(known)) + ([] if target in known else [target])
-    if unknown:
+def budgets_for(
+    cfg: SearchConfig, targets: Mapping[str, LatencyTarget], target: str
+) -> BudgetConfig:
+    """The budgets of ``target``: its own ``budgets`` or ``search.default_budgets``;
+    ConfigError if ``target`` is not a latency target."""
+    if target not in targets:
         raise ConfigError(
-            f"params.yaml search.budgets / --target: unknown targets {unknown}; "
-            f"latency.targets has {known}"
+            f"params.yaml --target: unknown target {target!r}; latency.targets has "
+            f"{sorted(targets)}"
         )
-    return cfg.budgets.get(target, cfg.default_budgets)
+    return targets[target].budgets or cfg.default_budgets
 
 
 def run_search(
