@@ -93,22 +93,31 @@ def import_closure(module: str) -> frozenset[Path]:
     return frozenset(seen)
 
 
-def _stages() -> list[tuple[str, dict]]:
-    """(name, definition) of every stage, foreach expanded over params.yaml's values."""
-    dvc = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+def _lookup(params: dict, expr: str) -> object:
+    value: object = params
+    for part in expr.split("."):
+        value = value[part]  # type: ignore[index]
+    return value
+
+
+def expand_stages(root: Path = REPO_ROOT) -> list[tuple[str, dict]]:
+    """(name, definition) of every stage in ``root``'s dvc.yaml, foreach expanded over its
+    params.yaml and ``${...}`` interpolated (as DVC does)."""
+    dvc = yaml.safe_load((root / "dvc.yaml").read_text())
+    params = yaml.safe_load((root / "params.yaml").read_text())
+
+    def interpolate(st: dict, key: str | None) -> dict:
+        scope = params if key is None else {**params, "key": key}
+        text = re.sub(r"\$\{([\w.-]+)\}", lambda m: str(_lookup(scope, m[1])), yaml.safe_dump(st))
+        return yaml.safe_load(text)
+
     out = []
     for name, st in dvc["stages"].items():
         if "foreach" not in st:
-            out.append((name, st))
+            out.append((name, interpolate(st, None)))
             continue
-        expr = re.fullmatch(r"\$\{(.+)\}", st["foreach"]).group(1)
-        items = params
-        for part in expr.split("."):
-            items = items[part]
-        text = yaml.safe_dump(st["do"])
-        for key in items:
-            out.append((f"{name}@{key}", yaml.safe_load(text.replace("${key}", str(key)))))
+        items = _lookup(params, re.fullmatch(r"\$\{(.+)\}", st["foreach"])[1])
+        out += [(f"{name}@{key}", interpolate(st["do"], key)) for key in items]  # type: ignore[union-attr]
     return out
 
 
@@ -140,7 +149,7 @@ def unused_code_deps(stage: dict) -> list[str]:
     return [d for d in code if not any(f == d or f.startswith(d + "/") for f in closure)]
 
 
-STAGES = _stages()
+STAGES = expand_stages()
 
 
 @pytest.mark.parametrize(("name", "stage"), STAGES, ids=[n for n, _ in STAGES])
