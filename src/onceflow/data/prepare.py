@@ -6,12 +6,12 @@ Pure with respect to outputs: :func:`prepare_dataset` returns values; the stage 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from onceflow.config import DataConfig
-from onceflow.data.prepared import Meta, Split, save_split
+from onceflow.data.prepared import Meta, Split, content_hash, save_split
 from onceflow.data.sources import read_source
 from onceflow.data.split import stratified_split, stratified_subset
 from onceflow.data.validate import GateResult, GateSettings, image_table, run_gate
@@ -73,6 +73,7 @@ def prepare_dataset(cfg: DataConfig, seed: int) -> Prepared:
         classes=raw.classes, height=h, width=w, channels=c, mean=mean, std=std,
         source=cfg.source, counts={k: len(v) for k, v in splits.items()},
     )  # fmt: skip
+    meta = replace(meta, content_sha256=content_hash(splits, meta))
     table = image_table({k: (v.images, v.labels) for k, v in splits.items()}, meta.n_classes)
     gate = run_gate(
         table,

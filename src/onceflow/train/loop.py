@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from onceflow.config import PhaseConfig, TrainConfig
-from onceflow.data.prepared import PreparedData
+from onceflow.data.prepared import PreparedData, data_identity
 from onceflow.errors import DataError
 from onceflow.supernet import Arch, SearchSpace, Supernet
 from onceflow.train import checkpoint as ckpt
@@ -65,6 +65,7 @@ class TrainOutcome:
     train_seconds: float = 0.0  # wall time over all (resumed) sessions
     epochs: float = 0.0  # epochs trained, summed over phases
     completed: bool = True  # False when stopped early by ``stop_at_step``
+    steps_run: int = 0  # optimizer steps taken by this call (0: a finished run was resumed)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,37 @@ def make_plan(n_train: int, cfg: TrainConfig) -> _Plan:
     return _Plan(spe, batch, steps, warm)
 
 
-def fingerprint(space: SearchSpace, cfg: TrainConfig, seed: int, n_train: int, world: int) -> str:
-    """Identity of a training run; a checkpoint from another identity is not resumed."""
+def _code_digest() -> str:
+    """sha256 of the training and supernet sources: a checkpoint written by other training
+    code is not resumed (its weights came from a different procedure)."""
+    import onceflow.supernet
+    import onceflow.train
+
+    h = hashlib.sha256(torch.__version__.encode())
+    for pkg in (onceflow.train, onceflow.supernet):
+        for f in sorted(Path(next(iter(pkg.__path__))).glob("*.py")):
+            h.update(f"{pkg.__name__}/{f.name}\0".encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def fingerprint(
+    space: SearchSpace, cfg: TrainConfig, seed: int, data: PreparedData, world: int
+) -> str:
+    """Identity of a training run: everything that changes the weights it produces -- the
+    space, the train params (not the checkpoint cadence), the seed, the prepared data's
+    content (``content_sha256``), the number of ranks, and the training code and torch
+    version. A checkpoint of another identity is never resumed."""
     train = cfg.model_dump(mode="json", exclude={"checkpoint_every_steps", "keep_checkpoints"})
     blob = json.dumps(
-        {"space": space.to_json(), "train": train, "seed": seed, "n": n_train, "world": world},
+        {
+            "space": space.to_json(),
+            "train": train,
+            "seed": seed,
+            "data": data_identity(data),
+            "n": len(data.train),
+            "world": world,
+            "code": _code_digest(),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -269,8 +296,9 @@ def train_supernet(
     broadcast_state(net, ctx)
     sess = _Session(net, cfg, plan)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fp = fingerprint(space, cfg, seed, n_train, ctx.world_size)
+    fp = fingerprint(space, cfg, seed, data, ctx.world_size)
     _resume(sess, directory, fp, ctx, device)
+    first_step = sess.global_step
     if on_epoch is not None and ctx.is_main:
         for rec in sess.history:
             on_epoch(rec)
@@ -348,12 +376,18 @@ def train_supernet(
             barrier(ctx)
         if stop_at_step is not None and sess.global_step >= stop_at_step:
             bar.close()
-            return TrainOutcome(net, sess.history, time.perf_counter() - t0, _epochs(sess), False)
+            return TrainOutcome(
+                net, sess.history, time.perf_counter() - t0, _epochs(sess), False,
+                sess.global_step - first_step,
+            )  # fmt: skip
         done = sess.global_step >= plan.total_steps
     bar.close()
     check_in_sync(net, ctx)
     net.set_active(space.max_arch())
-    return TrainOutcome(net, sess.history, time.perf_counter() - t0, _epochs(sess), True)
+    return TrainOutcome(
+        net, sess.history, time.perf_counter() - t0, _epochs(sess), True,
+        sess.global_step - first_step,
+    )  # fmt: skip
 
 
 def _epochs(sess: _Session) -> float:
