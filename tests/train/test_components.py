@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import struct
 
 import numpy as np
 import pytest
@@ -112,6 +114,31 @@ def test_checkpoint_fallback_on_corrupt_newest(tmp_path, caplog) -> None:
     assert path.name == "ckpt-00000009.pt" and float(state["model"]["w"][0]) == 9.0
     assert "ckpt-00000012.pt is unreadable" in caplog.text
     assert load_latest_checkpoint(tmp_path / "none") is None
+
+
+def test_checkpoint_with_a_flipped_bit_is_reported_and_never_loaded(tmp_path, caplog) -> None:
+    for step in (3, 6):
+        w = torch.arange(4096, dtype=torch.float32) + step
+        save_checkpoint(tmp_path, {"model": {"w": w}, "step": step}, step, keep=3)
+    newest = checkpoint_files(tmp_path)[-1]
+    blob = bytearray(newest.read_bytes())
+    header = blob.index(b"\n") + 1
+    payload = bytes(blob[header:])
+    at = payload.index(struct.pack("<f", 4006.0))  # w[4000] of step 6, inside the tensor data
+    blob[header + at + 1] ^= 0x10  # one bit
+    newest.write_bytes(bytes(blob))
+    # without the digest this corruption loads silently, with a wrong weight
+    flipped = torch.load(io.BytesIO(bytes(blob[header:])), weights_only=True)
+    assert not torch.equal(flipped["model"]["w"], torch.arange(4096, dtype=torch.float32) + 6)
+    with caplog.at_level(logging.WARNING):
+        state, path = load_latest_checkpoint(tmp_path)
+    assert path.name == "ckpt-00000003.pt" and state["step"] == 3
+    assert f"checkpoint {newest} is unreadable (sha256 mismatch" in caplog.text
+    # nothing verifiable left: no checkpoint (training starts over)
+    checkpoint_files(tmp_path)[0].write_bytes(payload)  # a payload without its digest header
+    with caplog.at_level(logging.WARNING):
+        assert load_latest_checkpoint(tmp_path) is None
+    assert "no onceflow-checkpoint digest header" in caplog.text
 
 
 def test_evaluate_accuracy_range(tiny_prepared) -> None:

@@ -1,12 +1,17 @@
-"""Training checkpoints: atomic writes, weights_only loads, fallback past a corrupt newest file.
+"""Training checkpoints: atomic writes, checksummed, weights_only loads, fallback past a
+corrupt newest file.
 
-Files are ``<dir>/ckpt-<global step, 8 digits>.pt``; the newest ``keep`` are kept. A checkpoint
-is a dict of tensors and plain values only (see ``train.loop``), so ``torch.load(...,
-weights_only=True)`` reads it.
+Files are ``<dir>/ckpt-<global step, 8 digits>.pt``; the newest ``keep`` are kept. Each file is
+one header line ``onceflow-checkpoint sha256=<hex>`` followed by the ``torch.save`` payload the
+digest covers: a flipped bit anywhere in the payload (which ``torch.load`` would often read
+without complaint, handing back corrupted weights) fails the check on load, and the file is
+reported and skipped, never loaded. The payload is a dict of tensors and plain values only (see
+``train.loop``), so ``torch.load(..., weights_only=True)`` reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -23,6 +28,32 @@ from onceflow.io import write_bytes_atomic
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^ckpt-(\d{8})\.pt$")
+_HEADER = re.compile(rb"^onceflow-checkpoint sha256=([0-9a-f]{64})\n")
+
+
+class CorruptCheckpoint(ValueError):
+    """The file's digest header is missing or does not match its payload."""
+
+
+def encode_checkpoint(state: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file: digest header line + ``torch.save`` payload."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    return (
+        b"onceflow-checkpoint sha256=%s\n" % hashlib.sha256(payload).hexdigest().encode() + payload
+    )
+
+
+def verified_payload(blob: bytes) -> bytes:
+    """The payload of a checkpoint file, after checking it against its digest header."""
+    m = _HEADER.match(blob)
+    if m is None:
+        raise CorruptCheckpoint("no onceflow-checkpoint digest header")
+    payload = blob[m.end() :]
+    if hashlib.sha256(payload).hexdigest().encode() != m.group(1):
+        raise CorruptCheckpoint("sha256 mismatch: the file is corrupt")
+    return payload
 
 
 def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
@@ -38,9 +69,7 @@ def save_checkpoint(
     directory: str | os.PathLike[str], state: dict[str, Any], step: int, keep: int = 3
 ) -> Path:
     """Write ``state`` atomically as the checkpoint of global ``step``; prune to ``keep``."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    path = write_bytes_atomic(Path(directory) / f"ckpt-{step:08d}.pt", buf.getvalue())
+    path = write_bytes_atomic(Path(directory) / f"ckpt-{step:08d}.pt", encode_checkpoint(state))
     for old in checkpoint_files(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
@@ -49,13 +78,23 @@ def save_checkpoint(
 def load_latest_checkpoint(
     directory: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> tuple[dict[str, Any], Path] | None:
-    """The newest checkpoint that loads; a corrupt one is skipped with a warning. None if none."""
+    """The newest checkpoint whose digest verifies and that loads; a corrupt one is skipped
+    with a warning naming it (it is never loaded). None if none."""
     for path in reversed(checkpoint_files(directory)):
         try:
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+            payload = verified_payload(path.read_bytes())
+            state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+        except (
+            CorruptCheckpoint,
+            RuntimeError,
+            EOFError,
+            OSError,
+            pickle.UnpicklingError,
+            zipfile.BadZipFile,
+        ) as err:
             log.warning(
-                "checkpoint %s is unreadable (%s); falling back to the previous one",
+                "checkpoint %s is unreadable (%s); not loaded: falling back to the previous one "
+                "(or starting over)",
                 path,
                 str(err).splitlines()[0] if str(err) else type(err).__name__,
             )
