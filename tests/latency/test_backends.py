@@ -11,6 +11,7 @@ from onceflow.config import LatencyTarget, TargetOptions
 from onceflow.errors import BackendUnavailable
 from onceflow.latency.backends import make_backend
 from onceflow.latency.protocol import MeasureProtocol
+from tests.latency.conftest import make_protocol
 
 CUDA = torch.cuda.is_available()
 TRT_OK, TRT_REASON = make_backend(
@@ -40,7 +41,7 @@ def test_ort_bigger_graph_is_slower() -> None:
     be = make_backend(LatencyTarget())
     small = nn.Conv2d(4, 4, 1).eval()
     big = nn.Sequential(*[nn.Conv2d(64, 64, 3, padding=1) for _ in range(4)]).eval()
-    proto = MeasureProtocol(warmup=2, repeats=15, number=1)
+    proto = make_protocol(warmup=2, repeats=15, number=1)
     s_small, s_big = be.measure_many([(small, (1, 4, 8, 8)), (big, (1, 64, 32, 32))], proto)
     assert s_big.median > 5 * s_small.median
 
@@ -123,7 +124,7 @@ def test_tensorrt_measures_and_caches_engines(
 
 def test_sessions_split_samples_and_pool_them() -> None:
     be = make_backend(LatencyTarget())
-    proto = MeasureProtocol(warmup=1, repeats=6, number=1, sessions=3)
+    proto = make_protocol(warmup=1, repeats=6, number=1, sessions=3)
     items = be.prepare_sessions(tiny_conv(), (1, 4, 8, 8), 3)
     assert len({id(it.session) for it in items}) == 3  # independent sessions
     wall, cpu = be.sample_many([(tiny_conv(), (1, 4, 8, 8)), (tiny_conv(2), (1, 2, 8, 8))], proto)

@@ -20,6 +20,7 @@ from onceflow.latency.protocol import (
 )
 from onceflow.latency.table import protocol_from_config
 from tests.conftest import REPO_ROOT
+from tests.latency.conftest import make_protocol
 
 
 class StepClock:
@@ -52,13 +53,13 @@ def test_stats_rejects_empty() -> None:
 
 def test_protocol_validates() -> None:
     with pytest.raises(ValueError, match="repeats"):
-        MeasureProtocol(repeats=0)
+        replace(make_protocol(), repeats=0)
 
 
 def test_interleaved_rounds_visit_every_item_and_report_per_inference_ms() -> None:
     log: list[tuple[str, int]] = []
     items = [StepClock("a", 1e-3, log), StepClock("b", 3e-3, log), StepClock("c", 2e-3, log)]
-    proto = MeasureProtocol(warmup=4, repeats=6, number=5, interleave=True, prime=0, seed=1)
+    proto = make_protocol(warmup=4, repeats=6, number=5, interleave=True, prime=0, seed=1)
     stats = measure_interleaved(items, proto)
     assert [round(s.median, 9) for s in stats] == [1.0, 3.0, 2.0]
     assert all(s.n == 6 for s in stats)
@@ -72,7 +73,7 @@ def test_interleaved_rounds_visit_every_item_and_report_per_inference_ms() -> No
 def test_sequential_mode_times_item_by_item() -> None:
     log: list[tuple[str, int]] = []
     items = [StepClock("a", 1e-3, log), StepClock("b", 1e-3, log)]
-    proto = MeasureProtocol(warmup=0, repeats=3, number=1, interleave=False, prime=0)
+    proto = make_protocol(warmup=0, repeats=3, number=1, interleave=False, prime=0)
     measure_interleaved(items, proto)
     assert [n for n, _ in log] == ["a"] * 3 + ["b"] * 3
 
@@ -80,7 +81,7 @@ def test_sequential_mode_times_item_by_item() -> None:
 def test_every_sample_is_primed_right_before_it_and_priming_is_not_timed() -> None:
     log: list[tuple[str, int]] = []
     items = [StepClock("a", 1e-3, log), StepClock("b", 2e-3, log)]
-    stats = measure_interleaved(items, MeasureProtocol(warmup=0, repeats=4, number=3, prime=2))
+    stats = measure_interleaved(items, make_protocol(warmup=0, repeats=4, number=3, prime=2))
     assert [round(s.median, 9) for s in stats] == [1.0, 2.0]  # per inference of the timed runs
     assert len(log) == 2 * 4 * 2
     pairs = [log[i : i + 2] for i in range(0, len(log), 2)]
@@ -88,7 +89,9 @@ def test_every_sample_is_primed_right_before_it_and_priming_is_not_timed() -> No
 
 
 def test_default_protocol_primes() -> None:
-    assert MeasureProtocol().prime == MeasureProtocolConfig().prime >= 2
+    default = protocol_from_config(LatencyConfig(), LatencyTarget(), 0)
+    assert default.prime == MeasureProtocolConfig().prime >= 2
+    assert default.repeats == MeasureProtocolConfig().repeats  # no second set of defaults
 
 
 class Sleeper:
@@ -105,7 +108,7 @@ class Sleeper:
 
 
 def test_thread_cpu_clock_ignores_time_not_spent_computing() -> None:
-    proto = MeasureProtocol(warmup=0, repeats=3, number=1)
+    proto = make_protocol(warmup=0, repeats=3, number=1)
     wall, cpu = sample_interleaved_clocks([Sleeper()], proto)
     assert np.all(wall >= 2.0)
     assert np.all(cpu < wall / 2)
@@ -122,7 +125,7 @@ def test_clock_auto_resolves_per_target() -> None:
     with pytest.raises(ValidationError, match="thread_cpu only"):
         LatencyConfig(targets={"x": two}, protocol=MeasureProtocolConfig(clock="thread_cpu"))
     with pytest.raises(ValueError, match="clock"):
-        MeasureProtocol(clock="sundial")
+        replace(make_protocol(), clock="sundial")
 
 
 def _head() -> tuple[nn.Module, tuple[int, ...]]:

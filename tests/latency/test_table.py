@@ -8,15 +8,15 @@ from onceflow.errors import BackendUnavailable, ConfigError
 from onceflow.latency import build_latency_table, make_backend
 from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.lut import Lut, build_lut, spec_key
-from onceflow.latency.protocol import MeasureProtocol
 from onceflow.latency.table import sample_distinct
 from onceflow.supernet import SearchSpace, Supernet, build_layer
+from tests.latency.conftest import make_protocol
 
 
 def test_lut_on_ort_covers_the_space_and_round_trips(tiny_space: SearchSpace) -> None:
     specs = tiny_space.unique_layer_specs()
     be = make_backend(LatencyTarget())
-    lut, seconds = build_lut(specs, build_layer, be, MeasureProtocol(warmup=1, repeats=3), 1)
+    lut, seconds = build_lut(specs, build_layer, be, make_protocol(warmup=1, repeats=3), 1)
     assert set(lut.entries) == set(specs) and seconds > 0
     assert all(s.median > 0 and s.n == 3 for s in lut.entries.values())
     assert 0 < lut.overhead.median < max(s.median for s in lut.entries.values())

@@ -26,6 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
+from onceflow.config import MeasureProtocolConfig
+
 # (p90 - p10) of a normal distribution, in standard deviations: turns the 10-90 spread into a
 # robust sigma that a few preempted samples on a shared machine do not inflate.
 _P10_P90_SIGMAS = 2.0 * 1.2815515655446004
@@ -33,25 +35,26 @@ _P10_P90_SIGMAS = 2.0 * 1.2815515655446004
 
 @dataclass(frozen=True)
 class MeasureProtocol:
-    """How to time one item; identical for LUT entries and whole subnets."""
+    """How to time one item; identical for LUT entries and whole subnets. Built from the
+    validated ``latency.protocol`` section (:meth:`from_config`), which holds the defaults and
+    the meaning of each field; this adds the seed and resolves ``clock: auto``."""
 
-    warmup: int = 10  # untimed runs per item before the first round
-    repeats: int = 300  # timed samples per item (split over sessions)
-    number: int = 1  # consecutive runs per sample (the sample is their mean)
-    interleave: bool = True  # rounds go over all items in shuffled order; else item by item
-    # Untimed runs right before each sample. Interleaving evicts an item's weights and buffers
-    # between its samples; priming measures the warm steady state a deployed model runs in
-    # (0: cold-cache latency, ~2x too high on small models; 2: within ~5% of timing alone).
-    prime: int = 2
-    # Independent compilations (sessions/engines, each with its own buffers) per model; samples
-    # are split evenly over them and pooled. Buffer addresses change cache-set and aliasing
-    # behaviour by several percent per session; averaging over sessions removes that lottery.
-    sessions: int = 1
-    seed: int = 0  # seeds the per-round shuffling
+    warmup: int  # untimed runs per item before the first round
+    repeats: int  # timed samples per item (split over sessions)
+    number: int  # consecutive runs per sample (the sample is their mean)
+    interleave: bool  # rounds go over all items in shuffled order; else item by item
+    prime: int  # untimed runs right before each sample (warm steady state)
+    sessions: int  # independent compilations per model; samples split over them and pooled
+    seed: int  # seeds the per-round shuffling
     # "wall": the item's own clock (wall time on CPU, CUDA events on GPU). "thread_cpu": CPU
     # time of the measuring thread -- equal to wall latency for single-threaded CPU inference
     # on an idle machine, but blind to time slices taken by other processes on a shared one.
-    clock: str = "wall"
+    clock: str
+
+    @classmethod
+    def from_config(cls, cfg: MeasureProtocolConfig, *, seed: int, clock: str) -> MeasureProtocol:
+        """``cfg``'s settings with ``seed`` and a resolved ``clock`` (wall or thread_cpu)."""
+        return cls(**cfg.model_dump(exclude={"clock"}), seed=seed, clock=clock)
 
     def __post_init__(self) -> None:
         if min(self.repeats, self.number, self.sessions) < 1 or min(self.warmup, self.prime) < 0:

@@ -48,16 +48,7 @@ def protocol_from_config(cfg: LatencyConfig, target: LatencyTarget, seed: int) -
     clock = p.clock
     if clock == "auto":
         clock = "thread_cpu" if target.single_threaded_cpu else "wall"
-    return MeasureProtocol(
-        warmup=p.warmup,
-        repeats=p.repeats,
-        number=p.number,
-        interleave=p.interleave,
-        prime=p.prime,
-        sessions=p.sessions,
-        seed=seed,
-        clock=clock,
-    )
+    return MeasureProtocol.from_config(p, seed=seed, clock=clock)
 
 
 def sample_distinct(
