@@ -31,7 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from onceflow.config import PredictorConfig, SupernetConfig, load_params  # noqa: E402
+from onceflow.config import EvolutionConfig, PredictorConfig, SupernetConfig, load_params  # noqa: E402
 from onceflow.latency import LatencyEstimator, load_estimator  # noqa: E402
 from onceflow.latency.lut import Lut  # noqa: E402
 from onceflow.latency.protocol import LatencyStats  # noqa: E402
@@ -42,8 +42,6 @@ from onceflow.predictor.models import MODEL_KINDS, make_model  # noqa: E402
 from onceflow.predictor.pipeline import model_params  # noqa: E402
 from onceflow.search import (  # noqa: E402
     CategoricalSpace,
-    EvolutionParams,
-    NsgaParams,
     Objective,
     constrained_evolution,
     coordinate_descent,
@@ -163,7 +161,7 @@ def main() -> None:
             pred.predict,
             est.predict,
             b,
-            EvolutionParams(generations=100_000, time_limit_s=max(left - 0.5, 0.1)),
+            EvolutionConfig(generations=100_000, time_limit_s=max(left - 0.5, 0.1)),
             seed=args.seed,
             initial=low.x[None],
         )
@@ -214,7 +212,7 @@ def main() -> None:
     fr = nsga2(
         cs,
         [Objective("accuracy", pred.predict, True), Objective("latency", est.predict)],
-        **vars(NsgaParams()) | {"seed": args.seed},
+        **params.search.nsga.model_dump() | {"seed": args.seed},
         initial=np.stack([lat_range.low.x, lat_range.high.x]),
     )
     f2 = non_dominated(np.stack([-fr.values["accuracy"], fr.values["latency"]], 1))

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onceflow.config import EvolutionConfig
 from onceflow.errors import SearchError
 from onceflow.search import (
     CategoricalSpace,
-    EvolutionParams,
     Objective,
     accuracy_latency_hv,
     check_budget,
@@ -104,7 +104,7 @@ def test_constrained_evolution_finds_exact_optimum(budget: float) -> None:
         acc,
         lat,
         budget,
-        EvolutionParams(population=30, generations=40),
+        EvolutionConfig(population=30, generations=40),
         seed=1,
         initial=low.x[None, :],
     )
@@ -135,7 +135,7 @@ def test_impossible_budget_fails_at_once_with_lowest_reachable() -> None:
 def test_evolution_without_feasible_seed_reports_none_when_impossible() -> None:
     space = toy_space()
     best = constrained_evolution(
-        space, acc, lat, 0.5, EvolutionParams(population=10, generations=3), seed=0
+        space, acc, lat, 0.5, EvolutionConfig(population=10, generations=3), seed=0
     )
     assert best.x is None and best.constraint >= 1.0
 

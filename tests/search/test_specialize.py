@@ -6,15 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onceflow.config import BudgetConfig, LatencyTarget, SearchConfig
+from onceflow.config import (
+    BudgetConfig,
+    EvolutionConfig,
+    LatencyTarget,
+    NsgaConfig,
+    SearchConfig,
+)
 from onceflow.errors import ConfigError, SearchError
-from onceflow.search import EvolutionParams, NsgaParams, budgets_for, report, run_search, specialize
+from onceflow.search import budgets_for, report, run_search, specialize
 from onceflow.search.specialize import front_hypervolume
 from tests.search.test_engine import acc, exact_front, lat, toy_space
 
 QUICK = dict(
-    nsga=NsgaParams(pop_size=40, generations=30, polish_sweeps=5),
-    evolution=EvolutionParams(population=30, generations=40),
+    nsga=NsgaConfig(pop_size=40, generations=30, polish_sweeps=5),
+    evolution=EvolutionConfig(population=30, generations=40),
     random_samples=500,
 )
 

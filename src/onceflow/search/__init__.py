@@ -13,13 +13,12 @@ from onceflow.search.bounds import (
     resolve_budget,
     value_range,
 )
-from onceflow.search.evolution import EvolutionParams, constrained_evolution, random_search
+from onceflow.search.evolution import constrained_evolution, random_search
 from onceflow.search.nsga import nsga2
 from onceflow.search.pareto import accuracy_latency_hv, hypervolume, non_dominated
 from onceflow.search.problem import Best, Counter, Front, Objective
 from onceflow.search.space import BatchFn, CategoricalSpace, unique_rows
 from onceflow.search.specialize import (
-    NsgaParams,
     Pick,
     Specialization,
     budgets_for,
@@ -32,10 +31,8 @@ __all__ = [
     "Best",
     "CategoricalSpace",
     "Counter",
-    "EvolutionParams",
     "Extremum",
     "Front",
-    "NsgaParams",
     "Objective",
     "Pick",
     "Range",

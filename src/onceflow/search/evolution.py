@@ -11,32 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
-from onceflow.errors import ConfigError
+from onceflow.config import EvolutionConfig
 from onceflow.search.problem import Best, Counter
 from onceflow.search.space import BatchFn, CategoricalSpace, unique_rows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvolutionParams:
-    population: int = 100  # candidates kept per generation
-    parents_fraction: float = 0.25  # top fraction that breeds the next generation
-    mutation_fraction: float = 0.5  # children made by mutation; the rest by crossover
-    mutation_prob: float = 0.1  # per-index mutation probability
-    generations: int = 200  # hard bound on generations
-    time_limit_s: float = 10.0  # and on wall time
-    polish_sweeps: int = 2  # coordinate-polish sweeps of the best candidate (0: none)
-
-    def __post_init__(self) -> None:
-        if self.population < 4 or not 0 < self.parents_fraction <= 1:
-            raise ConfigError("evolution: population >= 4 and 0 < parents_fraction <= 1")
-        if not 0 <= self.mutation_fraction <= 1 or not 0 <= self.mutation_prob <= 1:
-            raise ConfigError("evolution: mutation_fraction and mutation_prob must be in [0, 1]")
 
 
 def _rank(fit: np.ndarray, con: np.ndarray, budget: float) -> np.ndarray:
@@ -53,7 +35,7 @@ def constrained_evolution(
     fitness: BatchFn,
     constraint: BatchFn,
     budget: float,
-    params: EvolutionParams = EvolutionParams(),
+    params: EvolutionConfig,
     *,
     seed: int = 0,
     initial: np.ndarray | None = None,

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from onceflow.config import BudgetConfig, LatencyTarget, SearchConfig
+from onceflow.config import (
+    BudgetConfig,
+    EvolutionConfig,
+    LatencyTarget,
+    NsgaConfig,
+    SearchConfig,
+)
 from onceflow.errors import ConfigError
 from onceflow.search.bounds import (
     Range,
@@ -21,21 +27,13 @@ from onceflow.search.bounds import (
     resolve_budget,
     value_range,
 )
-from onceflow.search.evolution import EvolutionParams, constrained_evolution
+from onceflow.search.evolution import constrained_evolution
 from onceflow.search.nsga import nsga2
 from onceflow.search.pareto import accuracy_latency_hv, non_dominated
 from onceflow.search.problem import Best, Counter, Front, Objective
 from onceflow.search.space import BatchFn, CategoricalSpace, unique_rows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NsgaParams:
-    pop_size: int = 100
-    generations: int = 100
-    polish_sweeps: int = 5
-    time_limit_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -103,9 +101,9 @@ def specialize(
     budgets: Sequence[float],
     unit: str,
     *,
-    nsga: NsgaParams = NsgaParams(),
-    evolution: EvolutionParams | None = None,
-    random_samples: int = 10_000,
+    nsga: NsgaConfig,
+    evolution: EvolutionConfig,
+    random_samples: int,
     extra_objectives: Sequence[Objective] = (),
     seed: int = 0,
     describe: Callable[[np.ndarray], str] | None = None,
@@ -149,9 +147,7 @@ def specialize(
     for spec, b in zip(budgets, resolved, strict=True):
         ok = front.values["latency"] <= b
         seeds = np.concatenate([lat_range.low.x[None], front.x[ok]])
-        best = constrained_evolution(
-            space, acc_c, lat_c, b, evolution or EvolutionParams(), seed=seed, initial=seeds
-        )
+        best = constrained_evolution(space, acc_c, lat_c, b, evolution, seed=seed, initial=seeds)
         assert best.x is not None  # the lowest-latency row is feasible and seeded
         feas = s_lat <= b
         rnd = float(s_acc[feas].max()) if feas.any() else float("nan")
@@ -222,8 +218,8 @@ def run_search(
         latency,
         budgets.values,
         budgets.unit,
-        nsga=NsgaParams(**cfg.nsga.model_dump()),
-        evolution=EvolutionParams(**cfg.evolution.model_dump()),
+        nsga=cfg.nsga,
+        evolution=cfg.evolution,
         random_samples=cfg.random_samples,
         extra_objectives=[Objective(n, extra[n]) for n in cfg.extra_objectives],
         seed=seed,
