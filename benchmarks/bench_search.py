@@ -39,7 +39,6 @@ from onceflow.predictor import AccuracyPredictor, ArchEncoder, load_predictor  #
 from onceflow.predictor.encoding import layer_macs  # noqa: E402
 from onceflow.predictor.fit import select_and_fit  # noqa: E402
 from onceflow.predictor.models import MODEL_KINDS, make_model  # noqa: E402
-from onceflow.predictor.pipeline import model_params  # noqa: E402
 from onceflow.search import (  # noqa: E402
     CategoricalSpace,
     Objective,
@@ -82,9 +81,7 @@ def synthetic_setting(
         enc.features(x),
         y,
         cfg.models,
-        p=model_params(cfg),
-        k_folds=cfg.k_folds,
-        tie_tolerance=cfg.tie_tolerance,
+        p=cfg,
         seed=seed,
     )
     return space, AccuracyPredictor(enc, model), est
@@ -129,9 +126,7 @@ def main() -> None:
     xb = cs.sample_spread(rng, 100_000)
     by_model = {}
     for kind in MODEL_KINDS:
-        m = make_model(kind, model_params(params.predictor)).fit(
-            enc.features(xb[:300]), pred.predict(xb[:300])
-        )
+        m = make_model(kind, params.predictor).fit(enc.features(xb[:300]), pred.predict(xb[:300]))
         other = AccuracyPredictor(enc, m)
         by_model[kind] = round(rate(lambda x, o=other: (o.predict(x), est.predict(x)), xb, 2))  # noqa: E731
 

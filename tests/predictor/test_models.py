@@ -7,14 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from onceflow.config import PredictorConfig
 from onceflow.errors import ConfigError, DataError
 from onceflow.predictor import AccuracyPredictor, ArchEncoder, load_predictor, save_predictor
 from onceflow.predictor.fit import rank_metrics, select_and_fit
-from onceflow.predictor.models import MODEL_KINDS, ModelParams, make_model
+from onceflow.predictor.models import MODEL_KINDS, make_model
 from onceflow.predictor.predictor import WEIGHTS_FILE
 from onceflow.supernet import SearchSpace
 
-FAST = ModelParams(mlp_epochs=150, mlp_hidden=32, gbm_iterations=80)
+FAST = PredictorConfig(mlp_epochs=150, mlp_hidden=32, gbm_iterations=80)
+
+
+def fast(**selection: float) -> PredictorConfig:
+    """FAST with other selection settings (k_folds, curve_points, tie_tolerance, ...)."""
+    return FAST.model_copy(update=selection)
 
 
 def synthetic(space: SearchSpace, n: int, interaction: bool, seed: int = 0):
@@ -35,7 +41,7 @@ def synthetic(space: SearchSpace, n: int, interaction: bool, seed: int = 0):
 
 def test_additive_truth_is_ranked_well(default_space: SearchSpace) -> None:
     _, X, y = synthetic(default_space, 150, interaction=False)
-    model, sel = select_and_fit(X, y, MODEL_KINDS, p=FAST, k_folds=3, curve_points=3, seed=0)
+    model, sel = select_and_fit(X, y, MODEL_KINDS, p=fast(k_folds=3, curve_points=3), seed=0)
     assert set(sel.holdout) == set(MODEL_KINDS) == set(sel.cv_tau)
     assert sel.model == max(sel.cv_tau, key=sel.cv_tau.get)  # chosen by k-fold tau
     assert sel.holdout[sel.model]["kendall_tau"] > 0.9
@@ -47,7 +53,7 @@ def test_additive_truth_is_ranked_well(default_space: SearchSpace) -> None:
 
 def test_interaction_truth_is_not_chosen_linear(tiny_space: SearchSpace) -> None:
     _, X, y = synthetic(tiny_space, 120, interaction=True)
-    _, sel = select_and_fit(X, y, MODEL_KINDS, p=FAST, k_folds=3, curve_points=2, seed=0)
+    _, sel = select_and_fit(X, y, MODEL_KINDS, p=fast(k_folds=3, curve_points=2), seed=0)
     assert sel.model != "ridge"
     assert sel.cv_tau[sel.model] > sel.cv_tau["ridge"] + 0.2
     # Within each half of the truth only noise orders the subnets: ~0.5 is the most any model
@@ -58,7 +64,7 @@ def test_interaction_truth_is_not_chosen_linear(tiny_space: SearchSpace) -> None
 def test_too_few_samples_is_a_clear_error(tiny_space: SearchSpace) -> None:
     _, X, y = synthetic(tiny_space, 8, interaction=False)
     with pytest.raises(DataError, match="raise predictor.n_samples"):
-        select_and_fit(X, y, ["ridge"], p=FAST, k_folds=5)
+        select_and_fit(X, y, ["ridge"], p=fast(k_folds=5))
 
 
 def test_rank_metrics_known_values() -> None:
@@ -103,16 +109,16 @@ def test_ensemble_is_the_mean_of_its_members_and_scored_without_refits(
     ens = make_model("ensemble", FAST).fit(X, y)
     members = [make_model(k, FAST).fit(X, y).predict(X) for k in ("mlp", "ridge", "gbm")]
     np.testing.assert_allclose(ens.predict(X), np.mean(members, axis=0), rtol=1e-6)
-    _, only = select_and_fit(X, y, ["ensemble"], p=FAST, k_folds=3, curve_points=2)
-    _, all4 = select_and_fit(X, y, MODEL_KINDS, p=FAST, k_folds=3, curve_points=2)
+    _, only = select_and_fit(X, y, ["ensemble"], p=fast(k_folds=3, curve_points=2))
+    _, all4 = select_and_fit(X, y, MODEL_KINDS, p=fast(k_folds=3, curve_points=2))
     assert only.cv_tau["ensemble"] == all4.cv_tau["ensemble"] and set(only.cv_tau) == {"ensemble"}
 
 
 def test_ties_within_tolerance_go_to_the_fastest_model(tiny_space: SearchSpace) -> None:
     _, X, y = synthetic(tiny_space, 40, interaction=True)
-    _, strict = select_and_fit(X, y, ["gbm", "ridge"], p=FAST, k_folds=3, curve_points=2)
+    _, strict = select_and_fit(X, y, ["gbm", "ridge"], p=fast(k_folds=3, curve_points=2))
     assert strict.model == "gbm"  # ridge cannot rank the interaction
     _, loose = select_and_fit(
-        X, y, ["gbm", "ridge"], p=FAST, k_folds=3, curve_points=2, tie_tolerance=2.0
+        X, y, ["gbm", "ridge"], p=fast(k_folds=3, curve_points=2, tie_tolerance=2.0)
     )
     assert loose.model == "ridge" and loose.cv_tau == strict.cv_tau

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from onceflow import stage
+from onceflow.config import PredictorConfig
 from onceflow.supernet import Arch, SearchSpace
 from stages import search
 from tests.conftest import copy_repo, run_dvc, write_prepared
@@ -78,13 +79,13 @@ def test_impossible_budget_fails_at_once_naming_the_lowest_latency(
     tmp_path: Path, tiny_space: SearchSpace, caplog
 ) -> None:
     from onceflow.predictor import AccuracyPredictor, ArchEncoder, save_predictor
-    from onceflow.predictor.models import ModelParams, make_model
+    from onceflow.predictor.models import make_model
 
     write_supernet(tmp_path / "supernet", tiny_space)
     write_latency_dir(tmp_path / "lat", tiny_space)
     enc = ArchEncoder(tiny_space)
     x = tiny_space.encode_batch([tiny_space.min_arch(), tiny_space.max_arch()] * 3)
-    model = make_model("ridge", ModelParams())
+    model = make_model("ridge", PredictorConfig())
     save_predictor(AccuracyPredictor(enc, model.fit(enc.features(x), [0.5, 0.9] * 3)),
                    tmp_path / "pred", {})  # fmt: skip
     (tmp_path / "params.yaml").write_text(

@@ -188,10 +188,10 @@ def build_dataset(
 class MeasureSettings:
     """How one subnet's accuracy is measured (params.yaml predictor.*)."""
 
-    calib_images: int = 1000  # train images for BN recalibration (a fixed subset)
-    eval_images: int | None = None  # val images the accuracy is measured on (None: all)
-    batch_size: int = 250
-    seed: int = 0
+    calib_images: int  # train images for BN recalibration (a fixed subset)
+    eval_images: int | None  # val images the accuracy is measured on (None: all)
+    batch_size: int
+    seed: int
 
 
 def _mean(correct: torch.Tensor) -> float:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
+from onceflow.config import PredictorConfig
 from onceflow.errors import DataError
-from onceflow.predictor.models import BASE_KINDS, Model, ModelParams, make_model
+from onceflow.predictor.models import BASE_KINDS, Model, make_model
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class _Predictions:
 
 
 def _predict(
-    kind: str, X: np.ndarray, y: np.ndarray, plan: _Plan, p: ModelParams, seed: int
+    kind: str, X: np.ndarray, y: np.ndarray, plan: _Plan, p: PredictorConfig, seed: int
 ) -> _Predictions:
     Xt, yt = X[plan.train], y[plan.train]
     oof = np.empty(len(plan.train))
@@ -97,11 +98,7 @@ def select_and_fit(
     y: np.ndarray,
     kinds: Sequence[str],
     *,
-    p: ModelParams,
-    k_folds: int = 5,
-    holdout_fraction: float = 0.2,
-    curve_points: int = 5,
-    tie_tolerance: float = 0.0,
+    p: PredictorConfig,
     seed: int = 0,
 ) -> tuple[Model, Selection]:
     """Hold out a split; choose among ``kinds`` by the Kendall tau of k-fold out-of-fold
@@ -111,7 +108,11 @@ def select_and_fit(
 
     Among kinds whose k-fold tau is within ``tie_tolerance`` of the best, the one fastest to
     evaluate wins (ridge, then MLP, then gradient boosting, then their ensemble): the search
-    calls it millions of times. The ensemble's scores come from its members' predictions."""
+    calls it millions of times. The ensemble's scores come from its members' predictions.
+    ``p`` gives the models' hyperparameters and k_folds, holdout_fraction, curve_points and
+    tie_tolerance."""
+    k_folds, holdout_fraction, tie_tolerance = p.k_folds, p.holdout_fraction, p.tie_tolerance
+    curve_points = p.curve_points
     n = len(y)
     n_hold = int(round(holdout_fraction * n))
     if n - n_hold < max(2 * k_folds, 6) or n_hold < 3:

@@ -11,33 +11,17 @@ time and is loaded from ``.npz`` without pickle.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
 
+from onceflow.config import PredictorConfig
 from onceflow.errors import ConfigError
 from onceflow.predictor.forest import Forest
 
 ModelKind = Literal["mlp", "ridge", "gbm", "ensemble"]
 BASE_KINDS: tuple[ModelKind, ...] = ("mlp", "ridge", "gbm")
 MODEL_KINDS: tuple[ModelKind, ...] = (*BASE_KINDS, "ensemble")
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    """Hyperparameters of the three regressors (params.yaml predictor.*)."""
-
-    ridge_alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
-    mlp_hidden: int = 128
-    mlp_layers: int = 2
-    mlp_epochs: int = 400
-    mlp_lr: float = 3e-3
-    mlp_weight_decay: float = 1e-4
-    gbm_iterations: int = 150
-    gbm_learning_rate: float = 0.1
-    gbm_max_leaf_nodes: int = 15
-    gbm_min_samples_leaf: int = 5
 
 
 class Model(Protocol):
@@ -61,7 +45,9 @@ class RidgeModel:
 
     kind: ModelKind = "ridge"
 
-    def __init__(self, p: ModelParams = ModelParams(), seed: int = 0) -> None:
+    def __init__(self, p: PredictorConfig | None = None, seed: int = 0) -> None:
+        """``p``: the predictor section (hyperparameters); None for a model read back by
+        ``from_state``, which only predicts."""
         self.p = p
         self._s: dict[str, np.ndarray] = {}
 
@@ -95,7 +81,7 @@ class MLPModel:
 
     kind: ModelKind = "mlp"
 
-    def __init__(self, p: ModelParams = ModelParams(), seed: int = 0) -> None:
+    def __init__(self, p: PredictorConfig | None = None, seed: int = 0) -> None:
         self.p, self.seed = p, seed
         self._s: dict[str, np.ndarray] = {}
 
@@ -161,7 +147,7 @@ class GBMModel:
 
     kind: ModelKind = "gbm"
 
-    def __init__(self, p: ModelParams = ModelParams(), seed: int = 0) -> None:
+    def __init__(self, p: PredictorConfig | None = None, seed: int = 0) -> None:
         self.p, self.seed = p, seed
         self._forest: Forest | None = None
 
@@ -202,7 +188,7 @@ class EnsembleModel:
 
     kind: ModelKind = "ensemble"
 
-    def __init__(self, p: ModelParams = ModelParams(), seed: int = 0) -> None:
+    def __init__(self, p: PredictorConfig | None = None, seed: int = 0) -> None:
         self.p, self.seed = p, seed
         self.members: list[Model] = []
 
@@ -235,7 +221,7 @@ _CLASSES: dict[str, type] = {
 }
 
 
-def make_model(kind: str, p: ModelParams, seed: int = 0) -> Model:
+def make_model(kind: str, p: PredictorConfig, seed: int = 0) -> Model:
     if kind not in _CLASSES:
         raise ConfigError(f"predictor model {kind!r} unknown; choose from {', '.join(MODEL_KINDS)}")
     return _CLASSES[kind](p, seed)

@@ -25,28 +25,12 @@ from onceflow.predictor.dataset import (
 )
 from onceflow.predictor.encoding import ArchEncoder
 from onceflow.predictor.fit import Selection, select_and_fit
-from onceflow.predictor.models import ModelParams
 from onceflow.predictor.noise import label_noise
 from onceflow.predictor.predictor import AccuracyPredictor
 from onceflow.supernet import Arch
 from onceflow.supernet.supernet import WEIGHTS_FILE, Supernet
 
 log = logging.getLogger(__name__)
-
-
-def model_params(cfg: PredictorConfig) -> ModelParams:
-    return ModelParams(
-        ridge_alphas=tuple(cfg.ridge_alphas),
-        mlp_hidden=cfg.mlp_hidden,
-        mlp_layers=cfg.mlp_layers,
-        mlp_epochs=cfg.mlp_epochs,
-        mlp_lr=cfg.mlp_lr,
-        mlp_weight_decay=cfg.mlp_weight_decay,
-        gbm_iterations=cfg.gbm_iterations,
-        gbm_learning_rate=cfg.gbm_learning_rate,
-        gbm_max_leaf_nodes=cfg.gbm_max_leaf_nodes,
-        gbm_min_samples_leaf=cfg.gbm_min_samples_leaf,
-    )
 
 
 def measure_settings(cfg: PredictorConfig, seed: int) -> MeasureSettings:
@@ -107,11 +91,7 @@ def train_predictor(
         X,
         acc,
         cfg.models,
-        p=model_params(cfg),
-        k_folds=cfg.k_folds,
-        holdout_fraction=cfg.holdout_fraction,
-        curve_points=cfg.curve_points,
-        tie_tolerance=cfg.tie_tolerance,
+        p=cfg,
         seed=seed,
     )
     t2 = time.perf_counter()
