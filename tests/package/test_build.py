@@ -24,6 +24,8 @@ from onceflow.registry import open_store, publish_package, pull_model
 from tests.package.conftest import candidate, fast_params
 from tests.registry.fixtures import aws_env, moto_endpoint, registry_uri, s3_uri  # noqa: F401
 
+ORT_CPU = TargetInfo("ort-cpu", LatencyTarget())
+
 IDENTITY = {"inputs": {"data": "d" * 8, "supernet": "s" * 8}, "seed": 0}
 
 
@@ -33,7 +35,7 @@ def _build(
     params = fast_params()
     measure, engine, skip = backend_fns(LatencyTarget(), params, "ort-cpu")
     return build_package(
-        model, candidate(), data=data, target=TargetInfo("ort-cpu"), cfg=params.package,
+        model, candidate(), data=data, target=ORT_CPU, cfg=params.package,
         identity=identity, lineage={"git": {"commit": None}}, measure=measure, out_root=out,
         created_at="2024-01-01T00:00:00+00:00", build_engine=engine, engine_skip_reason=skip,
     )  # fmt: skip
@@ -82,7 +84,7 @@ def test_package_records_and_warns_about_measured_over_predicted_latency(
     def build(predicted: float | None, out: str) -> PackageResult:
         return build_package(
             small_cnn, replace(candidate(), predicted_latency_ms=predicted), data=data,
-            target=TargetInfo("ort-cpu"), cfg=params.package, identity=IDENTITY, lineage={},
+            target=ORT_CPU, cfg=params.package, identity=IDENTITY, lineage={},
             measure=lambda *_: {"median": 0.3, "n": 1}, out_root=tmp_path / out,
             created_at="2024-01-01T00:00:00+00:00",
         )  # fmt: skip
@@ -157,7 +159,7 @@ def test_tensorrt_target_ships_an_engine(
     measure, engine, skip = backend_fns(target, params, "trt-fp16")
     res = build_package(
         small_cnn, candidate(), cfg=params.package, data=data,
-        target=TargetInfo("trt-fp16", "tensorrt", "cuda", "fp16"), identity=IDENTITY, lineage={},
+        target=TargetInfo("trt-fp16", target), identity=IDENTITY, lineage={},
         measure=measure, out_root=tmp_path,
         created_at="2024-01-01T00:00:00+00:00", build_engine=engine, engine_skip_reason=skip,
     )  # fmt: skip

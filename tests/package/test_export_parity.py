@@ -10,12 +10,15 @@ import pytest
 import torch
 from torch import nn
 
+from onceflow.config import LatencyTarget
 from onceflow.data.prepared import PreparedData
 from onceflow.package.build import TargetInfo, build_package
 from onceflow.package.export import export_onnx
 from onceflow.package.parity import ParityError, check_parity, compare, ort_session, run_onnx
 from onceflow.train.data import to_input
 from tests.package.conftest import SmallCNN, candidate, fast_params
+
+ORT_CPU = TargetInfo("ort-cpu", LatencyTarget())
 
 
 def test_export_is_opset17_dynamic_batch_and_deterministic(small_cnn: nn.Module) -> None:
@@ -57,7 +60,7 @@ def test_parity_failure_stops_the_package(data: PreparedData, tmp_path: Path) ->
     params = fast_params()
     with pytest.raises(ParityError, match=r"top-1 agreement .*need 99\.90%"):
         build_package(
-            model, candidate(), data=data, target=TargetInfo("ort-cpu"), cfg=params.package,
+            model, candidate(), data=data, target=ORT_CPU, cfg=params.package,
             identity={}, lineage={}, measure=lambda *a: {"median": 1.0}, out_root=tmp_path / "out",
             created_at="2024-01-01T00:00:00+00:00",
         )  # fmt: skip

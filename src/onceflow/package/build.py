@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from torch import nn
 
 from onceflow import __version__
-from onceflow.config import PackageConfig
+from onceflow.config import LatencyTarget, PackageConfig
 from onceflow.data.prepared import PreparedData
 from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
 from onceflow.package.card import render_card
@@ -75,14 +75,26 @@ class Candidate:
 
 @dataclass(frozen=True)
 class TargetInfo:
-    """What a package records about its target (from ``latency.targets.<name>``)."""
+    """A package's target: its name and validated ``latency.targets.<name>`` entry."""
 
     name: str
-    backend: str = "onnxruntime"
-    device: str = "cpu"
-    precision: str = "fp32"
-    batch_size: int = 1
-    config: dict[str, Any] = field(default_factory=dict)  # the full target config, for lineage
+    config: LatencyTarget
+
+    @property
+    def backend(self) -> str:
+        return self.config.backend
+
+    @property
+    def device(self) -> str:
+        return self.config.device
+
+    @property
+    def precision(self) -> str:
+        return self.config.precision
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
 
 
 @dataclass(frozen=True)

@@ -143,14 +143,7 @@ def calibrated_subnet(
 
 
 def target_info(name: str, target: LatencyTarget) -> TargetInfo:
-    return TargetInfo(
-        name=name,
-        backend=target.backend,
-        device=target.device,
-        precision=target.precision,
-        batch_size=target.batch_size,
-        config=target.model_dump(mode="json"),
-    )
+    return TargetInfo(name=name, config=target)
 
 
 def backend_fns(
@@ -215,7 +208,7 @@ def package_target(
     measure, engine_fn, skip = backend_fns(target, params, target_name)
     info = target_info(target_name, target)
     identity = {
-        "target": {"name": target_name, **info.config},
+        "target": {"name": target_name, **info.config.model_dump(mode="json")},
         "inputs": dict(content_hashes),
         "package": cfg.model_dump(mode="json"),
         "seed": seed,
