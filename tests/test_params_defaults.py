@@ -1,0 +1,166 @@
+"""One source of defaults: the pydantic schema in src/onceflow/config.py.
+
+params.yaml spells every key out (with a comment) for the reader, so each value it sets must be
+the schema default -- or a deliberate override listed, with its reason, in DELIBERATE_OVERRIDES
+below (the one place). And no library dataclass may carry a default of its own that disagrees
+with the schema field of the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+import onceflow
+from onceflow import config
+from onceflow.config import Params, load_params
+from tests.conftest import REPO_ROOT
+
+# params.yaml key path -> why it differs from (or, for data, does not follow) the schema default.
+DELIBERATE_OVERRIDES: dict[str, str] = {
+    "train.processes": "2 single-thread ranks suit the default 2-core run; the library default "
+    "is one process (torchrun or a profile sets more)",
+    "latency.targets": "the targets a run specializes for are data chosen here; the schema "
+    "default is one ONNX Runtime CPU target",
+}
+
+
+def _plain(value: Any) -> Any:
+    """A comparable form: models as dicts, tuples as lists."""
+    if isinstance(value, BaseModel):
+        return _plain(value.model_dump())
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _walk(raw: dict, value: BaseModel, default: BaseModel, path: str) -> Iterator[tuple]:
+    """(key path, value params.yaml sets, schema default) for every leaf params.yaml sets."""
+    for key, raw_v in raw.items():
+        p = f"{path}.{key}" if path else key
+        v, d = getattr(value, key), getattr(default, key)
+        if isinstance(raw_v, dict) and isinstance(v, BaseModel) and isinstance(d, BaseModel):
+            yield from _walk(raw_v, v, d, p)
+        else:
+            yield p, v, d
+
+
+def params_yaml_drift(raw: dict, overrides: Iterable[str]) -> list[str]:
+    """Keys params.yaml sets to something other than the schema default, not in overrides."""
+    params = config.parse_params(raw)
+    skip = set(overrides)
+    return [
+        f"{p}: params.yaml {_plain(v)!r} != schema default {_plain(d)!r}"
+        for p, v, d in _walk(raw, params, Params(), "")
+        if not any(p == o or p.startswith(o + ".") for o in skip) and _plain(v) != _plain(d)
+    ]
+
+
+def _has_path(raw: dict, path: str) -> bool:
+    node: Any = raw
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_params_yaml_sets_schema_defaults_or_listed_overrides() -> None:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    load_params(REPO_ROOT / "params.yaml")  # valid
+    drift = params_yaml_drift(raw, DELIBERATE_OVERRIDES)
+    assert not drift, (
+        "make the schema default in src/onceflow/config.py equal params.yaml, or list the key "
+        f"in DELIBERATE_OVERRIDES with the reason: {drift}"
+    )
+    stale = [p for p in DELIBERATE_OVERRIDES if not _has_path(raw, p)]
+    assert not stale, f"DELIBERATE_OVERRIDES names keys params.yaml does not set: {stale}"
+
+
+def test_drift_is_detected() -> None:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["supernet"]["head_channels"] = 7
+    raw["latency"]["protocol"]["repeats"] = 300
+    assert params_yaml_drift(raw, DELIBERATE_OVERRIDES) == [
+        "supernet.head_channels: params.yaml 7 != schema default 192",
+        "latency.protocol.repeats: params.yaml 300 != schema default 150",
+    ]
+
+
+def _schema_defaults() -> dict[str, list[tuple[str, Any]]]:
+    """Field name -> [(model, default)] over every config model (fields with a default)."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for name, model in vars(config).items():
+        if not (inspect.isclass(model) and issubclass(model, BaseModel)):
+            continue
+        if model.__module__ != config.__name__:
+            continue
+        for field, info in model.model_fields.items():
+            if info.default_factory is not None:
+                default = info.default_factory()  # type: ignore[call-arg]
+            elif info.default is PydanticUndefined:
+                continue
+            else:
+                default = info.default
+            out.setdefault(field, []).append((name, _plain(default)))
+    return out
+
+
+def _library_dataclasses() -> Iterator[type]:
+    for mod in pkgutil.walk_packages(onceflow.__path__, "onceflow."):
+        module = importlib.import_module(mod.name)
+        for obj in vars(module).values():
+            is_class = dataclasses.is_dataclass(obj) and isinstance(obj, type)
+            if is_class and obj.__module__ == mod.name:
+                yield obj
+
+
+def disagreeing_defaults(classes: Iterable[type]) -> list[str]:
+    """Dataclass fields named like a schema field whose own default matches no schema default
+    of that name (a second, drifting copy of a default)."""
+    schema = _schema_defaults()
+    bad = []
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name not in schema:
+                continue
+            if f.default is not dataclasses.MISSING:
+                mine = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                mine = f.default_factory()
+            else:
+                continue
+            if all(_plain(mine) != d for _, d in schema[f.name]):
+                where = ", ".join(f"{m}.{f.name}={d!r}" for m, d in schema[f.name])
+                bad.append(f"{cls.__module__}.{cls.__qualname__}.{f.name}={mine!r} ({where})")
+    return bad
+
+
+def test_no_library_dataclass_disagrees_with_the_schema() -> None:
+    classes = list(_library_dataclasses())
+    assert len(classes) > 20  # the walk found the library
+    bad = disagreeing_defaults(classes)
+    assert not bad, f"take the validated config section instead of restating defaults: {bad}"
+
+
+def test_a_drifting_dataclass_default_is_detected() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class OldMeasureProtocol:  # the copy this test was written against
+        warmup: int = 10
+        repeats: int = 300
+        sessions: int = 1
+
+    bad = disagreeing_defaults([OldMeasureProtocol])
+    assert len(bad) == 2
+    assert "OldMeasureProtocol.repeats=300 (MeasureProtocolConfig.repeats=150)" in bad[0]
+    assert "OldMeasureProtocol.sessions=1 (MeasureProtocolConfig.sessions=3)" in bad[1]
