@@ -17,7 +17,7 @@ from onceflow.data.prepared import (
     load_prepared,
     save_split,
 )
-from onceflow.train.loop import train_supernet
+from onceflow.train.loop import fingerprint, train_supernet
 from tests.conftest import write_prepared
 from tests.supernet.helpers import tiny_space
 from tests.train.helpers import tiny_train
@@ -89,3 +89,18 @@ def test_content_hash_sees_labels_pixels_and_normalization(tmp_path: Path) -> No
     assert (
         data_identity(replace(data, meta=replace(data.meta, content_sha256="x" * 64))) == "x" * 64
     )
+
+
+def test_fingerprint_covers_what_changes_the_weights(tiny_prepared: Path) -> None:
+    data, space, cfg = load_prepared(tiny_prepared), tiny_space(), tiny_train()
+    fp = fingerprint(space, cfg, 0, data, 1)
+    assert fingerprint(space, tiny_train(checkpoint_every_steps=7), 0, data, 1) == fp  # cadence
+    other_data = replace(data, meta=replace(data.meta, content_sha256="0" * 64))
+    changed = [
+        fingerprint(space, tiny_train(n_random=2), 0, data, 1),
+        fingerprint(space, cfg, 1, data, 1),
+        fingerprint(space, cfg, 0, other_data, 1),
+        fingerprint(space, cfg, 0, data, 2),
+        fingerprint(space, cfg, 0, data, 1, device="cuda"),
+    ]
+    assert fp not in changed and len(set(changed)) == len(changed)

@@ -102,12 +102,17 @@ def _code_digest() -> str:
 
 
 def fingerprint(
-    space: SearchSpace, cfg: TrainConfig, seed: int, data: PreparedData, world: int
+    space: SearchSpace,
+    cfg: TrainConfig,
+    seed: int,
+    data: PreparedData,
+    world: int,
+    device: torch.device | str = "cpu",
 ) -> str:
     """Identity of a training run: everything that changes the weights it produces -- the
     space, the train params (not the checkpoint cadence), the seed, the prepared data's
-    content (``content_sha256``), the number of ranks, and the training code and torch
-    version. A checkpoint of another identity is never resumed."""
+    content (``content_sha256``), the number of ranks and the device kind, and the training
+    code and torch version. A checkpoint of another identity is never resumed."""
     train = cfg.model_dump(mode="json", exclude={"checkpoint_every_steps", "keep_checkpoints"})
     blob = json.dumps(
         {
@@ -117,6 +122,7 @@ def fingerprint(
             "data": data_identity(data),
             "n": len(data.train),
             "world": world,
+            "device": torch.device(device).type,
             "code": _code_digest(),
         },
         sort_keys=True,
@@ -296,7 +302,7 @@ def train_supernet(
     broadcast_state(net, ctx)
     sess = _Session(net, cfg, plan)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    fp = fingerprint(space, cfg, seed, data, ctx.world_size)
+    fp = fingerprint(space, cfg, seed, data, ctx.world_size, device)
     _resume(sess, directory, fp, ctx, device)
     first_step = sess.global_step
     if on_epoch is not None and ctx.is_main:
