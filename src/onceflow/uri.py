@@ -21,10 +21,10 @@ _HOST_RE = re.compile(
 )
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
-# user-info: anything without blanks, quotes or '/' right before an '@' ("user:pw@", "AKIA..@")
-_USERINFO = re.compile(r"[^\s/@'\"()\[\]<>,;]+@")
+# user-info: "id:secret@" anywhere, or "id@" right after a scheme ("s3://AKIA...@bucket")
+_USERINFO = re.compile(r"[^\s/@'\"()\[\]<>,;:]+:[^\s/@'\"()\[\]<>,;]*@|(?<=://)[^\s/@'\"]+@")
 # "scheme://id:secret/..." without an '@' (the colon is not followed by a port number)
-_AUTH_COLON = re.compile(r"(\w+://)[^/\s'\"@:]*:(?![0-9]{1,5}(?:[/\s'\"]|$))[^/\s'\"]*")
+_AUTH_COLON = re.compile(r"(\w+://)[^/\s'\"@:]*:(?![0-9]{1,5}(?:[/\s'\"]|$))[^/\s'\"]+")
 # the query string and fragment of anything URL-like
 _QUERY = re.compile(r"(\w+://[^\s'\"?#]*)[?#][^\s'\"]*")
 # key=value secrets in free text (presigned URLs, connection strings)
@@ -120,7 +120,10 @@ def check_endpoint_url(url: object) -> str:
     """An S3 endpoint URL ``http(s)://host[:port][/path]``; URIError (redacted) otherwise."""
     shown = redact(str(url))
     if not isinstance(url, str) or not re.match(r"^https?://", url):
-        raise URIError(f"endpoint URL {shown!r}: expected http://host:port or https://host")
+        raise URIError(
+            f"endpoint URL {shown!r}: expected an http:// or https:// URL, e.g. "
+            "http://127.0.0.1:9000"
+        )
     rest = url.split("://", 1)[1]
     authority = rest.split("/", 1)[0]
     if "@" in rest:
