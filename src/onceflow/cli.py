@@ -395,6 +395,7 @@ def lineage_lines(manifest: Mapping[str, Any], source: str, revision: str | None
     ]
     roles = lin.get("dvc_lock") or {}
     width = max((len(r) for r in roles), default=0)
+    pwidth = max((len(str(r.get("path"))) for r in roles.values()), default=0)
     for role, rec in roles.items():
         md5 = rec.get("md5") or "not in dvc.lock"
         stage = f"  stage {rec['stage']}" if rec.get("stage") else ""
@@ -403,7 +404,7 @@ def lineage_lines(manifest: Mapping[str, Any], source: str, revision: str | None
             if rec.get("matches_workspace") is False
             else ""
         )
-        lines.append(f"  {role:<{width}}  {rec.get('path')}  {md5}{stage}{stale}")
+        lines.append(f"  {role:<{width}}  {rec.get('path')!s:<{pwidth}}  {md5}{stage}{stale}")
     stages = lin.get("stages")
     if not stages:
         lines.append("stages     not recorded (built outside `dvc repro` or by an older onceflow)")

@@ -120,7 +120,8 @@ def test_show_reports_the_dvc_lock_of_the_run_that_built_the_package(tmp_path: P
     assert human.exit_code == 0, human.output
     assert f"git commit {built_at} (clean)" in human.output
     for rec in roles.values():
-        assert f"{rec['path']}  {rec['md5']}  stage {rec['stage']}" in human.output
+        assert f"  {rec['md5']}  stage {rec['stage']}" in human.output
+        assert f"  {rec['path']}  " in human.output
     assert "    supernet.kernels = [3, 5]" in human.output  # train_supernet's params
 
     # At the recorded commit with that lock, DVC has nothing to do.
