@@ -152,6 +152,12 @@ def _user_folder(w: World) -> list[str]:
     return _pull_budget(w)
 
 
+def _folder_named_like_the_model(w: World) -> list[str]:
+    (w.work / "model" / ONNX).mkdir(parents=True)
+    (w.work / "model" / ONNX / "keep.txt").write_text("a user's folder")
+    return [*_pull_budget(w), "--force"]
+
+
 def _dest_is_file(w: World) -> list[str]:
     (w.work / "model").write_text("a file, not a folder")
     return _pull_budget(w)
@@ -240,6 +246,9 @@ CASES = [
     # --- CLI arguments and destinations ---
     Case("dest-holds-user-file", _user_folder, "--force", BOTH),
     Case("dest-is-a-file", _dest_is_file, "not a directory"),
+    Case("dest-unwritable", lambda w: _pull(w, "--max-latency-ms", "5")[:6]
+         + ["/proc/onceflow-no/model", "--max-latency-ms", "5"], "cannot write there"),
+    Case("dest-name-clash-force", _folder_named_like_the_model, "is not a file"),
     Case("no-choice", lambda w: _pull(w), "--min-accuracy"),
     Case("latency-negative", lambda w: _pull(w, "--max-latency-ms", "-1"), "--max-latency-ms"),
     Case("latency-not-number", lambda w: _pull(w, "--max-latency-ms", "fast"),

@@ -25,27 +25,38 @@ from tests.registry.fixtures import make_package
 T = "ort-cpu"
 
 
-def _racing_publish(uri: str, pkg: Path, barrier: threading.Barrier, conflicts: list) -> object:
-    """Publish with a store whose first index read waits until the other publisher read too."""
+def _racing_publish(
+    uri: str, pkg: Path, barriers: tuple[threading.Barrier, threading.Barrier], conflicts: list
+) -> object:
+    """Publish with a store that makes the two publishers move in lock step: both read the
+    index before either writes anything (objects or index), and both attempt their index
+    write with the version they read before either has written it."""
     store = open_store(uri)
-    read, put_if, waited = store.read, store.put_if, []
+    read, put_if, waited = store.read, store.put_if, set()
 
     def read_then_wait(key: str):
         got = read(key)
-        if key.endswith(INDEX) and not waited:
-            waited.append(1)
-            barrier.wait()  # both publishers have read the index; neither has written anything
+        if key.endswith(INDEX) and "read" not in waited:
+            waited.add("read")
+            barriers[0].wait()  # both have read the index; neither has written anything
         return got
 
-    def counting_put_if(*args):
+    def wait_then_put_if(*args):
+        if "write" not in waited:
+            waited.add("write")
+            barriers[1].wait()  # both hold the same index version; neither has written it
         try:
             return put_if(*args)
         except IndexConflict:
             conflicts.append(pkg)
             raise
 
-    store.read, store.put_if = read_then_wait, counting_put_if  # type: ignore[method-assign]
+    store.read, store.put_if = read_then_wait, wait_then_put_if  # type: ignore[method-assign]
     return publish_package(store, pkg, retries=20)
+
+
+def _barriers() -> tuple[threading.Barrier, threading.Barrier]:
+    return threading.Barrier(2, timeout=60), threading.Barrier(2, timeout=60)
 
 
 def test_race_two_manifests_of_one_model_both_land(registry_uri: str, tmp_path: Path) -> None:
@@ -56,14 +67,14 @@ def test_race_two_manifests_of_one_model_both_land(registry_uri: str, tmp_path: 
     a = make_package(tmp_path / "a", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0)
     b = make_package(tmp_path / "b", T, "r28-aaaa", accuracy=0.8, latency_ms=1.7)
     assert (a / ONNX).read_bytes() == (b / ONNX).read_bytes()
-    barrier, conflicts = threading.Barrier(2, timeout=60), []
+    barriers, conflicts = _barriers(), []
     with ThreadPoolExecutor(2) as pool:
         futures = [
-            pool.submit(_racing_publish, registry_uri, p, barrier, conflicts) for p in (a, b)
+            pool.submit(_racing_publish, registry_uri, p, barriers, conflicts) for p in (a, b)
         ]
         results = [f.result() for f in futures]
     assert [r.status for r in results] == ["published", "published"]
-    assert len(conflicts) >= 1  # the index write really raced (and the loser retried)
+    assert len(conflicts) == 1  # the index writes really raced (and the loser retried)
     store = open_store(registry_uri)
     entries = load_entries(store, T)
     assert sorted(e.revision for e in entries) == sorted(r.revision for r in results)
@@ -76,12 +87,12 @@ def test_race_two_manifests_of_one_model_both_land(registry_uri: str, tmp_path: 
 
 def test_race_of_identical_packages_indexes_one_revision(registry_uri: str, tmp_path: Path) -> None:
     pkg = make_package(tmp_path / "a", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0)
-    barrier, conflicts = threading.Barrier(2, timeout=60), []
+    barriers, conflicts = _barriers(), []
     with ThreadPoolExecutor(2) as pool:
-        futures = [pool.submit(_racing_publish, registry_uri, pkg, barrier, conflicts)]
-        futures.append(pool.submit(_racing_publish, registry_uri, pkg, barrier, conflicts))
+        futures = [pool.submit(_racing_publish, registry_uri, pkg, barriers, conflicts)]
+        futures.append(pool.submit(_racing_publish, registry_uri, pkg, barriers, conflicts))
         statuses = sorted(f.result().status for f in futures)
-    assert statuses == ["published", "unchanged"]
+    assert statuses == ["published", "unchanged"] and len(conflicts) == 1
     store = open_store(registry_uri)
     assert len(load_entries(store, T)) == 1
     pull_model(store, T, tmp_path / "d", model_id="r28-aaaa")
@@ -182,7 +193,21 @@ def test_pull_destinations(tmp_path: Path) -> None:
     pull_model(store, T, tmp_path / "again", max_latency_ms=5)
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted([ONNX, CARD, MANIFEST])
 
-    # A failed pull into a new directory leaves nothing behind.
+    # A planted symlink where the staging dir goes is removed, never followed.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep")
+    (tmp_path / "again" / f".onceflow-pull-{os.getpid()}.tmp").symlink_to(elsewhere)
+    pull_model(store, T, tmp_path / "again", max_latency_ms=5)
+    assert (elsewhere / "precious.txt").read_text() == "keep"
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted([ONNX, CARD, MANIFEST])
+
+    # A failed pull into a new directory (and its new parents) leaves nothing behind.
+    [stored] = (tmp_path / "reg" / T / "r28-aaaa").glob(f"*/{ONNX}")
+    stored.write_bytes(b"tampered")  # fails verification inside the staging dir
+    with pytest.raises(RegistryError, match="verification failed"):
+        pull_model(store, T, tmp_path / "a" / "b" / "new", max_latency_ms=5)
+    assert not (tmp_path / "a").exists()
     with pytest.raises(RegistryError):
         pull_model(store, T, tmp_path / "new", max_latency_ms=0.1)
     assert not (tmp_path / "new").exists()

@@ -89,7 +89,10 @@ def find_model(
             found.append((t, select(entries, t, model_id=model_id, revision=revision)))
     if not found:
         where = f"target {target!r}" if target else f"any target ({', '.join(targets) or 'none'})"
-        raise RegistryError(f"model {model_id!r} is not in {store.uri} for {where}")
+        raise RegistryError(
+            f"model {model_id!r} is not in {store.uri} for {where}; for a package that is not "
+            "published, add --artifacts artifacts"
+        )
     if len(found) > 1:
         raise RegistryError(
             f"model {model_id!r} is published for several targets "
@@ -140,6 +143,11 @@ def check_dest(dest: Path, *, force: bool = False) -> None:
         raise RegistryError(f"--dest {dest}: exists and is not a directory; choose a directory")
     if not dest.is_dir():
         return
+    for name in sorted(PULLED_FILES):
+        if (dest / name).exists() and not (dest / name).is_file():
+            raise RegistryError(
+                f"--dest {dest}: {name} there is not a file; move it away or choose another folder"
+            )
     foreign = _foreign_files(dest)
     earlier_pull = (dest / MANIFEST).is_file() and not foreign
     if force or earlier_pull or not any(dest.iterdir()):
@@ -158,7 +166,10 @@ def _remove_stale_staging(dest: Path) -> None:
         pid = old.name[len(_STAGING) : -len(".tmp")]
         if pid.isdigit() and _alive(int(pid)):
             continue
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink() or not old.is_dir():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
         log.info("removed %s, left by a killed pull", old)
 
 
@@ -178,10 +189,15 @@ def _staging(dest: Path) -> Iterator[Path]:
 
     If ``dest`` did not exist and the pull fails, ``dest`` is removed too.
     """
+    top = dest  # the highest folder this pull creates (removed again if it fails)
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(dest)
     tmp = dest / f"{_STAGING}{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.is_file():
+        tmp.unlink()
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -189,7 +205,7 @@ def _staging(dest: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if created:
-            shutil.rmtree(dest, ignore_errors=True)
+            shutil.rmtree(top, ignore_errors=True)
         raise
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -207,8 +223,11 @@ def pull_model(
 ) -> PullResult:
     """Choose a model (see ``index.select``), download it, verify it, place it in ``dest``."""
     dest = Path(os.path.abspath(dest))
-    check_dest(dest, force=force)
-    earlier = (dest / MANIFEST).is_file() and not _foreign_files(dest)
+    try:
+        check_dest(dest, force=force)
+        earlier = (dest / MANIFEST).is_file() and not _foreign_files(dest)
+    except OSError as err:
+        raise RegistryError(f"--dest {dest}: cannot read it ({err.strerror or err})") from None
     entry = select(
         load_entries(store, target),
         target,
@@ -217,6 +236,22 @@ def pull_model(
         model_id=model_id,
         revision=revision,
     )
+    try:
+        files, replaced = _download_into(store, target, entry, dest, earlier)
+    except OSError as err:
+        raise RegistryError(
+            f"--dest {dest}: cannot write there ({err.strerror or err}); choose another folder"
+        ) from None
+    if replaced:
+        log.warning("--force: replaced %s in %s", ", ".join(replaced), dest)
+    log.info("pulled %s/%s into %s", target, entry.label, dest)
+    return PullResult(target, entry, dest, tuple(files))
+
+
+def _download_into(
+    store: Store, target: str, entry: IndexEntry, dest: Path, earlier: bool
+) -> tuple[tuple[str, ...], list[str]]:
+    """Download and verify ``entry`` in a staging dir, then move its files into ``dest``."""
     source = f"{store.uri}/{target}/{entry.label.replace('@', '/')}"
     with _staging(dest) as tmp:
         manifest = fetch_manifest(store, target, entry, tmp / MANIFEST)
@@ -234,7 +269,4 @@ def pull_model(
             for name in PULLED_FILES - set(files):
                 with contextlib.suppress(FileNotFoundError):
                     (dest / name).unlink()
-    if replaced:
-        log.warning("--force: replaced %s in %s", ", ".join(replaced), dest)
-    log.info("pulled %s/%s into %s", target, entry.label, dest)
-    return PullResult(target, entry, dest, tuple(files))
+    return files, replaced
