@@ -36,10 +36,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             "n_packages": len(results),
             "n_published": sum(r.status == "published" for r in results),
             "n_unchanged": sum(r.status == "unchanged" for r in results),
+            "n_repaired": sum(r.status == "repaired" for r in results),
             "packages": [
                 {
                     "target": r.target,
                     "model_id": r.model_id,
+                    "revision": r.revision,
+                    "uri": r.uri,
                     "status": r.status,
                     "uploaded": list(r.uploaded),
                 }

@@ -399,20 +399,11 @@ class PublishConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_uri(self) -> PublishConfig:
-        from onceflow.errors import RegistryError
-        from onceflow.registry.store import parse_uri
+        from onceflow.uri import check_endpoint_url, parse_registry_uri
 
-        try:
-            parse_uri(self.uri)
-        except RegistryError as err:
-            raise ValueError(str(err)) from None
-        if (
-            self.endpoint_url is not None
-            and "@" in self.endpoint_url.split("//", 1)[-1].split("/")[0]
-        ):
-            raise ValueError(
-                "endpoint_url must not hold credentials; use AWS_* env vars or a profile"
-            )
+        parse_registry_uri(self.uri)  # a URIError is a ValueError: reported under its key
+        if self.endpoint_url is not None:
+            check_endpoint_url(self.endpoint_url)
         return self
 
 

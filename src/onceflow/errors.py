@@ -33,3 +33,5 @@ class SearchError(OnceflowError):
 
 class RegistryError(OnceflowError):
     """Object storage or registry content is unreachable, malformed or fails verification."""
+
+    exit_code = 2

@@ -24,7 +24,8 @@ from onceflow.registry import (
     update_index,
 )
 from onceflow.registry import publish as publish_mod
-from onceflow.registry.index import add_entry, entry_from_manifest
+from onceflow.registry.index import add_revision, entry_from_manifest
+from onceflow.registry.pull import load_entries
 from onceflow.registry.store import INDEX, object_key
 from tests.registry.fixtures import BUCKET, SECRET, make_package
 
@@ -68,47 +69,57 @@ def test_round_trip_publish_ls_pull(registry_uri: str, tmp_path: Path) -> None:
     assert (dest / ONNX).read_bytes() == (fast / ONNX).read_bytes()
 
 
-def test_identical_republish_changes_nothing(
+def _revision(store, model_id: str, target: str = T) -> str | None:
+    return [e for e in load_entries(store, target) if e.model_id == model_id][-1].revision
+
+
+def test_identical_republish_changes_nothing_and_new_manifests_are_revisions(
     registry_uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = open_store(registry_uri)
     pkg = make_package(tmp_path / "art", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0)
-    assert publish_package(store, pkg).status == "published"
+    first = publish_package(store, pkg)
+    assert first.status == "published" and first.revision
     before = store.read(object_key(T, INDEX))
     again = publish_package(store, pkg)
     assert (again.status, again.uploaded) == ("unchanged", ())
     assert store.read(object_key(T, INDEX)) == before  # same bytes, same version token
 
-    # Same model rebuilt with another latency measurement: the published record stands, and
-    # the log says so with both figures.
+    # Same model rebuilt with another latency measurement: a new revision, the old one kept.
     remeasured = make_package(tmp_path / "art3", T, "r28-aaaa", accuracy=0.8, latency_ms=1.7)
     assert (remeasured / ONNX).read_bytes() == (pkg / ONNX).read_bytes()
     with caplog.at_level(logging.WARNING, logger="onceflow.registry.publish"):
-        assert publish_package(store, remeasured).status == "unchanged"
-    assert "published latency 1.0000 ms, this build 1.7000 ms" in caplog.text
-    assert store.read(object_key(T, INDEX)) == before
+        second = publish_package(store, remeasured)
+    assert second.status == "published" and second.revision != first.revision
+    assert f"new revision {second.revision}" in caplog.text and "1.0000 -> 1.7000 ms" in caplog.text
+    history = [(e.revision, e.latency_ms) for e in load_entries(store, T)]
+    assert history == [(first.revision, 1.0), (second.revision, 1.7)]
+    [listed] = list_models(store, T)[T]
+    assert (listed.revision, listed.latency_ms) == (second.revision, 1.7)  # newest by default
+    assert len(list_models(store, T, all_revisions=True)[T]) == 2
 
-    # Same id, different ONNX: refused, and the registry is untouched.
-    (pkg / ONNX).write_bytes(b"another model")
-    other = make_package(tmp_path / "art2", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0, seed=9)
-    with pytest.raises(RegistryError, match="immutable"):
-        publish_package(store, other)
-    assert store.read(object_key(T, INDEX)) == before
+    # pull takes the newest unless --revision names another; both verify byte for byte.
+    assert pull_model(store, T, tmp_path / "new", model_id="r28-aaaa").entry.latency_ms == 1.7
+    old = pull_model(store, T, tmp_path / "old", model_id="r28-aaaa", revision=first.revision[:8])
+    assert old.entry.latency_ms == 1.0
+    assert (tmp_path / "old" / MANIFEST).read_bytes() == (pkg / MANIFEST).read_bytes()
+    with pytest.raises(RegistryError, match="no revision of r28-aaaa"):
+        pull_model(store, T, tmp_path / "x", model_id="r28-aaaa", revision="abcdef12")
 
 
 def test_tampered_object_is_refused_and_dest_stays_clean(registry_uri: str, tmp_path: Path) -> None:
     store = open_store(registry_uri)
     pkg = make_package(tmp_path / "art", T, "r28-aaaa", accuracy=0.8, latency_ms=1.0)
-    publish_package(store, pkg)
+    rev = publish_package(store, pkg).revision
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"tampered" + (pkg / ONNX).read_bytes()[8:])
     # Overwrite the stored object behind the registry's back (same size, different bytes).
     if registry_uri.startswith("file://"):
-        Path(registry_uri[len("file://") :], T, "r28-aaaa", ONNX).write_bytes(bad.read_bytes())
+        Path(registry_uri[len("file://") :], T, "r28-aaaa", rev, ONNX).write_bytes(bad.read_bytes())
     else:
         prefix = registry_uri.split("/", 3)[3]
         boto3.client("s3").put_object(
-            Bucket=BUCKET, Key=f"{prefix}/{T}/r28-aaaa/{ONNX}", Body=bad.read_bytes()
+            Bucket=BUCKET, Key=f"{prefix}/{T}/r28-aaaa/{rev}/{ONNX}", Body=bad.read_bytes()
         )
     dest = tmp_path / "deploy"
     with pytest.raises(RegistryError, match=r"model\.onnx: verification failed"):
@@ -120,6 +131,13 @@ def test_tampered_object_is_refused_and_dest_stays_clean(registry_uri: str, tmp_
     with pytest.raises(RegistryError):
         pull_model(store, T, dest, max_latency_ms=10)
     assert list(dest.iterdir()) == []
+
+    # Publishing the same package again verifies what is stored and repairs it.
+    fixed = publish_package(store, pkg)
+    assert (fixed.status, fixed.uploaded) == ("repaired", (ONNX,))
+    assert pull_model(store, T, dest, max_latency_ms=10).entry.revision == rev
+    assert (dest / ONNX).read_bytes() == (pkg / ONNX).read_bytes()
+    assert publish_package(store, pkg).status == "unchanged"
 
 
 def test_fault_after_uploads_leaves_index_and_rerun_completes(
@@ -138,7 +156,12 @@ def test_fault_after_uploads_leaves_index_and_rerun_completes(
     with pytest.raises(KeyboardInterrupt):
         publish_package(store, pkg)
     assert _index_bytes(store) == before  # the index never saw the half-published model
-    assert store.stored_sha256(object_key(T, "r28-bbbb", ONNX)) == sha256_file(pkg / ONNX)
+    rev = entry_from_manifest(
+        json.loads((pkg / MANIFEST).read_text()), {"sha256": sha256_file(pkg / MANIFEST), "size": 0}
+    ).revision
+    assert store.stored_sha256(object_key(T, "r28-bbbb", ONNX, revision=rev)) == sha256_file(
+        pkg / ONNX
+    )
     with pytest.raises(RegistryError, match="fastest available is r24-aaaa"):
         pull_model(store, T, tmp_path / "d", max_latency_ms=0.5)
 
@@ -164,7 +187,7 @@ def test_conflicting_index_write_is_retried(registry_uri: str, tmp_path: Path) -
         calls.append(len(entries))
         if len(calls) == 1:
             publish_package(store, theirs)  # lands after our read: our write must conflict
-        return add_entry(entries, entry)
+        return add_revision(entries, entry)
 
     assert update_index(store, T, change, backoff_s=0.001)
     assert calls == [1, 2]
@@ -288,10 +311,10 @@ def test_s3_objects_carry_sha256_checksums(s3_uri: str, tmp_path: Path) -> None:
     registry_uri = s3_uri
     store = open_store(registry_uri)
     pkg = make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1.0)
-    publish_package(store, pkg)
+    rev = publish_package(store, pkg).revision
     prefix = registry_uri.split("/", 3)[3]
     head = boto3.client("s3").head_object(
-        Bucket=BUCKET, Key=f"{prefix}/{T}/r24-aaaa/{ONNX}", ChecksumMode="ENABLED"
+        Bucket=BUCKET, Key=f"{prefix}/{T}/r24-aaaa/{rev}/{ONNX}", ChecksumMode="ENABLED"
     )
     assert (
         head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(sha256_file(pkg / ONNX))).decode()

@@ -1,13 +1,14 @@
-"""Model registry on object storage (``file://`` or ``s3://``): publish, list, pull.
+"""Model registry on object storage (``file://`` or ``s3://``): publish, list, show, pull.
 
 Layout under the registry root::
 
-    <target>/index.json                   # every published model of the target
-    <target>/<model-id>/model.onnx        # + model.plan for TensorRT targets
-    <target>/<model-id>/README.md
-    <target>/<model-id>/manifest.json     # sha256 + size of every other file
+    <target>/index.json                              # every revision of every model, in order
+    <target>/<model-id>/<revision>/model.onnx        # + model.plan for TensorRT targets
+    <target>/<model-id>/<revision>/README.md
+    <target>/<model-id>/<revision>/manifest.json     # sha256 + size of every other file
 
-Python API::
+A revision is named by its manifest's sha256 (first 16 hex digits); its objects are written
+once, before the index names them, and never change. Python API::
 
     store = open_store("s3://bucket/models")          # or "file://registry"
     publish_package(store, "artifacts/ort-cpu/r28-0123abcd4567")
@@ -17,8 +18,16 @@ Python API::
 
 from onceflow.registry.index import IndexEntry, select
 from onceflow.registry.publish import PublishResult, publish_all, publish_package, update_index
-from onceflow.registry.pull import PullResult, list_models, list_targets, pull_model
-from onceflow.registry.store import Store, StoreOptions, open_store, parse_uri, redact
+from onceflow.registry.pull import (
+    PullResult,
+    fetch_manifest,
+    find_model,
+    list_models,
+    list_targets,
+    pull_model,
+)
+from onceflow.registry.store import Store, StoreOptions, open_store, parse_uri
+from onceflow.uri import redact
 
 __all__ = [
     "IndexEntry",
@@ -26,6 +35,8 @@ __all__ = [
     "PullResult",
     "Store",
     "StoreOptions",
+    "fetch_manifest",
+    "find_model",
     "list_models",
     "list_targets",
     "open_store",

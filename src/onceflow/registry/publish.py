@@ -1,15 +1,18 @@
-"""Publish packages: files first, then the index by compare-and-swap.
+"""Publish packages: immutable objects first, then the index by compare-and-swap.
 
 Order is what makes publishing safe to interrupt and to run concurrently:
 1. verify the local package against its manifest (never publish a damaged package);
-2. upload its files (payload first, manifest last), skipping objects already stored with the
-   same sha256 -- until the index names the model, these objects are invisible to readers;
-3. read ``<target>/index.json`` with its version, add the entry, write it back only if the
-   version is unchanged (S3 ``If-Match``/``If-None-Match``; a lock + rename for ``file://``).
-   On a conflict re-read and retry with jittered exponential backoff, so two publishers at once
-   both land their entries.
+2. upload its files (payload first, manifest last) under ``<target>/<model-id>/<revision>/``,
+   where the revision is derived from the manifest's sha256: two publishers of different
+   manifests write to different keys, two of the same manifest write the same bytes. Until the
+   index names the revision these objects are invisible to readers;
+3. read ``<target>/index.json`` with its version, append the revision, write it back only if
+   the version is unchanged (S3 ``If-Match``/``If-None-Match``; a lock + rename for
+   ``file://``). On a conflict re-read and retry with jittered exponential backoff, so two
+   publishers at once both land their revisions.
 A crash before step 3 leaves the index as it was; rerunning re-uploads only what is missing and
-then adds the entry. Publishing an already-published, identical package writes nothing.
+then adds the entry. Publishing a package whose revision is already indexed verifies the stored
+objects (their real sha256) and re-uploads any that are missing or corrupt ("repaired").
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ from onceflow.package.manifest import (
 )
 from onceflow.registry.index import (
     IndexEntry,
-    add_entry,
+    add_revision,
     entry_from_manifest,
+    find_revision,
     parse_index,
     render_index,
 )
@@ -45,8 +49,12 @@ log = logging.getLogger(__name__)
 class PublishResult:
     target: str
     model_id: str
-    status: str  # "published" (index updated) or "unchanged" (already there, nothing written)
+    # "published" (a new revision is indexed), "unchanged" (already there, verified, nothing
+    # written) or "repaired" (already indexed; missing or corrupt objects were re-uploaded)
+    status: str
     uploaded: tuple[str, ...]  # file names actually uploaded
+    revision: str | None = None
+    uri: str = ""  # where the revision's objects live (display form, no credentials)
 
 
 def read_entries(store: Store, target: str) -> tuple[list[IndexEntry], str | None]:
@@ -98,6 +106,34 @@ def update_index(
     )
 
 
+def _upload_to(
+    store: Store, target: str, root: Path, entry: IndexEntry, names: list[str], *, repair: bool
+) -> list[str]:
+    """Upload the files of ``entry`` whose stored objects are missing or differ; their names.
+
+    The stored bytes are hashed (not trusted from metadata). ``repair``: the revision is
+    already indexed, so a missing or differing object is damage and is logged as such.
+    """
+    uploaded = []
+    for name in names:
+        sha = entry.files[name]["sha256"]
+        key = object_key(target, entry.model_id, name, revision=entry.revision)
+        stored = store.stored_sha256(key)
+        if stored == sha:
+            continue  # left by an interrupted earlier publish, or a concurrent identical one
+        if repair or stored is not None:
+            log.warning(
+                "%s/%s is %s; re-uploading it from %s",
+                store.uri,
+                key,
+                "missing" if stored is None else "corrupt (its sha256 differs)",
+                root / name,
+            )
+        store.put_file(key, root / name, sha)
+        uploaded.append(name)
+    return uploaded
+
+
 def publish_package(store: Store, package_dir: str | Path, *, retries: int = 10) -> PublishResult:
     """Upload one package directory (``<model-id>/`` with manifest.json) and index it."""
     root = Path(package_dir)
@@ -107,40 +143,43 @@ def publish_package(store: Store, package_dir: str | Path, *, retries: int = 10)
     if root.name != mid:
         raise RegistryError(f"{root}: directory name differs from the manifest's model_id {mid!r}")
     entry = entry_from_manifest(manifest, file_entry(root / MANIFEST))
+    names = [*[n for n in PAYLOAD_FILES if n in manifest["files"]], MANIFEST]
+
+    def where(e: IndexEntry) -> str:
+        return f"{store.uri}/{target}/{mid}" + (f"/{e.revision}" if e.revision else "")
 
     entries, _ = read_entries(store, target)
-    if add_entry(entries, entry) is None:  # raises if the id is taken by another ONNX
-        old = next(e for e in entries if e.model_id == mid)
-        if old.files[MANIFEST]["sha256"] == entry.files[MANIFEST]["sha256"]:
-            log.info("%s/%s is already published, identical: nothing to do", target, mid)
-        else:  # same model rebuilt, e.g. its latency measured again: the first record stands
-            log.warning(
-                "%s/%s is already published with the same ONNX but another manifest (published "
-                "latency %.4f ms, this build %.4f ms); published entries are immutable, keeping "
-                "the published one",
-                target,
-                mid,
-                old.latency_ms,
-                entry.latency_ms,
-            )
-        return PublishResult(target, mid, "unchanged", ())
+    stored = find_revision(entries, entry)
+    if stored is not None:  # this very manifest is indexed: check what is stored, repair it
+        fixed = _upload_to(store, target, root, stored, names, repair=True)
+        status = "repaired" if fixed else "unchanged"
+        log.info("%s/%s is already published (%s): %s", target, stored.label, where(stored), status)
+        return PublishResult(target, mid, status, tuple(fixed), stored.revision, where(stored))
 
-    uploaded = []
-    for name in (*[n for n in PAYLOAD_FILES if n in manifest["files"]], MANIFEST):
-        sha = entry.files[name]["sha256"]
-        key = object_key(target, mid, name)
-        if store.stored_sha256(key) == sha:
-            continue  # left by an interrupted earlier publish, or shared: already correct
-        store.put_file(key, root / name, sha)
-        uploaded.append(name)
-    log.info("uploaded %s/%s: %s", target, mid, ", ".join(uploaded) or "(all files already there)")
-
+    uploaded = _upload_to(store, target, root, entry, names, repair=False)
+    log.info("uploaded %s/%s: %s", target, entry.label, ", ".join(uploaded) or "(all there)")
     changed = update_index(
-        store, target, lambda current: add_entry(current, entry), retries=retries
+        store, target, lambda current: add_revision(current, entry), retries=retries
     )
+    earlier = [e for e in entries if e.model_id == mid]
+    if changed and earlier:
+        prev = earlier[-1]
+        log.warning(
+            "%s/%s: published a new revision %s (previous %s: latency %.4f -> %.4f ms, accuracy "
+            "%.4f -> %.4f%s); pull takes the newest, --revision picks an older one",
+            target,
+            mid,
+            entry.revision,
+            prev.revision or "format-1 entry",
+            prev.latency_ms,
+            entry.latency_ms,
+            prev.test_accuracy,
+            entry.test_accuracy,
+            "" if prev.onnx_sha256 == entry.onnx_sha256 else "; the ONNX differs too",
+        )
     status = "published" if changed else "unchanged"
-    log.info("%s %s/%s to %s", status, target, mid, store.uri)
-    return PublishResult(target, mid, status, tuple(uploaded))
+    log.info("%s %s/%s to %s", status, target, entry.label, store.uri)
+    return PublishResult(target, mid, status, tuple(uploaded), entry.revision, where(entry))
 
 
 def find_packages(artifacts: str | Path) -> list[Path]:

@@ -12,6 +12,7 @@ replace. Error messages name the bucket, key and endpoint, never credentials.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -33,7 +34,8 @@ from botocore.exceptions import (
 
 from onceflow.errors import RegistryError
 from onceflow.package.manifest import NAME_RE
-from onceflow.registry.store import INDEX, IndexConflict, StoreOptions, redact
+from onceflow.registry.store import INDEX, IndexConflict, StoreOptions
+from onceflow.uri import redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,12 +123,26 @@ class S3Store:
             raise RegistryError(f"read {self.uri}/{key}: {type(err).__name__}; retry") from None
         return data, resp["ETag"]
 
-    def stored_sha256(self, key: str) -> str | None:
+    def exists(self, key: str) -> bool:
         try:
-            resp = self._call("head", key, self.client.head_object, Key=self._key(key))
+            self._call("head", key, self.client.head_object, Key=self._key(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def stored_sha256(self, key: str) -> str | None:
+        """Hash what S3 really holds (streamed); metadata or checksums could have been faked."""
+        try:
+            resp = self._call("read", key, self.client.get_object, Key=self._key(key))
         except FileNotFoundError:
             return None
-        return resp.get("Metadata", {}).get("sha256")
+        h = hashlib.sha256()
+        try:
+            for chunk in resp["Body"].iter_chunks(1 << 20):
+                h.update(chunk)
+        except BotoCoreError as err:
+            raise RegistryError(f"read {self.uri}/{key}: {type(err).__name__}; retry") from None
+        return h.hexdigest()
 
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         with open(path, "rb") as body:
@@ -142,8 +158,6 @@ class S3Store:
             )
 
     def put_if(self, key: str, data: bytes, token: str | None) -> None:
-        import hashlib
-
         sha = hashlib.sha256(data).hexdigest()
         cond = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
         self._call(
@@ -185,4 +199,4 @@ class S3Store:
                 break
             token = {"ContinuationToken": resp["NextContinuationToken"]}
         names = [n for n in names if NAME_RE.match(n)]
-        return sorted(n for n in names if self.stored_sha256(f"{n}/{INDEX}") is not None)
+        return sorted(n for n in names if self.exists(f"{n}/{INDEX}"))

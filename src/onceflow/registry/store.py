@@ -1,15 +1,15 @@
 """Object storage behind the registry: one small interface, two implementations.
 
-A store holds objects under keys like ``ort-cpu/r28-0123abcd4567/model.onnx`` relative to the
-registry root (``file://<dir>`` or ``s3://<bucket>/<prefix>``). The registry needs exactly four
-things from it: upload a file (recording its sha256), read an object with a version token,
-replace an object only if its version token is still the one read (compare-and-swap; the index
-is written this way), and download an object to a local file.
+A store holds objects under keys like ``ort-cpu/r28-0123abcd4567/<revision>/model.onnx``
+relative to the registry root (``file://<dir>`` or ``s3://<bucket>/<prefix>``). The registry
+needs exactly these things from it: upload a file, read an object with a version token, tell
+whether an object exists and hash what it really holds, replace an object only if its version
+token is still the one read (compare-and-swap; the index is written this way), and download an
+object to a local file.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +17,14 @@ from typing import Protocol
 
 from onceflow.errors import RegistryError
 from onceflow.package.manifest import MANIFEST, PAYLOAD_FILES, check_name
+from onceflow.uri import URIError, check_endpoint_url, parse_registry_uri, redact
+
+__all__ = ["INDEX", "IndexConflict", "Store", "StoreOptions", "object_key", "open_store"]
+__all__ += ["parse_uri", "redact", "check_revision"]
 
 INDEX = "index.json"
 _OBJECT_NAMES = frozenset((*PAYLOAD_FILES, MANIFEST, INDEX))
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_PREFIX_PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_REVISION_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 class IndexConflict(Exception):
@@ -45,8 +48,11 @@ class Store(Protocol):
     def read(self, key: str) -> tuple[bytes, str] | None:
         """The object's bytes and version token, or None if it does not exist."""
 
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+
     def stored_sha256(self, key: str) -> str | None:
-        """The sha256 recorded for an uploaded object, or None if it does not exist."""
+        """The sha256 of the bytes really stored under ``key`` (None if there is no object)."""
 
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         """Upload ``path`` to ``key`` (replacing it), recording ``sha256``."""
@@ -64,69 +70,61 @@ class Store(Protocol):
         """Names of the top-level 'directories' (targets) under the registry root."""
 
 
-def object_key(*parts: str) -> str:
-    """Join validated key parts: ``target[/model_id]/name``. Rejects anything that could escape."""
+def check_revision(value: str) -> str:
+    """Validate a revision id (hex, from the manifest's sha256)."""
+    if not isinstance(value, str) or not _REVISION_RE.match(value):
+        raise RegistryError(
+            f"invalid revision {redact(str(value))!r}: expected 8-64 lower-case hex digits "
+            "(see `onceflow ls --all-revisions`)"
+        )
+    return value
+
+
+def object_key(target: str, *parts: str, revision: str | None = None) -> str:
+    """Join validated key parts: ``target[/model_id[/revision]]/name``.
+
+    ``revision=None`` is the layout of format-1 registries (files directly under the model id).
+    Rejects anything that could escape the registry root.
+    """
     *dirs, name = parts
-    for i, d in enumerate(dirs):
-        check_name("target" if i == 0 else "model id", d)
+    check_name("target", target)
+    for d in dirs:
+        check_name("model id", d)
+    if revision is not None:
+        if not dirs:
+            raise RegistryError("a revision needs a model id")
+        dirs = [*dirs, check_revision(revision)]
     if name not in _OBJECT_NAMES:
         raise RegistryError(f"invalid object name {name!r}: allowed {sorted(_OBJECT_NAMES)}")
-    return "/".join((*dirs, name))
-
-
-def redact(text: str) -> str:
-    """Remove credentials that could leak into a message: env secrets and URL user-info."""
-    for var in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        secret = os.environ.get(var)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
+    return "/".join((target, *dirs, name))
 
 
 def parse_uri(uri: str) -> tuple[str, str, str]:
-    """Split a registry URI into (scheme, location, prefix).
+    """Split a registry URI into (scheme, location, prefix); RegistryError if it is not one.
 
     ``file://registry`` -> ("file", "registry", ""): a directory, relative to the working
-    directory unless absolute (``file:///srv/registry``). ``s3://bucket/a/b`` -> ("s3", "bucket",
-    "a/b").
+    directory unless absolute (the CLI resolves it against the project root first).
+    ``s3://bucket/a/b`` -> ("s3", "bucket", "a/b"). See :mod:`onceflow.uri`.
     """
-    if not isinstance(uri, str) or "://" not in uri:
-        raise RegistryError(
-            f"registry URI {redact(str(uri))!r}: expected file://<dir> or s3://<bucket>[/<prefix>]"
-        )
-    scheme, rest = uri.split("://", 1)
-    if scheme == "file":
-        if not rest or "\0" in rest:
-            raise RegistryError(
-                f"registry URI {uri!r}: file:// needs a directory, e.g. file://registry"
-            )
-        return "file", rest, ""
-    if scheme == "s3":
-        bucket, _, prefix = rest.partition("/")
-        prefix = prefix.strip("/")
-        if not _BUCKET_RE.match(bucket):
-            raise RegistryError(
-                f"registry URI {redact(uri)!r}: {bucket!r} is not a valid S3 bucket name"
-            )
-        for part in prefix.split("/") if prefix else ():
-            if not _PREFIX_PART_RE.match(part):
-                raise RegistryError(
-                    f"registry URI {redact(uri)!r}: prefix part {part!r} is not allowed "
-                    "(letters, digits, '.', '_', '-'; no empty parts or '..')"
-                )
-        return "s3", bucket, prefix
-    raise RegistryError(
-        f"registry URI {redact(uri)!r}: unsupported scheme {scheme!r} (use file:// or s3://)"
-    )
+    try:
+        parsed = parse_registry_uri(uri)
+    except URIError as err:
+        raise RegistryError(str(err)) from None
+    return parsed.scheme, parsed.location, parsed.prefix
 
 
 def open_store(uri: str, options: StoreOptions | None = None) -> Store:
     """The store for a registry URI (``file://...`` or ``s3://...``)."""
     scheme, location, prefix = parse_uri(uri)
+    if options is not None and options.endpoint_url is not None:
+        try:
+            check_endpoint_url(options.endpoint_url)
+        except URIError as err:
+            raise RegistryError(str(err)) from None
     if scheme == "file":
         from onceflow.registry.local import FileStore
 
-        return FileStore(Path(location), uri=uri)
+        return FileStore(Path(location), uri=f"file://{location}")
     from onceflow.registry.s3 import S3Store
 
     return S3Store(location, prefix, options or StoreOptions())
