@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from onceflow.errors import ConfigError, OnceflowError
 from onceflow.stage import OUTCOME_ENV
@@ -166,16 +167,22 @@ def target_stages(root: str | os.PathLike[str], targets: Sequence[str]) -> dict[
     from dvc.repo import Repo
     from dvc.repo.reproduce import plan_repro
 
+    root = os.path.abspath(root)
+
+    def address(stage: Any) -> str:  # as `dvc repro` run in root names it
+        rel = os.path.relpath(stage.path, root)
+        return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
+
     out = {}
-    with Repo(os.fspath(root)) as repo:
+    with Repo(root) as repo:
         graph = repo.index.graph  # edge (stage, stage it depends on)
         for t in targets:
-            own = [s for s in graph if s.addressing.endswith(f"{JOIN}{t}")]
+            own = [s for s in graph if getattr(s, "name", "").endswith(f"{JOIN}{t}")]
             plan = plan_repro(graph, own)  # DVC's order, with the ancestors
             inputs = {u for s in own for u in graph.successors(s) if u not in own}
             out[t] = TargetStages(
-                stages=tuple(s.addressing for s in plan if s in own),
-                inputs=tuple(s.addressing for s in plan if s in inputs),
+                stages=tuple(address(s) for s in plan if s in own),
+                inputs=tuple(address(s) for s in plan if s in inputs),
             )
     return out
 
