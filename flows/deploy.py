@@ -84,20 +84,24 @@ def ensure_pools(pools: Sequence[str], limit: int = POOL_LIMIT) -> None:
             log.info("work pool %s: concurrency limit %d", pool, limit)
 
 
-def serve(cron: str, params: Path = ROOT / "params.yaml") -> None:
-    """Serve the pipeline on ``cron`` and a target deployment per pool, from this process."""
-    from prefect import serve as prefect_serve
-
+def served(cron: str, params: Path = ROOT / "params.yaml") -> list:
+    """What ``serve`` registers: the pipeline on ``cron`` and a target deployment per pool named
+    in ``params``, all under their own names (the pipeline dispatches to the served ones)."""
     from flows.nas_pipeline import nas_pipeline
     from flows.target_stages import nas_target_stages
 
     pools = sorted(set(work_pools(read_targets(params)).values()))
-    prefect_serve(
-        nas_pipeline.to_deployment(
-            name="served", cron=cron, parameters={"target_deployment_suffix": SERVE_SUFFIX}
-        ),
-        *[nas_target_stages.to_deployment(name=f"{p}{SERVE_SUFFIX}") for p in pools],
+    pipeline = nas_pipeline.to_deployment(
+        name="served", cron=cron, parameters={"target_deployment_suffix": SERVE_SUFFIX}
     )
+    return [pipeline, *[nas_target_stages.to_deployment(name=f"{p}{SERVE_SUFFIX}") for p in pools]]
+
+
+def serve(cron: str, params: Path = ROOT / "params.yaml") -> None:
+    """Serve :func:`served` from this process (stopping it pauses only those)."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*served(cron, params))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -118,3 +118,17 @@ def test_story_refuses_malformed_metrics_naming_file_and_key(tmp_path: Path) -> 
     _write(tmp_path, "metrics/package/a.json", {"packages": [{"model_id": "m", "latency_ms": "1"}]})
     with pytest.raises(DataError, match=r"package/a.json: packages\[\].latency_ms is '1'"):
         picks(tmp_path, ["a"])
+
+
+def test_serve_uses_its_own_deployment_names(tmp_path: Path) -> None:
+    from flows.deploy import declared, served
+    from flows.nas_pipeline import target_deployment
+
+    params = tmp_path / "params.yaml"
+    params.write_text("latency:\n  targets:\n    a: {work_pool: gpu}\n    b: {}\n")
+    deps = served("0 3 * * 1", params)
+    names = {(d.flow_name, d.name) for d in deps}
+    assert names == {("nas-pipeline", "served"), ("nas-target-stages", "gpu-served")}
+    assert not {d.name for d in deps} & {d["name"] for d in declared()}  # prefect.yaml's names
+    suffix = deps[0].parameters["target_deployment_suffix"]
+    assert target_deployment("gpu", suffix) == "nas-target-stages/gpu-served"
