@@ -2,6 +2,7 @@
 
     python -m flows.deploy pools [--limit 1]   # check the API; create prefect.yaml's pools
     prefect deploy --all                       # register the deployments of prefect.yaml
+    python -m flows.deploy all [--limit 1]     # both, one line on stderr if the API is down
     python -m flows.deploy serve [--cron ...]  # or: one process, no workers, its own names
 
 Every pool gets a concurrency limit (default 1: one flow run at a time per machine, so a latency
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,8 +113,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("pools", help="create the work pools of prefect.yaml, with limits")
-    p.add_argument("--limit", type=int, default=POOL_LIMIT, help="flow runs at once per pool")
+    for cmd, what in (("pools", "create the work pools of prefect.yaml, with limits"),
+                      ("all", "pools, then `prefect deploy --all`")):  # fmt: skip
+        p = sub.add_parser(cmd, help=what)
+        p.add_argument("--limit", type=int, default=POOL_LIMIT, help="flow runs at once per pool")
     s = sub.add_parser("serve", help="serve the flows from this process (own deployment names)")
     s.add_argument("--cron", default=declared()[0]["schedules"][0]["cron"])
     args = parser.parse_args(argv)
@@ -122,12 +126,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except NoApi as err:
         print(f"error: {err.code}", file=sys.stderr)
         raise SystemExit(2) from None
-    if args.cmd == "pools":
-        ensure_pools(declared_pools(), args.limit)
-        pools = ", ".join(declared_pools())
-        print(f"work pools {pools} ready at {url}; now `prefect deploy --all`")
-    else:
+    if args.cmd == "serve":
         serve(args.cron)
+        return
+    ensure_pools(declared_pools(), args.limit)
+    print(f"work pools {', '.join(declared_pools())} ready at {url}")
+    if args.cmd == "all":
+        deploy = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+        raise SystemExit(subprocess.run(deploy, cwd=PREFECT_YAML.parent).returncode)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,11 @@ def test_deploy_all_from_fresh_clone_then_overlapping_runs_keep_their_own_params
     proc = subprocess.run([*py, "prefect", "--no-prompt", "deploy", "--all"], cwd=clone,
                           env=no_api, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode != 0 and "PREFECT_API_URL" in proc.stdout + proc.stderr
+    down = _env(clone, tmp_path / "home-down", "http://127.0.0.1:9/api")  # nothing listens
+    proc = subprocess.run([*py, "flows.deploy", "all"], cwd=clone, env=down,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "cannot reach the Prefect API at http://127.0.0.1:9/api" in proc.stderr
 
     # With one: the pools, then every deployment prefect.yaml declares.
     env = _env(clone, tmp_path / "home", prefect_server)
