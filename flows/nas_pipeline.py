@@ -38,12 +38,20 @@ def target_deployment(pool: str, suffix: str = "") -> str:
 
 
 def check_deployments(pools: dict[str, str], suffix: str) -> None:
-    """Fail, before any stage runs, if a work pool a target needs has no deployment."""
+    """Fail, before any stage runs, if a work pool a target needs has no deployment, or is the
+    pool this run occupies (its target run would wait for this one's slot forever)."""
     from prefect.client.orchestration import get_client
+    from prefect.context import get_run_context
     from prefect.exceptions import ObjectNotFound
 
+    own = get_run_context().flow_run.work_pool_name
     with get_client(sync_client=True) as client:
         for target, pool in sorted(pools.items()):
+            if pool == own:
+                raise ConfigError(
+                    f"target '{target}': work_pool '{pool}' is the pool this pipeline runs on;"
+                    " leave the target's work_pool empty to measure it here"
+                )
             name = target_deployment(pool, suffix)
             try:
                 client.read_deployment_by_name(name)
