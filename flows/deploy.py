@@ -1,115 +1,109 @@
-"""Deployment definitions for the flows (kept out of the flow modules).
+"""Work pools and serving; the deployments themselves are declared in ``prefect.yaml``.
 
-- ``nas-pipeline/weekly``: the whole pipeline on a cron schedule (weekly by default) on a
-  process work pool (``cpu``);
-- ``nas-target-stages/<pool>``: one per distinct ``latency.targets.<T>.work_pool`` in
-  params.yaml (e.g. ``gpu`` for TensorRT targets), run by a worker on that hardware.
+    python -m flows.deploy pools [--limit 1]   # check the API; create prefect.yaml's pools
+    prefect deploy --all                       # register the deployments of prefect.yaml
+    python -m flows.deploy all [--limit 1]     # both, one line on stderr if the API is down
+    python -m flows.deploy serve [--cron ...]  # or: one process, no workers, its own names
 
-Usage (from the project checkout, which is also each worker's working directory)::
-
-    python -m flows.deploy deploy [--pool cpu] [--cron "0 3 * * 1"] [--set KEY=VALUE]
-    python -m flows.deploy serve  [--cron "0 3 * * 1"]                # one process, no workers
+Every pool gets a concurrency limit (default 1: one flow run at a time per machine, so a latency
+table is never measured while another job loads it); runs over the limit wait, queued.
+``serve`` registers ``nas-pipeline/served`` and ``nas-target-stages/<pool>-served`` and never
+touches the deployments of ``prefect deploy``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shlex
-from collections.abc import Mapping, Sequence
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
-from onceflow.orchestration import read_targets, work_pools
+import yaml
 
-WEEKLY = "0 3 * * 1"  # Mondays 03:00 (the server's timezone, UTC by default)
-PIPELINE_DEPLOYMENT = "weekly"
-PIPELINE_ENTRYPOINT = "flows/nas_pipeline.py:nas_pipeline"
-TARGET_ENTRYPOINT = "flows/target_stages.py:nas_target_stages"
+from onceflow.orchestration.targets import read_targets, work_pools
+
 ROOT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = ROOT / "prefect.yaml"
+SERVE_SUFFIX = "-served"
+POOL_LIMIT = 1
 
 log = logging.getLogger(__name__)
 
 
-def target_pools(params: str | os.PathLike[str]) -> list[str]:
-    """The distinct work pools named by the targets in ``params`` (sorted)."""
-    return sorted(set(work_pools(read_targets(params)).values()))
+class NoApi(SystemExit):
+    """No reachable Prefect API (exit code 2 with one line on stderr)."""
 
 
-def ensure_pools(pools: Sequence[str]) -> None:
-    """Create missing work pools as ``process`` pools (a worker started with ``--pool`` would
-    create them too; deployments need them to exist)."""
+def declared(path: Path = PREFECT_YAML) -> list[dict]:
+    """The deployments prefect.yaml declares."""
+    return list((yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("deployments") or [])
+
+
+def declared_pools(path: Path = PREFECT_YAML) -> list[str]:
+    """The work pools the declared deployments use (sorted, distinct)."""
+    return sorted({d["work_pool"]["name"] for d in declared(path)})
+
+
+def require_api() -> str:
+    """The Prefect API URL, after checking it answers; NoApi with what to do otherwise."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise NoApi(
+            "no Prefect API configured: start one (`prefect server start`) and point at it with"
+            " `prefect config set PREFECT_API_URL=http://HOST:4200/api` (or export it)"
+        )
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as err:
+        raise NoApi(
+            f"cannot reach the Prefect API at {url} ({type(err).__name__}); start the server"
+            " or fix PREFECT_API_URL"
+        ) from None
+    return url
+
+
+def ensure_pools(pools: Sequence[str], limit: int = POOL_LIMIT) -> None:
+    """Create missing pools as ``process`` pools with ``limit``; set the limit on existing ones."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         for pool in pools:
             try:
                 client.read_work_pool(pool)
+                client.update_work_pool(pool, WorkPoolUpdate(concurrency_limit=limit))
             except ObjectNotFound:
-                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-                log.info("created process work pool %s", pool)
+                client.create_work_pool(
+                    WorkPoolCreate(name=pool, type="process", concurrency_limit=limit)
+                )
+            log.info("work pool %s: concurrency limit %d", pool, limit)
 
 
-def deploy(
-    source: str | os.PathLike[str] = ROOT,
-    pipeline_pool: str = "cpu",
-    cron: str = WEEKLY,
-    pools: Sequence[str] | None = None,
-    pipeline_parameters: Mapping[str, Any] | None = None,
-    target_parameters: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, UUID]:
-    """Register the deployments with the Prefect API; return full name -> deployment id.
-
-    ``source``: the project checkout the workers run in (its flows/ and dvc.yaml).
-    ``pools``: target pools (default: those in ``source``/params.yaml). ``*_parameters``:
-    default flow parameters (e.g. ``{"repo": ...}`` when the DVC repo is elsewhere).
-    """
-    from prefect import flow
-
-    source = str(Path(source).resolve())
-    pools = list(pools) if pools is not None else target_pools(Path(source) / "params.yaml")
-    ensure_pools([pipeline_pool, *pools])
-    ids = {}
-    pipeline = flow.from_source(source=source, entrypoint=PIPELINE_ENTRYPOINT)
-    ids[f"nas-pipeline/{PIPELINE_DEPLOYMENT}"] = pipeline.deploy(
-        name=PIPELINE_DEPLOYMENT,
-        work_pool_name=pipeline_pool,
-        cron=cron,
-        build=False,
-        push=False,
-        parameters=dict(pipeline_parameters or {}),
-        print_next_steps=False,
-        description="Reproduce the NAS pipeline (DVC) and publish the models",
-    )
-    target = flow.from_source(source=source, entrypoint=TARGET_ENTRYPOINT)
-    for pool in pools:
-        ids[f"nas-target-stages/{pool}"] = target.deploy(
-            name=pool,
-            work_pool_name=pool,
-            build=False,
-            push=False,
-            print_next_steps=False,
-            parameters=dict((target_parameters or {}).get(pool, {})),
-            description=f"Run one target's stages on work pool {pool}",
-        )
-    return ids
-
-
-def serve(cron: str = WEEKLY, params: str | os.PathLike[str] = "params.yaml") -> None:
-    """Serve the pipeline on its schedule, and the target deployments, from this process."""
-    from prefect import serve as prefect_serve
-
+def served(cron: str, params: Path = ROOT / "params.yaml") -> list:
+    """What ``serve`` registers: the pipeline on ``cron`` and a target deployment per pool named
+    in ``params``, all under their own names (the pipeline dispatches to the served ones)."""
     from flows.nas_pipeline import nas_pipeline
     from flows.target_stages import nas_target_stages
 
-    prefect_serve(
-        nas_pipeline.to_deployment(name=PIPELINE_DEPLOYMENT, cron=cron),
-        *[nas_target_stages.to_deployment(name=p) for p in target_pools(params)],
+    pools = sorted(set(work_pools(read_targets(params)).values()))
+    pipeline = nas_pipeline.to_deployment(
+        name="served", cron=cron, parameters={"target_deployment_suffix": SERVE_SUFFIX}
     )
+    return [pipeline, *[nas_target_stages.to_deployment(name=f"{p}{SERVE_SUFFIX}") for p in pools]]
+
+
+def serve(cron: str, params: Path = ROOT / "params.yaml") -> None:
+    """Serve :func:`served` from this process (stopping it pauses only those)."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*served(cron, params))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -119,28 +113,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("deploy", help="register deployments with the Prefect server")
-    d.add_argument("--pool", default=os.environ.get("ONCEFLOW_PIPELINE_POOL", "cpu"))
-    d.add_argument("--cron", default=os.environ.get("ONCEFLOW_CRON", WEEKLY))
-    d.add_argument("--source", default=str(ROOT))
-    d.add_argument(
-        "--set",
-        dest="set_params",
-        action="append",
-        default=shlex.split(os.environ.get("ONCEFLOW_SET_PARAMS", "")),
-        metavar="KEY=VALUE",
-        help="default params override of the pipeline deployment (`dvc exp run -S` syntax)",
-    )
-    s = sub.add_parser("serve", help="serve the deployments from this process")
-    s.add_argument("--cron", default=os.environ.get("ONCEFLOW_CRON", WEEKLY))
+    for cmd, what in (("pools", "create the work pools of prefect.yaml, with limits"),
+                      ("all", "pools, then `prefect deploy --all`")):  # fmt: skip
+        p = sub.add_parser(cmd, help=what)
+        p.add_argument("--limit", type=int, default=POOL_LIMIT, help="flow runs at once per pool")
+    s = sub.add_parser("serve", help="serve the flows from this process (own deployment names)")
+    s.add_argument("--cron", default=declared()[0]["schedules"][0]["cron"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    if args.cmd == "deploy":
-        params = {"set_params": args.set_params} if args.set_params else None
-        for name, dep_id in deploy(args.source, args.pool, args.cron, None, params).items():
-            print(f"{name}\t{dep_id}")
-    else:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        url = require_api()
+    except NoApi as err:
+        print(f"error: {err.code}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.cmd == "serve":
         serve(args.cron)
+        return
+    ensure_pools(declared_pools(), args.limit)
+    print(f"work pools {', '.join(declared_pools())} ready at {url}")
+    if args.cmd == "all":
+        deploy = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+        raise SystemExit(subprocess.run(deploy, cwd=PREFECT_YAML.parent).returncode)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""The ``nas-pipeline`` flow: the DVC pipeline, stage by stage, in DVC's dependency order.
+"""The ``nas-pipeline`` flow: ``dvc repro`` of the pipeline in the run's own workspace.
 
-DVC owns the DAG, the cache and the lineage; this flow only decides *where* each stage runs:
-global stages (and targets without a ``work_pool``) here, one ``dvc repro --single-item`` at a
-time; a target with ``latency.targets.<T>.work_pool`` on that pool, through the
-``nas-target-stages/<pool>`` deployment (the worker pulls inputs, reproduces the target's stages,
-pushes outputs and run cache; the results come back here from DVC's run cache). Finished stages
-are skipped by DVC, so a rerun after a failure continues where it stopped.
+Each run checks out the requested revision into a fresh git worktree sharing the project's DVC
+cache, applies its ``-S`` overrides there (never to the user's checkout) and lets DVC decide what
+runs. Targets with a ``work_pool`` run on that pool through the ``nas-target-stages/<pool>``
+deployment; their results come back through the DVC remote's run cache. Phases, when some target
+has a pool: ``dvc repro`` of what those targets read, the pool runs in parallel with ``dvc repro``
+of the local targets, then ``dvc repro`` of the rest. Without pools: one ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -15,142 +15,140 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.deployments import run_deployment
 
-from flows.tasks import apply_params, dvc_transfer, report, repro_task, restore
-from onceflow.errors import ConfigError
-from onceflow.orchestration import (
-    StageFailed,
-    changed_stages,
-    close_sessions,
-    has_remote,
-    lock_text,
-    open_session,
-    read_plan,
-    read_targets,
-    work_pools,
+from flows.tasks import (
+    close_run_workspace,
+    dvc_repro,
+    dvc_transfer,
+    open_run_workspace,
+    run_cache,
+    tell_story,
 )
+from onceflow.errors import ConfigError
+from onceflow.orchestration import dvc as od
+from onceflow.orchestration.dvc import StageFailed, Transient
+from onceflow.orchestration.targets import read_targets, work_pools
+from onceflow.orchestration.worktree import Workspace
 
-TARGET_FLOW = "nas-target-stages"  # flow of flows/target_stages.py; one deployment per pool
+TARGET_FLOW = "nas-target-stages"  # flows/target_stages.py; one deployment per work pool
 
 
-def target_deployment(pool: str) -> str:
-    """Name of the deployment that runs a target's stages on work pool ``pool``."""
-    return f"{TARGET_FLOW}/{pool}"
+def target_deployment(pool: str, suffix: str = "") -> str:
+    """The deployment that runs a target's stages on work pool ``pool``."""
+    return f"{TARGET_FLOW}/{pool}{suffix}"
 
 
-@task(task_run_name="target {target} on pool {pool}")
-def run_on_pool(
-    root: str,
-    target: str,
-    pool: str,
-    stages: list[str],
-    inputs: list[str],
-    lock: str,
-    overrides: list[str],
-    poll_seconds: float,
-) -> None:
-    """Run a target's stages through its pool's deployment and wait; fail with the run's error.
+def check_deployments(pools: dict[str, str], suffix: str) -> None:
+    """Fail, before any stage runs, if a work pool a target needs has no deployment, or is the
+    pool this run occupies (its target run would wait for this one's slot forever)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import get_run_context
+    from prefect.exceptions import ObjectNotFound
 
-    ``lock``: this workspace's dvc.lock, with which the worker pulls the inputs."""
-    params = {
-        "target": target,
-        "stages": stages,
-        "inputs": inputs,
-        "lock": lock,
-        "set_params": overrides,
-    }
-    run = run_deployment(target_deployment(pool), parameters=params, poll_interval=poll_seconds)
+    own = get_run_context().flow_run.work_pool_name
+    with get_client(sync_client=True) as client:
+        for target, pool in sorted(pools.items()):
+            if pool == own:
+                raise ConfigError(
+                    f"target '{target}': work_pool '{pool}' is the pool this pipeline runs on;"
+                    " leave the target's work_pool empty to measure it here"
+                )
+            name = target_deployment(pool, suffix)
+            try:
+                client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                raise ConfigError(
+                    f"target '{target}': work pool '{pool}' has no deployment '{name}'; create it"
+                    f" with `prefect deploy --name {name}` (prefect.yaml declares one per pool)"
+                ) from None
+
+
+@task(task_run_name="target {target} on pool {pool}", retries=1,
+      retry_condition_fn=lambda task, run, state: isinstance(  # noqa: ARG005
+          state.result(raise_on_failure=False), Transient))  # fmt: skip
+def run_on_pool(target: str, pool: str, suffix: str, params: dict, poll_seconds: float) -> None:
+    """Run a target's stages through its pool's deployment and wait; a crashed run (worker
+    lost) is retried, a failed one is not."""
+    run = run_deployment(
+        target_deployment(pool, suffix), parameters=params, poll_interval=poll_seconds
+    )
     state = run.state
-    if state is None or not state.is_completed():
-        raise StageFailed(
-            f"target '{target}' on work pool '{pool}': flow run '{run.name}' ended"
-            f" {state.name if state else 'without a state'}: {state.message if state else ''}"
-        )
+    if state is not None and state.is_completed():
+        return
+    what = (
+        f"target '{target}' on work pool '{pool}': flow run '{run.name}' ended"
+        f" {state.name if state else 'without a state'}: {state.message if state else ''}"
+    )
+    raise (Transient if state is not None and state.is_crashed() else StageFailed)(what)
 
 
 @flow(name="nas-pipeline")
 def nas_pipeline(
     repo: str = ".",
+    rev: str = "HEAD",
     set_params: list[str] | None = None,
     push: bool = True,
     poll_seconds: float = 5.0,
+    target_deployment_suffix: str = "",
+    keep_workspace: bool = False,
 ) -> dict:
-    """Reproduce the DVC pipeline in ``repo``.
+    """Reproduce the pipeline of ``repo`` at ``rev`` in a workspace of its own.
 
-    ``set_params``: overrides with ``dvc exp run -S`` syntax (``train.epochs=2``), written into
-    params.yaml by DVC's own helper before anything runs, so dvc.lock records what was used.
-    ``push``: ``dvc push`` at the end when the repo has a default DVC remote.
+    ``set_params``: overrides in ``dvc exp run -S`` syntax (``train.epochs=2``), applied in the
+    workspace; its dvc.lock records what each stage used. ``push``: ``dvc push --run-cache`` at
+    the end when the repo has a default DVC remote. ``target_deployment_suffix``: which
+    deployments run pool targets (``""``: those of ``prefect deploy``; ``serve`` sets its own).
     """
+    overrides = list(set_params or [])
+    ws = open_run_workspace(str(Path(repo).resolve()), rev, overrides)
     try:
-        return _run_pipeline(str(Path(repo).resolve()), list(set_params or []), push, poll_seconds)
+        return _run(ws, overrides, push, poll_seconds, target_deployment_suffix)
     finally:
-        close_sessions()  # the long-lived dvc process of this run
+        if not keep_workspace:
+            close_run_workspace(ws)
 
 
-def _run_pipeline(root: str, overrides: list[str], push: bool, poll_seconds: float) -> dict:
+def _run(ws: Workspace, overrides: list[str], push: bool, poll: float, suffix: str) -> dict:
     log = get_run_logger()
-    open_session(root)  # DVC's start-up overlaps the planning below
-    apply_params(root, overrides)
-    plan = read_plan(root)
-    pools = work_pools(read_targets(Path(root) / "params.yaml"))
-    pools = {t: p for t, p in pools.items() if t in plan.targets}
-    remote = has_remote(root)
-    if pools and not remote:
-        raise ConfigError(
-            f"{root}: targets {sorted(pools)} have a work_pool but the repo has no"
-            " default DVC remote to move their data (`dvc remote add -d ...`)"
-        )
-    stale = changed_stages(root)  # per `dvc status`; DVC would skip the others
-    ran: list[str] = []
-
-    def must_run(stage: str) -> bool:
-        return stage in stale or bool(plan.upstream[stage] & set(ran))
-
-    def run_local(stages: tuple[str, ...]) -> None:
-        for stage in stages:
-            if not must_run(stage):
-                log.info("%s: unchanged (dvc status), skipped", stage)
-            elif repro_task(stage)(root, stage):
-                ran.append(stage)
-
-    run_local(plan.pre)
-    dispatch = {t: p for t, p in pools.items() if any(must_run(s) for s in plan.targets[t])}
-    futures = {}
-    if dispatch:
-        inputs = sorted({s for t in dispatch for s in plan.inputs_of(t)})
-        dvc_transfer(root, "push", inputs)  # the workers pull these
-        lock = lock_text(root)  # read now: local stages below rewrite dvc.lock
-        for t, pool in dispatch.items():
-            log.info("target %s -> work pool %s (%s)", t, pool, target_deployment(pool))
-            futures[t] = run_on_pool.submit(
-                root,
-                t,
-                pool,
-                list(plan.targets[t]),
-                list(plan.inputs_of(t)),
-                lock,
-                overrides,
-                poll_seconds,
+    targets = list(read_targets(ws.path / "params.yaml"))
+    pools = work_pools(read_targets(ws.path / "params.yaml"))
+    remote = od.has_remote(ws.path)
+    if pools:
+        if not remote:
+            raise ConfigError(
+                f"targets {sorted(pools)} have a work_pool but the repo has no default DVC"
+                " remote to move their data: `dvc remote add -d NAME s3://bucket/prefix`"
             )
-    for t, stages in plan.targets.items():
-        if t not in pools:
-            run_local(stages)
-    for t, fut in futures.items():
-        fut.result()  # raises the worker's failure
-        restore(root, plan.targets[t])
-        ran.extend(plan.targets[t])
-    run_local(plan.post)
+        check_deployments(pools, suffix)
+        groups = od.target_stages(ws.path, targets)
+        inputs = sorted({s for t in pools for s in groups[t].inputs})
+        dvc_repro(ws, inputs, label="inputs of pool targets")
+        dvc_transfer(ws, "push", inputs)  # the workers pull these
+        lock = (ws.path / "dvc.lock").read_text(encoding="utf-8")
+        futures = {}
+        for t, pool in pools.items():
+            log.info("target %s -> work pool %s (%s)", t, pool, target_deployment(pool, suffix))
+            params = {"target": t, "commit": ws.commit, "lock": lock, "set_params": overrides}
+            futures[t] = run_on_pool.submit(t, pool, suffix, params, poll)
+        local = [s for t in targets if t not in pools for s in groups[t].stages]
+        if local:
+            dvc_repro(ws, local, label="local targets")
+        for t, fut in futures.items():
+            fut.result()  # raises the pool run's failure
+            run_cache(ws, "restore", list(groups[t].stages))
+    dvc_repro(ws, [], label="pipeline")
     if push and remote:
-        dvc_transfer(root, "push")
-    models = report(root)
-    return {"ran": ran, "dispatched": dispatch, "models": models}
+        dvc_transfer(ws, "push", ["--run-cache"])
+    picks = tell_story(ws, targets, overrides)
+    return {"commit": ws.commit, "set_params": overrides, "dispatched": pools, "picks": picks}
 
 
-if __name__ == "__main__":  # run once, here: python -m flows.nas_pipeline [-S key=value ...]
+if __name__ == "__main__":  # run once: python -m flows.nas_pipeline [-S key=value ...]
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m flows.nas_pipeline", description=__doc__)
     ap.add_argument("-S", "--set-param", dest="set_params", action="append", default=[])
     ap.add_argument("--repo", default=".")
+    ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--no-push", dest="push", action="store_false")
     a = ap.parse_args()
-    nas_pipeline(repo=a.repo, set_params=a.set_params, push=a.push)
+    nas_pipeline(repo=a.repo, rev=a.rev, set_params=a.set_params, push=a.push)

@@ -1,80 +1,105 @@
-"""Prefect tasks shared by the flows: each is one DVC call (serialized by the library's lock).
+"""Prefect tasks shared by the flows; each wraps one DVC call or one workspace step.
 
-Only I/O that can fail transiently is retried: ``dvc pull``/``dvc push`` and the stages listed in
-:data:`RETRY_STAGES` (publishing to object storage). A failing compute stage fails at once, with
-its own output in the task's logs.
+Retry policy: a failure DVC's stages classify as :class:`~onceflow.orchestration.dvc.Transient`
+(object store, network, a stage killed before it finished) is retried with exponential backoff;
+bad input (a stage's exit code 2) and a stage's own error never are. The flows themselves do not
+retry as a whole: a rerun resumes, DVC restoring what already finished from its run cache.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.tasks import exponential_backoff
 
 from onceflow.orchestration import dvc as od
-from onceflow.orchestration.report import models_markdown, pareto_markdown, published_models
+from onceflow.orchestration import story
+from onceflow.orchestration.worktree import Workspace, close_workspace, open_workspace
 
-RETRY_STAGES = frozenset({"publish"})  # stages whose work is network I/O
-IO_RETRIES = 2
-IO_RETRY_DELAY_S = 5
-
-
-@task(task_run_name="dvc repro {stage}")
-def repro(root: str, stage: str) -> bool:
-    """Run one DVC stage (``dvc repro --single-item``); True if it ran, False if DVC skipped it."""
-    return od.repro_stage(root, stage, on_line=get_run_logger().info)
+RETRIES = 2
+# First retry delay; doubles after each. Tests shorten it through the environment.
+BACKOFF_S = float(os.environ.get("ONCEFLOW_RETRY_BACKOFF_S", "10"))
 
 
-def repro_task(stage: str):  # noqa: ANN201 - a Prefect Task
-    """The task for ``stage``: retried only when the stage is network I/O."""
-    if stage.partition("@")[0] in RETRY_STAGES:
-        return repro.with_options(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S)
-    return repro
+def is_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn
+    """Retry only failures classified as transient."""
+    return isinstance(state.result(raise_on_failure=False), od.Transient)
 
 
-@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, task_run_name="dvc {verb}")
-def dvc_transfer(root: str, verb: str, args: Sequence[str] = ()) -> None:
+_retry = {
+    "retries": RETRIES,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=BACKOFF_S),
+    "retry_condition_fn": is_transient,
+}
+
+
+@task(task_run_name="workspace at {rev}")
+def open_run_workspace(repo: str, rev: str, overrides: Sequence[str]) -> Workspace:
+    """A fresh worktree of ``rev`` sharing the checkout's DVC cache, with ``overrides`` applied
+    to its params.yaml (the checkout's params.yaml is never written)."""
+    ws = open_workspace(repo, rev, od.cache_dir(repo))
+    od.set_params(ws.path, list(overrides))
+    log = get_run_logger()
+    log.info("workspace %s: commit %s, overrides: %s", ws.path, ws.commit[:12],
+             " ".join(overrides) or "none")  # fmt: skip
+    return ws
+
+
+@task(task_run_name="remove workspace")
+def close_run_workspace(ws: Workspace) -> None:
+    close_workspace(ws)
+
+
+@task(task_run_name="dvc repro {label}", **_retry)
+def dvc_repro(ws: Workspace, targets: Sequence[str], label: str, single_item: bool = False) -> None:
+    """``dvc repro [targets]`` in the workspace: DVC decides what runs and in which order."""
+    args = ["repro", *(["--single-item", "--pull"] if single_item else []), *targets]
+    od.run_dvc(ws.path, args, on_line=get_run_logger().info)
+
+
+@task(task_run_name="dvc {verb}", **_retry)
+def dvc_transfer(ws: Workspace, verb: str, args: Sequence[str] = ()) -> None:
     """``dvc pull``/``dvc push`` (``args``: stage names, ``--run-cache``)."""
-    od.run_dvc(root, [verb, *args], on_line=get_run_logger().info)
+    od.run_dvc(ws.path, [verb, *args], on_line=get_run_logger().info)
 
 
-@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, task_run_name="restore {stages}")
-def restore(root: str, stages: Sequence[str]) -> None:
-    """Bring back a remote target's stages from the DVC remote's run cache (no recompute)."""
-    od.restore_from_run_cache(root, list(stages), on_line=get_run_logger().info)
+@task(task_run_name="run cache {verb} {stages}", **_retry)
+def run_cache(ws: Workspace, verb: str, stages: Sequence[str]) -> None:
+    """``push`` a worker's results to the remote's run cache, or ``restore`` them here."""
+    od.run_cache(ws.path, verb, list(stages), on_line=get_run_logger().info)
 
 
-@task(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, task_run_name="push {stages}")
-def push_results(root: str, stages: Sequence[str]) -> None:
-    """On a worker: push the stages' outputs and run cache for the flow to restore."""
-    od.push_run_results(root, list(stages), on_line=get_run_logger().info)
-
-
-@task(task_run_name="set params")
-def apply_params(root: str, overrides: Sequence[str]) -> None:
-    """Write ``dvc exp run -S`` style overrides into params.yaml through DVC's own helper."""
-    od.set_params(root, list(overrides))
+@task(task_run_name="tell the run's story")
+def tell_story(ws: Workspace, targets: Sequence[str], overrides: Sequence[str]) -> list[dict]:
+    """Prefect artifacts: the stages' key metrics, the picks table, the Pareto plots, and the
+    run's own dvc.lock (its params and output hashes)."""
+    title = f"onceflow run at {ws.commit[:12]}"
     if overrides:
-        get_run_logger().info("params overrides: %s", " ".join(overrides))
-
-
-@task(task_run_name="report published models")
-def report(root: str) -> list[dict]:
-    """Prefect artifacts for people: the published models and each target's Pareto plot."""
-    models = published_models(root)
+        title += f" with {' '.join(overrides)}"
     create_markdown_artifact(
-        key="published-models",
-        markdown=models_markdown(models),
-        description="Models packaged and published by this run",
+        key="run-story",
+        markdown=story.story_markdown(ws.path, list(targets), title),
+        description="Every stage's key metrics for this run",
     )
-    if models:
-        create_table_artifact(key="published-models-table", table=[m.row() for m in models])
-    pareto = pareto_markdown(root)
+    rows = [p.row() for p in story.picks(ws.path, list(targets))]
+    if rows:
+        create_table_artifact(key="picks", table=rows, description="Packaged models per target")
+    pareto = story.pareto_markdown(ws.path)
     if pareto:
         create_markdown_artifact(
             key="pareto-fronts",
             markdown=pareto,
             description="Search results: accuracy vs latency per target",
         )
-    return [m.row() for m in models]
+    lock = Path(ws.path, "dvc.lock")
+    if lock.is_file():
+        create_markdown_artifact(
+            key="dvc-lock",
+            markdown=f"# dvc.lock of this run\n\n```yaml\n{lock.read_text(encoding='utf-8')}```\n",
+            description="What each stage of this run used (params, deps) and produced",
+        )
+    return rows

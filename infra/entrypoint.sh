@@ -1,5 +1,5 @@
 #!/bin/sh
-# Container entrypoint: point DVC at the shared remote (MinIO) and run the given command.
+# Container entrypoint: point DVC at the shared remote (the object store) and run the command.
 # DVC's local config (.dvc/config.local) is per container, never baked into the image.
 set -eu
 cd /app

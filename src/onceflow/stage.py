@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -10,6 +11,21 @@ from collections.abc import Callable, Sequence
 from onceflow.errors import OnceflowError
 
 log = logging.getLogger("onceflow")
+
+# When set (by the Prefect flows), each stage appends JSON lines to this file: a "start" record,
+# then its exit code and error if it fails. A start without an end means the process was killed
+# (OOM, lost worker): the flow retries that, and never a stage that reported exit code 2.
+OUTCOME_ENV = "ONCEFLOW_STAGE_OUTCOME"
+
+
+def record_outcome(event: str, exit_code: int | None = None, error: str = "") -> None:
+    """Append one outcome record for the running DVC stage (a no-op outside the flows)."""
+    path = os.environ.get(OUTCOME_ENV)
+    if not path:
+        return
+    rec = {"stage": os.environ.get("DVC_STAGE", ""), "event": event, "exit_code": exit_code}
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({**rec, "error": error}) + "\n")
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -36,12 +52,18 @@ def setup_logging(level: str | None = None) -> None:
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's ``main``; a user-facing error becomes one log line and a non-zero exit."""
     setup_logging()
+    record_outcome("start")
     try:
         main(argv)
     except OnceflowError as err:
         log.error("%s", err)
+        record_outcome("end", err.exit_code, str(err))
         return err.exit_code
     except KeyboardInterrupt:
         log.error("interrupted")
+        record_outcome("end", 130, "interrupted")
         return 130
+    except BaseException as err:  # a bug: the traceback follows; deterministic, not retried
+        record_outcome("end", 1, f"{type(err).__name__}: {err}")
+        raise
     return 0

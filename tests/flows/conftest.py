@@ -25,10 +25,11 @@ PREFECT_ENV = {
     "DO_NOT_TRACK": "1",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+    "ONCEFLOW_RETRY_BACKOFF_S": "0.5",
 }
 os.environ.update(PREFECT_ENV)
 
-from onceflow.orchestration.toy import write_toy_repo  # noqa: E402
+from tests.flows.toy import write_toy_repo  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "onceflow-test"

@@ -1,12 +1,10 @@
-"""Deployments against a real `prefect server start`: the weekly nas-pipeline deployment run by a
-process worker, with one target fanned out to a second worker on its own pool; the target's
-artifacts come back through a DVC remote on moto S3."""
+"""Deployments against a real `prefect server start`: `prefect deploy --all` from a fresh clone,
+then two overlapping runs of the weekly deployment with different overrides, each fanning its
+edge target out to the `gpu` pool's worker (pool limit 1: the two target runs queue)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,32 +16,34 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.deploy import WEEKLY, deploy
-from onceflow.orchestration.toy import write_toy_repo
 from tests.flows.conftest import REPO_ROOT, add_s3_remote, runs
+from tests.flows.test_nas_pipeline import lock_of
+from tests.flows.toy import commit, write_toy_repo
+from tests.support.workspace import copy_project
 
 pytestmark = pytest.mark.slow
 
-CPU_POOL, EDGE_POOL = "cpu-test", "edge-test"
+
+def _env(clone: Path, home: Path, api_url: str | None, **extra: str) -> dict[str, str]:
+    """A shell in the clone: its own code on the path, its own Prefect home."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(home), "PYTHONPATH": f"{clone}/src:{clone}", **extra}
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    return env
 
 
 @contextmanager
-def worker(pool: str, api_url: str, home: Path, name: str) -> Iterator[Path]:
-    """`prefect worker start --pool <pool>` (process type) in the project checkout."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": api_url,
-        "PREFECT_HOME": str(home),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "TOY_WORKER": name,
-    }
-    log = home / "worker.log"
+def worker(pool: str, clone: Path, env: dict[str, str], log: Path) -> Iterator[Path]:
+    """`prefect worker start --pool <pool>` (process type) in the clone."""
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type",
-             "process", "--name", f"{name}-worker"],
-            cwd=REPO_ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+             "process", "--name", f"{pool}-worker"],
+            cwd=clone, env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, stdout=fh,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
             yield log
@@ -55,80 +55,121 @@ def worker(pool: str, api_url: str, home: Path, name: str) -> Iterator[Path]:
                 proc.kill()
 
 
-def _wait_final(client, flow_run_id, timeout: float):  # noqa: ANN001, ANN202
+def _wait_final(client, ids, timeout: float) -> list:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = client.read_flow_run(flow_run_id)
-        if run.state is not None and run.state.is_final():
-            return run
+        done = [client.read_flow_run(i) for i in ids]
+        if all(r.state is not None and r.state.is_final() for r in done):
+            return done
         time.sleep(1)
-    raise TimeoutError(f"flow run {flow_run_id} not finished after {timeout}s")
+    raise TimeoutError(f"flow runs {ids} not finished after {timeout}s")
 
 
-def test_scheduled_deployment_runs_on_worker_and_fans_out_target(
+def test_deploy_all_from_fresh_clone_then_overlapping_runs_keep_their_own_params(
     prefect_server: str, s3_endpoint: str, tmp_path: Path, runlog: Path
 ) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate, WorkPoolUpdate
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    main = write_toy_repo(
-        tmp_path / "main", {"ort-cpu": {"backend": "ort"}, "edge": {"work_pool": EDGE_POOL}}
-    )
-    add_s3_remote(main, s3_endpoint, "fanout")
-    checkout = tmp_path / "edge-checkout"  # the edge machine's clone of the project
-    shutil.copytree(main, checkout)
+    clone = copy_project(REPO_ROOT, tmp_path / "clone")  # the tracked files, freshly committed
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, check=True,
+                         capture_output=True, text=True).stdout.strip()  # fmt: skip
+    py = [sys.executable, "-m"]
 
-    with temporary_settings({PREFECT_API_URL: prefect_server}):
-        ids = deploy(
-            source=REPO_ROOT,
-            pipeline_pool=CPU_POOL,
-            cron=WEEKLY,
-            pools=[EDGE_POOL],
-            pipeline_parameters={"repo": str(main), "poll_seconds": 1},
-            target_parameters={EDGE_POOL: {"repo": str(checkout)}},
+    # Without an API server: one line saying how to point at one, no temporary server.
+    no_api = _env(clone, tmp_path / "home-noapi", None)
+    proc = subprocess.run([*py, "flows.deploy", "pools"], cwd=clone, env=no_api,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "PREFECT_API_URL" in proc.stderr
+    proc = subprocess.run([*py, "prefect", "--no-prompt", "deploy", "--all"], cwd=clone,
+                          env=no_api, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode != 0 and "PREFECT_API_URL" in proc.stdout + proc.stderr
+    down = _env(clone, tmp_path / "home-down", "http://127.0.0.1:9/api")  # nothing listens
+    proc = subprocess.run([*py, "flows.deploy", "all"], cwd=clone, env=down,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "cannot reach the Prefect API at http://127.0.0.1:9/api" in proc.stderr
+
+    # With one: the pools, then every deployment prefect.yaml declares.
+    env = _env(clone, tmp_path / "home", prefect_server)
+    subprocess.run([*py, "flows.deploy", "pools"], cwd=clone, env=env, check=True)
+    proc = subprocess.run([*py, "prefect", "--no-prompt", "deploy", "--all"], cwd=clone, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    toy = write_toy_repo(tmp_path / "toy", {"ort-cpu": {}, "edge": {"work_pool": "gpu"}})
+    add_s3_remote(toy, s3_endpoint, "overlap")
+    commit(toy, "remote")
+    edge = tmp_path / "edge-checkout"  # the GPU machine's clone of the project
+    subprocess.run(["git", "clone", "-q", str(toy), str(edge)], check=True)
+    before = (toy / "params.yaml").read_bytes()
+
+    with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as c:
+        weekly = c.read_deployment_by_name("nas-pipeline/weekly")
+        gpu = c.read_deployment_by_name("nas-target-stages/gpu")
+        declared = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"][0]
+        assert [(s.schedule.cron, s.schedule.timezone) for s in weekly.schedules] == [
+            (declared["schedules"][0]["cron"], "UTC")
+        ]
+        assert weekly.version == gpu.version == sha
+        assert set(weekly.tags) == {"onceflow", "pipeline"} and "gpu" in gpu.tags
+        assert (weekly.work_pool_name, gpu.work_pool_name) == ("cpu", "gpu")
+        for dep in (weekly, gpu):
+            assert dep.global_concurrency_limit.limit == 1
+        assert c.read_work_pool("gpu").concurrency_limit == 1
+        # The scheduler puts the weekly runs on the calendar.
+        flt = DeploymentFilter(id=DeploymentFilterId(any_=[weekly.id]))
+        deadline = time.monotonic() + 30
+        while not c.read_flow_runs(deployment_filter=flt) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert all(r.state.is_scheduled() for r in c.read_flow_runs(deployment_filter=flt))
+
+        # Let two pipeline runs overlap on the CPU machine; the GPU pool stays at 1.
+        c.update_work_pool("cpu", WorkPoolUpdate(concurrency_limit=2))
+        c.update_deployment(weekly.id, DeploymentUpdate(concurrency_limit=2))
+        c.update_deployment(gpu.id, DeploymentUpdate(parameters={"repo": str(edge)}))
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        cpu_env = _env(clone, tmp_path / "w-cpu", prefect_server, TOY_WORKER="main")
+        gpu_env = _env(clone, tmp_path / "w-gpu", prefect_server, TOY_WORKER="edge")
+        with (
+            worker("cpu", clone, cpu_env, logs / "cpu.log"),
+            worker("gpu", clone, gpu_env, logs / "gpu.log"),
+        ):
+            ids = []
+            for epochs in (2, 5):
+                params = {"repo": str(toy), "set_params": [f"train.epochs={epochs}"],
+                          "poll_seconds": 1}  # fmt: skip
+                ids.append(run_deployment("nas-pipeline/weekly", parameters=params, timeout=0).id)
+                time.sleep(1)
+            a, b = _wait_final(c, ids, timeout=400)
+        worker_logs = "".join(p.read_text() for p in logs.iterdir())
+        for run in (a, b):
+            assert run.state.is_completed(), f"{run.state.message}\n{worker_logs[-4000:]}"
+        target_runs = c.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[gpu.id]))
         )
-        assert set(ids) == {"nas-pipeline/weekly", f"nas-target-stages/{EDGE_POOL}"}
-        with get_client(sync_client=True) as client:
-            dep = client.read_deployment(ids["nas-pipeline/weekly"])
-            assert dep.work_pool_name == CPU_POOL
-            assert [s.schedule.cron for s in dep.schedules] == [WEEKLY]
-            target_dep = client.read_deployment(ids[f"nas-target-stages/{EDGE_POOL}"])
-            assert target_dep.work_pool_name == EDGE_POOL
-            # The server's scheduler puts the upcoming weekly runs on the calendar.
-            deadline = time.monotonic() + 30
-            scheduled = []
-            while not scheduled and time.monotonic() < deadline:
-                scheduled = client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id]))
-                )
-                time.sleep(0.5)
-            assert scheduled and all(r.state.is_scheduled() for r in scheduled)
+        # Each run recorded its own params in its own dvc.lock.
+        for run, epochs in ((a, 2), (b, 5)):
+            assert lock_of(run.id)["train_supernet"]["params"]["params.yaml"]["train"] == {
+                "epochs": epochs
+            }
 
-            with (
-                worker(CPU_POOL, prefect_server, tmp_path / "w-cpu", "main") as cpu_log,
-                worker(EDGE_POOL, prefect_server, tmp_path / "w-edge", "edge") as edge_log,
-            ):
-                run = run_deployment("nas-pipeline/weekly", timeout=0)
-                final = _wait_final(client, run.id, timeout=240)
-                logs = cpu_log.read_text() + edge_log.read_text()
-            assert final.state.is_completed(), f"{final.state.message}\n{logs[-4000:]}"
-
-    # The edge target's stages ran on the edge worker, everything else on the main one.
-    where = dict(line.split() for line in runs(runlog))
-    assert len(where) == len(runs(runlog))  # each stage ran once
-    assert {s for s, w in where.items() if w == "edge"} == {
-        "latency_table@edge", "search@edge", "package@edge"
-    }  # fmt: skip
-    assert where["publish"] == "main" and where["package@ort-cpu"] == "main"
-    # ... and their outputs came back through the S3 remote, recorded by DVC in dvc.lock.
-    assert json.loads((main / "latency/edge/lut.json").read_text())["worker"] == "edge"
-    lock = yaml.safe_load((main / "dvc.lock").read_text())["stages"]
-    assert {"latency_table@edge", "search@edge", "package@edge"} <= set(lock)
-    publish = json.loads((main / "metrics/publish.json").read_text())
-    assert {m["target"] for m in publish["packages"]} == {"ort-cpu", "edge"}
-    from dvc.repo import Repo
-
-    with Repo(str(main)) as repo:
-        assert repo.status() == {}
+    assert (toy / "params.yaml").read_bytes() == before  # the user's checkout: byte-identical
+    assert a.start_time < b.end_time and b.start_time < a.end_time  # they did overlap
+    # The two edge-target runs queued on the GPU pool (limit 1): one after the other.
+    assert len(target_runs) == 2 and all(r.state.is_completed() for r in target_runs)
+    first, second = sorted(target_runs, key=lambda r: r.start_time)
+    assert first.end_time <= second.start_time
+    # The edge stages ran on the GPU worker only (DVC restored what did not change the second
+    # time), the rest on the CPU one; each run trained its own supernet.
+    where = [line.split() for line in runs(runlog)]
+    on_edge = [s for s, w in where if w == "edge"]
+    assert set(on_edge) == {f"{s}@edge" for s in ("latency_table", "search", "package")}
+    assert on_edge.count("latency_table@edge") == 2
+    assert not [s for s, w in where if w != "edge" and s.endswith("@edge")]
+    assert [s for s, _ in where].count("train_supernet") == 2

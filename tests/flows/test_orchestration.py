@@ -1,130 +1,134 @@
-"""Unit tests of the orchestration helpers: planning from DVC's graph, `-S` overrides, reports."""
+"""Unit tests of the orchestration library: failure classification, the run story's strict
+reading of metrics, `-S` overrides, targets and pools, the stage outcome records."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from onceflow.errors import ConfigError
-from onceflow.orchestration import (
-    StageFailed,
-    make_plan,
-    models_markdown,
-    pareto_markdown,
-    published_models,
-    read_plan,
-    run_dvc,
-    set_params,
-    work_pools,
-)
-from onceflow.orchestration.graph import read_targets
-
-# The real pipeline's shape: predictor is global but parallel to the per-target latency tables.
-STAGES = ["prepare", "train_supernet", "latency_table@a", "latency_table@b", "predictor",
-          "search@a", "search@b", "package@a", "package@b", "publish"]  # fmt: skip
-UPSTREAM = {
-    "train_supernet": ["prepare"],
-    "latency_table@a": ["train_supernet"],
-    "latency_table@b": ["train_supernet"],
-    "predictor": ["train_supernet"],
-    "search@a": ["predictor", "latency_table@a"],
-    "search@b": ["predictor", "latency_table@b"],
-    "package@a": ["search@a", "train_supernet"],
-    "package@b": ["search@b", "train_supernet"],
-    "publish": ["package@a", "package@b"],
-}
+from onceflow.errors import ConfigError, DataError
+from onceflow.orchestration.dvc import BadInput, StageFailed, Transient, classify, set_params
+from onceflow.orchestration.story import pareto_markdown, picks, story_markdown
+from onceflow.orchestration.targets import read_targets, work_pools
+from onceflow.stage import OUTCOME_ENV
 
 
-def test_plan_splits_graph_into_global_per_target_and_final_phases() -> None:
-    plan = make_plan(STAGES, UPSTREAM, ["a", "b"])
-    assert plan.pre == ("prepare", "train_supernet", "predictor")
-    assert plan.targets == {
-        "a": ("latency_table@a", "search@a", "package@a"),
-        "b": ("latency_table@b", "search@b", "package@b"),
-    }
-    assert plan.post == ("publish",)
-    assert plan.inputs_of("b") == ("train_supernet", "predictor")
-    # Every stage comes after everything it reads.
-    order = {s: i for i, s in enumerate(plan.stages)}
-    assert all(order[u] < order[s] for s, ups in UPSTREAM.items() for u in ups)
+def _start(stage: str) -> dict:
+    return {"stage": stage, "event": "start", "exit_code": None, "error": ""}
 
 
-def test_plan_rejects_cycles_and_cross_target_dependencies() -> None:
-    with pytest.raises(ConfigError, match="cycle"):
-        make_plan(["x", "y"], {"x": ["y"], "y": ["x"]}, [])
-    bad = {**UPSTREAM, "search@b": ["predictor", "latency_table@a"]}
-    with pytest.raises(ConfigError, match="search@b"):
-        make_plan(STAGES, bad, ["a", "b"])
+def _end(stage: str, code: int, error: str = "boom") -> dict:
+    return {"stage": stage, "event": "end", "exit_code": code, "error": error}
 
 
-def test_work_pools_from_params(tmp_path: Path) -> None:
-    p = tmp_path / "params.yaml"
-    p.write_text("latency:\n  targets:\n    ort-cpu: {}\n    trt: {work_pool: gpu}\n")
-    assert work_pools(read_targets(p)) == {"trt": "gpu"}
-    p.write_text("latency:\n  targets: [a, b]\n")
-    with pytest.raises(ConfigError, match="mapping"):
-        read_targets(p)
+def test_failures_are_classified_from_stage_records_not_messages() -> None:
+    bad = classify("repro", [_start("search@a"), _end("search@a", 2, "params.yaml: x: bad")], "")
+    assert type(bad) is BadInput and "search@a" in str(bad) and "params.yaml: x: bad" in str(bad)
+    # A stage that started and never reported an end was killed (OOM, lost worker).
+    assert type(classify("repro", [_start("prepare"), _start("train_supernet")], "")) is Transient
+    assert type(classify("repro", [_start("publish"), _end("publish", 1)], "")) is Transient
+    assert type(classify("repro", [_start("search@a"), _end("search@a", 1)], "")) is StageFailed
+    assert type(classify("repro", [], "dvc refused")) is StageFailed  # no stage ran: DVC itself
+    assert type(classify("push", [], "network")) is Transient
+    # Bad input wins even for object-store I/O: retrying a wrong registry URI cannot help.
+    assert type(classify("repro", [_start("publish"), _end("publish", 2)], "")) is BadInput
 
 
-@pytest.mark.slow
-def test_read_plan_follows_dvc_graph_and_overrides_go_through_dvc(toy_repo: Path) -> None:
-    plan = read_plan(toy_repo)
-    assert plan.pre == ("prepare", "train_supernet", "predictor")
-    assert set(plan.targets) == {"ort-cpu", "edge"}
-    assert plan.targets["edge"] == ("latency_table@edge", "search@edge", "package@edge")
-    assert plan.post == ("publish",)
+def test_stage_runner_records_start_and_end(tmp_path: Path) -> None:
+    out = tmp_path / "outcomes.jsonl"
+    code = (
+        "import sys; from onceflow import stage; from onceflow.errors import ConfigError\n"
+        "def main(argv):\n    raise ConfigError('params.yaml: train.epochs: must be > 0')\n"
+        "sys.exit(stage.run(main))\n"
+    )
+    env = {OUTCOME_ENV: str(out), "DVC_STAGE": "train_supernet", "PATH": "/usr/bin:/bin"}
+    env["PYTHONPATH"] = ":".join(sys.path)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["event"] for r in records] == ["start", "end"]
+    assert records[1]["stage"] == "train_supernet" and records[1]["exit_code"] == 2
+    assert type(classify("repro", records, "")) is BadInput
 
-    set_params(toy_repo, ["train.epochs=4", "params.yaml:latency.targets.edge.backend=tensorrt"])
-    params = yaml.safe_load((toy_repo / "params.yaml").read_text())
-    assert params["train"]["epochs"] == 4
-    assert params["latency"]["targets"]["edge"]["backend"] == "tensorrt"
+
+def test_overrides_go_through_dvc_and_typos_are_refused(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("# comment kept\ntrain:\n  epochs: 1\nlatency:\n  targets:\n    a: {}\n")
+    set_params(tmp_path, ["train.epochs=4", "params.yaml:+latency.targets.a.work_pool=gpu"])
+    text = params.read_text()
+    assert "# comment kept" in text
+    assert yaml.safe_load(text)["train"]["epochs"] == 4
+    assert work_pools(read_targets(params)) == {"a": "gpu"}
     with pytest.raises(ConfigError, match="trian.epochs"):  # a typo is not silently added
-        set_params(toy_repo, ["trian.epochs=2"])
-    with pytest.raises(StageFailed, match="no_such_stage"):
-        run_dvc(toy_repo, ["repro", "--single-item", "no_such_stage"], on_line=lambda _: None)
+        set_params(tmp_path, ["trian.epochs=2"])
 
 
-def test_report_lists_published_models_with_registry_uris(tmp_path: Path) -> None:
-    assert models_markdown(published_models(tmp_path)).endswith("_No packaged models yet._\n")
+def test_targets_must_be_a_mapping(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("latency:\n  targets: [a, b]\n")
+    with pytest.raises(ConfigError, match="latency.targets must be a mapping"):
+        read_targets(params)
+
+
+def _write(root: Path, rel: str, doc: object) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+
+
+def test_story_has_a_section_per_stage_that_ran(tmp_path: Path) -> None:
+    assert "_No stage metrics yet._" in story_markdown(tmp_path, ["a"], "run")
     assert pareto_markdown(tmp_path) is None
-    pkg = tmp_path / "artifacts" / "ort-cpu" / "r28-abc"
-    pkg.mkdir(parents=True)
-    manifest = {"target": "ort-cpu", "model_id": "r28-abc", "test_accuracy": 0.8123,
-                "latency_ms": {"measured": 0.4567}}  # fmt: skip
-    (pkg / "manifest.json").write_text(json.dumps(manifest))
-    models = published_models(tmp_path)
-    assert models[0].uri == "" and models[0].latency_ms == pytest.approx(0.4567)
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics" / "publish.json").write_text(json.dumps({
-        "registry": "s3://bucket/models",
-        "packages": [{"target": "ort-cpu", "model_id": "r28-abc", "status": "published"}],
-    }))  # fmt: skip
-    md = models_markdown(published_models(tmp_path))
-    assert "| ort-cpu | `r28-abc` | 81.23% | 0.457 | s3://bucket/models/ort-cpu/r28-abc |" in md
-    (tmp_path / "plots" / "search").mkdir(parents=True)
-    (tmp_path / "plots" / "search" / "ort-cpu.png").write_bytes(b"\x89PNG fake")
-    assert "## ort-cpu" in pareto_markdown(tmp_path)
+    _write(tmp_path, "metrics/supernet.json", {"val_acc_max": 0.91, "val_acc_mid": 0.88,
+                                               "val_acc_min": 0.8})  # fmt: skip
+    _write(tmp_path, "metrics/latency/a.json", {"within_10pct": 0.9, "kendall_tau": 0.95,
+                                                "mape": 0.04})  # fmt: skip
+    _write(tmp_path, "metrics/predictor.json", {"model": "gbm", "kendall_tau": 0.71,
+                                                "label_noise": {"tau_ceiling": 0.83}})  # fmt: skip
+    # The package list lives in the details file beside the headline metrics.
+    _write(tmp_path, "metrics/package/a.json", {"target": "a", "n_packages": 1})
+    _write(tmp_path, "metrics/package/a.details.json", {"packages": [
+        {"model_id": "r28-x", "budget_ms": 1.0, "predicted_accuracy": 0.86, "test_accuracy": 0.85,
+         "predicted_latency_ms": 0.9, "latency_ms": 0.95}]})  # fmt: skip
+    _write(tmp_path, "metrics/publish.json", {"registry": "s3://b/models", "packages": [
+        {"target": "a", "model_id": "r28-x", "status": "published"}]})  # fmt: skip
+    md = story_markdown(tmp_path, ["a"], "run at abc")
+    assert "| max | 91.00% |" in md and "| a | 90.00% | 0.950 | 4.00% |" in md
+    assert "| gbm | 0.710 | 0.830 |" in md
+    assert "| a | `r28-x` | 1.000 | 86.00% | 85.00% | 0.900 | 0.950 | published |" in md
+    assert "1 new of 1 packages in `s3://b/models`" in md
+    assert picks(tmp_path, ["a"])[0].measured_latency_ms == 0.95
+    _write(tmp_path, "plots/search/a.png", "png")
+    assert "data:image/png;base64," in pareto_markdown(tmp_path)
 
 
-@pytest.mark.slow
-def test_dvc_session_runs_commands_in_one_process_with_current_env(
-    toy_repo: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from onceflow.orchestration import close_sessions, repro_stage
-    from onceflow.orchestration.dvc import _SESSIONS
+def test_story_refuses_malformed_metrics_naming_file_and_key(tmp_path: Path) -> None:
+    _write(tmp_path, "metrics/supernet.json", "{not json")
+    with pytest.raises(DataError, match=r"metrics/supernet.json: not valid JSON"):
+        story_markdown(tmp_path, [], "run")
+    _write(tmp_path, "metrics/supernet.json", {"val_acc_max": "0.9"})
+    with pytest.raises(DataError, match=r"supernet.json: val_acc_max is '0.9', expected a number"):
+        story_markdown(tmp_path, [], "run")
+    _write(tmp_path, "metrics/supernet.json", {})
+    _write(tmp_path, "metrics/package/a.json", {"packages": [{"model_id": "m", "latency_ms": "1"}]})
+    with pytest.raises(DataError, match=r"package/a.json: packages\[\].latency_ms is '1'"):
+        picks(tmp_path, ["a"])
 
-    lines: list[str] = []
-    monkeypatch.setenv("TOY_FAIL_STAGE", "prepare")
-    with pytest.raises(StageFailed, match="ERROR toy: prepare cannot meet its latency budget"):
-        repro_stage(toy_repo, "prepare", on_line=lines.append)
-    assert any("ERROR toy: prepare" in ln for ln in lines)  # streamed as it ran
-    pid = _SESSIONS[str(toy_repo)].proc.pid
-    monkeypatch.delenv("TOY_FAIL_STAGE")  # each command sees the caller's environment
-    assert repro_stage(toy_repo, "prepare", on_line=lines.append) is True
-    assert repro_stage(toy_repo, "prepare", on_line=lines.append) is False  # unchanged: skipped
-    assert _SESSIONS[str(toy_repo)].proc.pid == pid
-    close_sessions()
-    assert not _SESSIONS
+
+def test_serve_uses_its_own_deployment_names(tmp_path: Path) -> None:
+    from flows.deploy import declared, served
+    from flows.nas_pipeline import target_deployment
+
+    params = tmp_path / "params.yaml"
+    params.write_text("latency:\n  targets:\n    a: {work_pool: gpu}\n    b: {}\n")
+    deps = served("0 3 * * 1", params)
+    names = {(d.flow_name, d.name) for d in deps}
+    assert names == {("nas-pipeline", "served"), ("nas-target-stages", "gpu-served")}
+    assert not {d.name for d in deps} & {d["name"] for d in declared()}  # prefect.yaml's names
+    suffix = deps[0].parameters["target_deployment_suffix"]
+    assert target_deployment("gpu", suffix) == "nas-target-stages/gpu-served"

@@ -1,61 +1,115 @@
-"""One DVC call at a time, from a flow: stage runs, params overrides, pull/push, run-cache restore.
+"""DVC, driven from a flow: ``dvc`` commands as subprocesses whose output streams into the
+caller's logger, the stage graph from DVC's own index, and ``-S`` overrides through DVC's own
+helper. DVC decides what runs and in which order; this module only runs it and says how it failed.
 
-Two DVC calls on one workspace collide on the repo lock (two processes) or race on ``dvc.lock``
-(two threads), so every call here holds :data:`DVC_LOCK`. Stages run through DVC's CLI in a
-long-lived child process (:mod:`onceflow.orchestration.dvc_session`) so their own output (and
-error message) streams, line by line, into the caller's logger, i.e. into the Prefect run logs;
-reading the graph, the status and the config uses DVC's Python API in-process.
+Failures are classified from what the stages themselves record (see
+:data:`onceflow.stage.OUTCOME_ENV`), never from DVC's log messages:
+
+- :class:`BadInput`: a stage exited with code 2 (bad params or data). Never retried.
+- :class:`Transient`: the object store or network (``dvc push``/``pull``, a stage in
+  :data:`IO_STAGES`), or a stage that started and never reported an end (killed: OOM, lost
+  worker). Retried with backoff.
+- :class:`StageFailed`: anything else (a stage's own error, a bug, DVC refusing to run).
 """
 
 from __future__ import annotations
 
-import atexit
 import collections
 import json
 import logging
 import os
 import subprocess
 import sys
-import threading
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from onceflow.errors import ConfigError, OnceflowError
-from onceflow.orchestration.dvc_session import SENTINEL
+from onceflow.stage import OUTCOME_ENV
 
 log = logging.getLogger(__name__)
 
-DVC_LOCK = threading.Lock()  # serializes every DVC call made by this process
-_TAIL = 15  # output lines kept for the error message of a failed call
+IO_STAGES = frozenset({"publish"})  # stages whose work is object-store I/O
+TRANSFER_VERBS = frozenset({"push", "pull", "fetch", "restore"})  # object-store traffic
 _RUN_CACHE = "onceflow.orchestration.run_cache"
+_TAIL = 15  # output lines quoted in a failure's message
 
 
 class StageFailed(OnceflowError):
-    """A DVC stage (or another DVC command) exited non-zero; the message holds its last lines."""
+    """A DVC command or one of its stages failed; the message quotes its last output lines."""
+
+
+class BadInput(StageFailed):
+    """A stage reported bad input (exit code 2): retrying cannot help."""
+
+    exit_code = 2
+
+
+class Transient(StageFailed):
+    """The object store, the network or the machine failed: worth retrying."""
 
 
 def dvc_env() -> dict[str, str]:
-    """Environment for DVC subprocesses: analytics off, this interpreter first on PATH."""
+    """Environment for DVC subprocesses: analytics off, this interpreter first on PATH (stage
+    commands say ``python -m stages.x``)."""
     env = dict(os.environ)
     env.setdefault("DVC_NO_ANALYTICS", "1")
-    # Stage commands say `python -m stages.x`: make that the interpreter running this flow.
-    bindir = str(Path(sys.executable).parent)
-    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
 
-def _stream(
-    root: str | os.PathLike[str], cmd: Sequence[str], on_line: Callable[[str], None] | None
-) -> list[str]:
-    """Run ``cmd`` in ``root`` holding DVC_LOCK; stream its output lines; StageFailed if rc != 0."""
+def classify(verb: str, outcomes: Sequence[dict], what: str) -> StageFailed:
+    """The failure of ``dvc <verb>`` given the stages' outcome records (see module doc)."""
+    ended = {o["stage"]: o for o in outcomes if o.get("event") == "end"}
+    started = [o["stage"] for o in outcomes if o.get("event") == "start"]
+    bad = [o for o in ended.values() if o.get("exit_code") == 2]
+    if bad:
+        return BadInput(f"stage '{bad[0]['stage']}' rejected its input: {bad[0]['error']}")
+    if verb in TRANSFER_VERBS:
+        return Transient(what)
+    if any(s not in ended for s in started):
+        lost = [s for s in started if s not in ended]
+        return Transient(f"stage '{lost[0]}' was killed before it finished\n{what}")
+    if any(s.partition("@")[0] in IO_STAGES for s in ended):
+        return Transient(what)
+    return StageFailed(what)
+
+
+def run_dvc(
+    root: str | os.PathLike[str],
+    args: Sequence[str],
+    on_line: Callable[[str], None] | None = None,
+) -> None:
+    """Run ``dvc <args>`` in ``root``, streaming each output line to ``on_line``; raise a
+    classified :class:`StageFailed` (quoting the last lines) on a non-zero exit."""
+    _run(root, ["dvc", *args], on_line)
+
+
+def run_cache(
+    root: str | os.PathLike[str],
+    verb: str,
+    stages: Sequence[str],
+    on_line: Callable[[str], None] | None = None,
+) -> None:
+    """``push`` (on a worker) or ``restore`` (where the flow runs) ``stages`` through the DVC
+    remote's run cache (see :mod:`onceflow.orchestration.run_cache`)."""
+    _run(root, [_RUN_CACHE, verb, *stages], on_line)
+
+
+def _run(
+    root: str | os.PathLike[str], module_args: Sequence[str], on_line: Callable[[str], None] | None
+) -> None:
     emit = on_line or log.info
-    lines: list[str] = []
+    args = list(module_args[1:])
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL)
-    with DVC_LOCK:
+    with tempfile.TemporaryDirectory(prefix="onceflow-dvc-") as tmp:
+        outcome_file = Path(tmp) / "outcomes.jsonl"
         proc = subprocess.Popen(
-            cmd,
+            [sys.executable, "-m", *module_args],
             cwd=os.fspath(root),
-            env=dvc_env(),
+            env={**dvc_env(), OUTCOME_ENV: str(outcome_file)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -64,167 +118,86 @@ def _stream(
         )
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            if line.strip():
+            line = raw.rstrip()
+            if line:
                 emit(line)
-                lines.append(line)
                 tail.append(line)
         rc = proc.wait()
-    if rc != 0:
-        what = " ".join(cmd[2:])
-        raise StageFailed(f"`{what}` failed (exit {rc}) in {root}:\n" + "\n".join(tail))
-    return lines
-
-
-class _Session:
-    """Client of one :mod:`onceflow.orchestration.dvc_session` process (per repo root)."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onceflow.orchestration.dvc_session"],
-            cwd=root,
-            env=dvc_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def run(self, args: Sequence[str], emit: Callable[[str], None]) -> tuple[int, list[str]]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"args": list(args), "env": dvc_env()}) + "\n")
-        self.proc.stdin.flush()
-        lines: list[str] = []
-        for raw in self.proc.stdout:
-            if raw.startswith(SENTINEL):
-                return int(raw.split()[1]), lines
-            line = raw.rstrip("\n")
-            if line.strip():
-                emit(line)
-                lines.append(line)
-        return -1, lines + [f"the dvc process ended unexpectedly (exit {self.proc.wait()})"]
-
-    def close(self) -> None:
-        if self.alive():
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-_SESSIONS: dict[str, _Session] = {}
-
-
-def close_sessions() -> None:
-    """End the long-lived dvc processes this process started (also done at exit)."""
-    with DVC_LOCK:
-        while _SESSIONS:
-            _SESSIONS.popitem()[1].close()
-
-
-atexit.register(close_sessions)
-
-
-def open_session(root: str | os.PathLike[str]) -> None:
-    """Start the repo's long-lived dvc process now, so its start-up overlaps other work."""
-    key = os.path.abspath(root)
-    with DVC_LOCK:
-        if key not in _SESSIONS or not _SESSIONS[key].alive():
-            _SESSIONS[key] = _Session(key)
-
-
-def run_dvc(
-    root: str | os.PathLike[str], args: Sequence[str], on_line: Callable[[str], None] | None = None
-) -> list[str]:
-    """Run ``dvc <args>`` in ``root``; stream each output line to ``on_line``; return the lines.
-
-    Commands go to a long-lived dvc process per repo (DVC's own CLI entry point, without the
-    start-up cost per command). Raises StageFailed naming the command and quoting its last
-    output lines on a non-zero exit.
-    """
-    key = os.path.abspath(root)
-    with DVC_LOCK:
-        session = _SESSIONS.get(key)
-        if session is None or not session.alive():
-            session = _SESSIONS[key] = _Session(key)
-        rc, lines = session.run(args, on_line or log.info)
-        if rc < 0:
-            _SESSIONS.pop(key, None)
-    if rc != 0:
-        tail = "\n".join(lines[-_TAIL:])
-        raise StageFailed(f"`dvc {' '.join(args)}` failed (exit {rc}) in {root}:\n{tail}")
-    return lines
-
-
-def repro_stage(
-    root: str | os.PathLike[str], stage: str, on_line: Callable[[str], None] | None = None
-) -> bool:
-    """``dvc repro --single-item <stage>``; True if the stage ran (or was restored), False if
-    DVC skipped it as unchanged."""
-    lines = run_dvc(root, ["repro", "--single-item", stage], on_line)
-    return not any(f"Stage '{stage}' didn't change" in ln for ln in lines)
+        if rc == 0:
+            return
+        text = outcome_file.read_text(encoding="utf-8") if outcome_file.exists() else ""
+    outcomes = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    what = f"`{' '.join(module_args)}` failed (exit {rc}) in {root}:\n" + "\n".join(tail)
+    raise classify(args[0], outcomes, what)
 
 
 def set_params(root: str | os.PathLike[str], overrides: Sequence[str]) -> None:
-    """Apply ``dvc exp run -S`` style overrides (``section.key=value``, ``file.yaml:key=value``).
-
-    Uses DVC's own parser and writer (the code path of ``dvc exp run --set-param``), so only
-    existing keys can be set (``+key=value`` adds one) and the file keeps its comments.
-    """
+    """Apply ``dvc exp run -S`` style overrides (``section.key=value``, ``file.yaml:key=value``)
+    with DVC's own parser and writer: only existing keys (``+key=value`` adds one); comments
+    are kept."""
     if not overrides:
         return
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import apply_overrides
 
-    with DVC_LOCK:
-        for path, ovs in to_path_overrides(overrides).items():
-            file = Path(root) / path
-            if not file.is_file():
-                raise ConfigError(f"{file}: params file not found for overrides {ovs}")
-            try:
-                apply_overrides(file, ovs)
-            except InvalidArgumentError as err:
-                cause = err.__cause__ or err
-                raise ConfigError(f"{file}: cannot apply overrides {ovs}: {cause}") from None
-    log.info("params overrides applied: %s", " ".join(overrides))
+    for path, ovs in to_path_overrides(list(overrides)).items():
+        file = Path(root) / path
+        if not file.is_file():
+            raise ConfigError(f"{file}: params file not found for overrides {ovs}")
+        try:
+            apply_overrides(file, ovs)
+        except InvalidArgumentError as err:
+            cause = err.__cause__ or err
+            raise ConfigError(f"{path}: cannot apply overrides {ovs}: {cause}") from None
+
+
+@dataclass(frozen=True)
+class TargetStages:
+    """A target's stages (DVC's ``<stage>@<target>`` from ``foreach``) in DVC's run order, and
+    the stages outside the target whose outputs they read."""
+
+    stages: tuple[str, ...]
+    inputs: tuple[str, ...]
+
+
+def target_stages(root: str | os.PathLike[str], targets: Sequence[str]) -> dict[str, TargetStages]:
+    """Each target's stages and inputs, from DVC's stage graph and DVC's repro planner."""
+    from dvc.parsing import JOIN
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import plan_repro
+
+    root = os.path.abspath(root)
+
+    def address(stage: Any) -> str:  # as `dvc repro` run in root names it
+        rel = os.path.relpath(stage.path, root)
+        return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
+
+    out = {}
+    with Repo(root) as repo:
+        graph = repo.index.graph  # edge (stage, stage it depends on)
+        for t in targets:
+            own = [s for s in graph if getattr(s, "name", "").endswith(f"{JOIN}{t}")]
+            plan = plan_repro(graph, own)  # DVC's order, with the ancestors
+            inputs = {u for s in own for u in graph.successors(s) if u not in own}
+            out[t] = TargetStages(
+                stages=tuple(address(s) for s in plan if s in own),
+                inputs=tuple(address(s) for s in plan if s in inputs),
+            )
+    return out
 
 
 def has_remote(root: str | os.PathLike[str]) -> bool:
     """True if the repo has a default DVC remote (then the flow pushes at the end)."""
     from dvc.repo import Repo
 
-    with DVC_LOCK, Repo(os.fspath(root)) as repo:
+    with Repo(os.fspath(root)) as repo:
         return bool(repo.config["core"].get("remote"))
 
 
-def restore_from_run_cache(
-    root: str | os.PathLike[str],
-    stages: Sequence[str],
-    on_line: Callable[[str], None] | None = None,
-) -> None:
-    """Bring back stages that ran elsewhere from the DVC remote's run cache; never recompute them
-    here (see :mod:`onceflow.orchestration.run_cache`; run in ``root`` as DVC's API expects)."""
-    _stream(root, [sys.executable, "-m", _RUN_CACHE, "restore", *stages], on_line)
+def cache_dir(root: str | os.PathLike[str]) -> str:
+    """The repo's local DVC cache directory (where its run cache lives too)."""
+    from dvc.repo import Repo
 
-
-def push_run_results(
-    root: str | os.PathLike[str],
-    stages: Sequence[str],
-    on_line: Callable[[str], None] | None = None,
-) -> None:
-    """On a worker: push ``stages``' outputs and run cache so the flow can restore them."""
-    _stream(root, [sys.executable, "-m", _RUN_CACHE, "push", *stages], on_line)
-
-
-def lock_text(root: str | os.PathLike[str]) -> str:
-    """The workspace's ``dvc.lock`` (what a worker needs to pull this run's inputs)."""
-    path = Path(root) / "dvc.lock"
-    return path.read_text(encoding="utf-8") if path.exists() else ""
+    with Repo(os.fspath(root)) as repo:
+        return str(repo.cache.local_cache_dir)

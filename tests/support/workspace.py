@@ -1,8 +1,9 @@
-"""Throwaway copies of the project as DVC workspaces (benchmarks, end-to-end tests, demos).
+"""Throwaway copies of the project as git + DVC repos (benchmarks, end-to-end tests).
 
 A copy holds the project's source files (what git tracks, plus untracked files it does not
-ignore), so it has the real ``dvc.yaml``, ``params.yaml`` and stage code but none of the
-outputs; :data:`TINY_PARAMS` shrinks every stage so the whole pipeline runs in about a minute.
+ignore), committed in a fresh git repo, so it has the real ``dvc.yaml``, ``params.yaml`` and
+stage code but none of the outputs; :data:`TINY_PARAMS` shrinks every stage so the whole
+pipeline runs in about a minute.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def copy_project(
     dest: str | os.PathLike[str],
     params_update: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Copy the project at ``root`` to ``dest`` as a DVC repo without git; merge
+    """Copy the project at ``root`` to ``dest`` as a fresh git + DVC repo, committed; merge
     ``params_update`` into its params.yaml (the new file loses params.yaml's comments)."""
     root, dest = Path(root), Path(dest)
     for rel in project_files(root):
@@ -115,9 +116,10 @@ def copy_project(
         params = deep_merge(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, params_update)
         path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     if not (dest / ".dvc").is_dir():
-        subprocess.run([*dvc, "init", "-q", "--no-scm"], cwd=dest, env=env, check=True)
-    else:
-        subprocess.run([*dvc, "config", "core.no_scm", "true"], cwd=dest, env=env, check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=dest, env=env, check=True)
+    ident = ["-c", "user.name=onceflow tests", "-c", "user.email=tests@onceflow.invalid"]
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run(["git", *ident, "commit", "-q", "-m", "copy"], cwd=dest, check=True)
     return dest

@@ -4,7 +4,11 @@ Same stage names and phases as ``dvc.yaml`` (prepare -> train_supernet -> predic
 ``latency_table@T -> search@T -> package@T``, then ``publish``), but each stage is a few lines of
 Python that runs in milliseconds. Each run appends ``<stage> <worker>`` to the file named by
 ``$TOY_RUNLOG`` (when set), so a test can tell which stages ran and where (``$TOY_WORKER``).
-``$TOY_FAIL_STAGE=<stage name>`` makes that stage exit 1 with a message on stderr.
+``$TOY_FAIL_STAGE=<stage name>[:<exit code>]`` makes that stage exit (default 1) with a message
+on stderr; ``$TOY_KILL_ONCE=<stage name>`` kills it (SIGKILL) the first time it runs. Like
+``onceflow.stage.run``, each stage records its outcome where ``$ONCEFLOW_STAGE_OUTCOME`` says.
+
+The repo is a git repo with everything committed (flows run a revision, not the working tree).
 """
 
 from __future__ import annotations
@@ -19,17 +23,31 @@ from typing import Any
 import yaml
 
 _SCRIPT = r"""
-import json, os, sys, pathlib, yaml
+import json, os, signal, sys, pathlib, yaml
 stage, key = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
 name = f"{stage}@{key}" if key else stage
 p = yaml.safe_load(open("params.yaml"))
 worker = os.environ.get("TOY_WORKER", "main")
+def record(event, code=None, error=""):
+    if os.environ.get("ONCEFLOW_STAGE_OUTCOME"):
+        with open(os.environ["ONCEFLOW_STAGE_OUTCOME"], "a") as fh:
+            fh.write(json.dumps({"stage": os.environ.get("DVC_STAGE", name), "event": event,
+                                 "exit_code": code, "error": error}) + "\n")
+record("start")
 if os.environ.get("TOY_RUNLOG"):
     with open(os.environ["TOY_RUNLOG"], "a") as fh:
         fh.write(f"{name} {worker}\n")
-if os.environ.get("TOY_FAIL_STAGE") == name:
-    sys.stderr.write(f"ERROR toy: {name} cannot meet its latency budget (toy failure)\n")
-    sys.exit(1)
+fail, _, code = os.environ.get("TOY_FAIL_STAGE", "").partition(":")
+if fail == name:
+    msg = f"ERROR toy: {name} cannot meet its latency budget (toy failure)"
+    sys.stderr.write(msg + "\n")
+    record("end", int(code or 1), msg)
+    sys.exit(int(code or 1))
+if os.environ.get("TOY_KILL_ONCE") == name and os.environ.get("TOY_RUNLOG"):
+    marker = pathlib.Path(os.environ["TOY_RUNLOG"] + ".killed")
+    if not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
 def out(path, obj):
     path = pathlib.Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, sort_keys=True))
@@ -41,6 +59,8 @@ if stage == "prepare":
     out("data/prepared/meta.json", {"seed": p["base"]["seed"]})
 elif stage == "train_supernet":
     out("models/supernet/w.json", {"epochs": p["train"]["epochs"]})
+    out("metrics/supernet.json", {"val_acc_max": 0.9, "val_acc_mid": 0.85, "val_acc_min": 0.8,
+                                  "epochs": p["train"]["epochs"]})
 elif stage == "predictor":
     out("models/predictor/m.json", {"epochs": p["train"]["epochs"]})
 elif stage == "latency_table":
@@ -50,15 +70,15 @@ elif stage == "search":
     pathlib.Path(f"plots/search").mkdir(parents=True, exist_ok=True)
     pathlib.Path(f"plots/search/{key}.png").write_bytes(PNG)
 elif stage == "package":
-    model = {"target": key, "model_id": f"toy-{key}-0", "test_accuracy": 0.9,
-             "latency_ms": {"measured": 1.5}, "worker": worker}
-    out(f"artifacts/{key}/toy-{key}-0/manifest.json", model)
-    out(f"metrics/package/{key}.json", {"models": [model]})
+    model = {"model_id": f"toy-{key}-0", "test_accuracy": 0.9, "predicted_accuracy": 0.91,
+             "latency_ms": 1.5, "predicted_latency_ms": 1.4, "budget_ms": 2.0}
+    out(f"artifacts/{key}/toy-{key}-0/manifest.json", {**model, "target": key, "worker": worker})
+    out(f"metrics/package/{key}.json", {"target": key, "n_packages": 1, "packages": [model]})
 elif stage == "publish":
     models = []
     for f in sorted(pathlib.Path("artifacts").glob("*/*/manifest.json")):
         m = json.loads(f.read_text())
-        models.append({"target": m["target"], "model_id": m["model_id"]})
+        models.append({"target": m["target"], "model_id": m["model_id"], "status": "published"})
     out("metrics/publish.json", {"registry": "file://registry", "packages": models})
 """
 
@@ -87,6 +107,7 @@ def dvc_yaml() -> dict:
                 "deps": ["toy_stage.py", "data/prepared"],
                 "params": ["train"],
                 "outs": ["models/supernet"],
+                "metrics": [{"metrics/supernet.json": nocache}],
             },
             "predictor": {
                 "cmd": "python toy_stage.py predictor",
@@ -119,7 +140,7 @@ def dvc_yaml() -> dict:
 
 
 def write_toy_repo(root: str | os.PathLike[str], targets: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Create a DVC repo (no git) at ``root`` holding the toy pipeline; return its path."""
+    """Create a git + DVC repo at ``root`` holding the toy pipeline, committed; return its path."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "toy_stage.py").write_text(_SCRIPT, encoding="utf-8")
@@ -132,6 +153,15 @@ def write_toy_repo(root: str | os.PathLike[str], targets: Mapping[str, Mapping[s
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml(), sort_keys=False), encoding="utf-8")
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     dvc = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc, "init", "-q", "--no-scm"], cwd=root, env=env, check=True)
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([*dvc, "init", "-q"], cwd=root, env=env, check=True)
     subprocess.run([*dvc, "config", "core.analytics", "false"], cwd=root, env=env, check=True)
+    commit(root, "toy pipeline")
     return root
+
+
+def commit(root: str | os.PathLike[str], message: str) -> None:
+    """``git add -A && git commit`` in ``root`` (a test repo), with a fixed identity."""
+    ident = ["-c", "user.name=onceflow tests", "-c", "user.email=tests@onceflow.invalid"]
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", *ident, "commit", "-q", "-m", message], cwd=root, check=True)
