@@ -53,8 +53,8 @@ class PublishResult:
     # written) or "repaired" (already indexed; missing or corrupt objects were re-uploaded)
     status: str
     uploaded: tuple[str, ...]  # file names actually uploaded
-    revision: str | None = None
-    uri: str = ""  # where the revision's objects live (display form, no credentials)
+    revision: str | None
+    uri: str  # where the revision's objects live (display form, no credentials)
 
 
 def read_entries(store: Store, target: str) -> tuple[list[IndexEntry], str | None]:
