@@ -45,7 +45,7 @@ def test_truncated_idx(idx_dir: Path):
 def test_truncated_gzip_stream(idx_dir: Path):
     f = idx_dir / "train-images-idx3-ubyte.gz"
     f.write_bytes(f.read_bytes()[:100])
-    with pytest.raises(DataError, match=r"not a complete gzip file"):
+    with pytest.raises(DataError, match=r"not a valid, complete gzip file"):
         read_source("fashion-mnist", idx_dir)
 
 
