@@ -53,9 +53,15 @@ class DataConfig(StrictModel):
     max_test: Annotated[int, Field(ge=1)] | None = None  # stratified subset of test
     image_size: Annotated[int, Field(ge=8)] | None = None  # imagefolder: resize to this square
     channels: Literal[1, 3] | None = None  # imagefolder: force grayscale (1) or RGB (3)
+    # imagefolder: larger images are refused before decoding (decompression bombs); PIL's own
+    # limit (89478485) caps it.
+    max_image_pixels: Annotated[int, Field(ge=64, le=89_478_485)] = 4096 * 4096
     # Validation gate.
     min_images_per_class: Annotated[int, Field(ge=1)] = 1  # per split (train, val and test)
     class_balance_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # |n_c/mean - 1| bound
+    # Val images whose content also appears in train (exact duplicates) inflate val accuracy
+    # and the predictor's labels; the gate fails above this count.
+    max_train_val_duplicates: Annotated[int, Field(ge=0)] = 0
 
 
 # ------------------------------------------------------------------------ supernet (issue 3)
