@@ -39,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = load_params(args.params)
     if params.train.processes > 1 and "WORLD_SIZE" not in os.environ:
         argv = list(argv) if argv is not None else sys.argv[1:]
-        return launch_local(params.train.processes, "stages.train_supernet", argv)
+        return launch_local(
+            params.train.processes, "stages.train_supernet", argv,
+            outputs=(args.out, args.metrics, args.live), scratch=(args.checkpoints,),
+        )  # fmt: skip
     ctx = init_distributed(params.base.device, params.train.ddp_backend)
     torch.set_num_threads(max(1, params.base.threads // ctx.world_size))
     try:
