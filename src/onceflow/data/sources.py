@@ -139,7 +139,7 @@ def _read_idx_file(directory: Path, stem: str, expected_ndim: int) -> tuple[Path
     """Find ``stem.gz`` (or an uncompressed ``stem``) and parse it; a corrupt gzip stream
     (bad bytes, bad CRC, cut short) is a DataError naming the file."""
     for candidate in (directory / f"{stem}.gz", directory / stem):
-        if not (candidate.is_file() or candidate.is_symlink()):
+        if not (candidate.exists() or candidate.is_symlink()):
             continue
         real = checked_file(candidate, directory)
         try:
@@ -220,7 +220,7 @@ def _cifar_batch(path: Path, root: Path) -> tuple[np.ndarray, np.ndarray]:
         if not ok:
             raise DataError(f"{path}: 'data' must hold pixel values 0..255 (got {data.dtype})")
         data = data.astype(np.uint8)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
         raise DataError(f"{path}: 'labels' must be a list of integers (got {labels.dtype})")
     labels = labels.astype(np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
