@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from onceflow.train.distributed import remove_partial
+from onceflow.train.distributed import remove_partial, removing_partial
 from tests.conftest import REPO_ROOT, tool_env
 from tests.train.test_stage import TINY_PARAMS, _argv
 
@@ -127,14 +127,26 @@ def test_launcher_stop_signal_cleans_up(tmp_path: Path, tiny_prepared: Path, sig
 def test_remove_partial_keeps_what_existed_before(tmp_path: Path):
     old, new = tmp_path / "old.json", tmp_path / "live"
     old.write_text("{}")
-    since = time.time() + 1e-3
-    time.sleep(0.01)
     new.mkdir()
     (new / "x").write_text("1")
     (tmp_path / ".old.json.abc.tmp").write_text("half")
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / ".ckpt-00000003.pt.xyz.tmp").write_text("half")
-    removed = remove_partial([old, new], since) + remove_partial([tmp_path / "ckpt"], float("inf"))
-    assert old.exists() and not new.exists() and (tmp_path / "ckpt").is_dir()
+    (tmp_path / "ckpt" / "ckpt-00000002.pt").write_text("complete")
+    ckpt = tmp_path / "ckpt"
+    removed = remove_partial([old, new, ckpt], keep=[old, ckpt])
+    assert old.exists() and not new.exists() and (ckpt / "ckpt-00000002.pt").exists()
     assert sorted(p.name for p in removed) == [".ckpt-00000003.pt.xyz.tmp", ".old.json.abc.tmp",
                                                "live"]  # fmt: skip
+
+
+def test_removing_partial_on_failure_only(tmp_path: Path):
+    out = tmp_path / "live"
+    with removing_partial([out]):
+        out.mkdir()
+    assert out.is_dir()  # success keeps it
+    out.rmdir()
+    with pytest.raises(RuntimeError), removing_partial([out]):
+        out.mkdir()
+        raise RuntimeError("boom")
+    assert not out.exists()

@@ -9,6 +9,7 @@ which fits subnets that leave different parameters unused in each pass.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -17,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,16 +181,20 @@ def _stage_worker(module: str, argv: list[str], parent_pid: int) -> int:
     return stage.run(importlib.import_module(module).main, argv)
 
 
-def remove_partial(outputs: Sequence[str | os.PathLike[str]], since: float) -> list[Path]:
-    """Remove what an interrupted run left of ``outputs``: the hidden temp siblings of atomic
-    writes (``.<name>.*.tmp``, any age: a dead writer's) and each output created after
-    ``since`` (a wall-clock time). Outputs that existed before are left alone."""
+def remove_partial(
+    outputs: Sequence[str | os.PathLike[str]], keep: Collection[str | os.PathLike[str]] = ()
+) -> list[Path]:
+    """Remove what an interrupted or failed run left of ``outputs``: the hidden temp siblings
+    of atomic writes (``.<name>.*.tmp``: a dead writer's, whatever their age), temp files
+    inside an output directory, and each output not in ``keep`` (those that existed before
+    the run, left alone)."""
+    kept = {Path(k) for k in keep}
     removed = []
     for out in map(Path, outputs):
         leftovers = list(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.is_dir() else []
-        if out.is_dir():  # checkpoint-style dirs: temp files of their own atomic writes
+        if out.is_dir():  # e.g. checkpoints: half-written files of their own atomic writes
             leftovers += list(out.glob(".*.tmp"))
-        created = out.exists() and out.stat().st_mtime >= since and not out.is_symlink()
+        created = out not in kept and (out.exists() or out.is_symlink())
         for p in leftovers + ([out] if created else []):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
@@ -197,6 +202,17 @@ def remove_partial(outputs: Sequence[str | os.PathLike[str]], since: float) -> l
                 p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def removing_partial(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+    """Run the block; if it raises, remove the ``outputs`` it created (see remove_partial)."""
+    existed = [Path(o) for o in outputs if Path(o).exists()]
+    try:
+        yield
+    except BaseException:
+        remove_partial(outputs, keep=existed)
+        raise
 
 
 class TrainingInterrupted(OnceflowError):
@@ -237,13 +253,13 @@ def launch_local(
         start_method="spawn",
         shutdown_timeout=10,  # seconds between SIGTERM and SIGKILL for ranks that linger
     )
-    started = time.time()
-    remove_partial([*outputs, *scratch], since=float("inf"))  # a killed run's temp files
+    existed = [Path(o) for o in [*outputs, *scratch] if Path(o).exists()]
+    remove_partial([*outputs, *scratch], keep=[*outputs, *scratch])  # a killed run's temp files
     log.info("launching %d local ranks (params train.processes)", nproc)
     try:
         codes = elastic_launch(config, _stage_worker)(module, list(argv), os.getpid())
     except SignalException as err:
-        removed = remove_partial(outputs, since=started) + remove_partial(scratch, float("inf"))
+        removed = remove_partial([*outputs, *scratch], keep=[*existed, *scratch])
         stopped = TrainingInterrupted(
             f"training stopped by {signal.Signals(err.sigval).name}: its {nproc} ranks are "
             f"stopped and {len(removed)} partial output(s) removed; rerun to resume from the "
