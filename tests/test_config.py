@@ -79,6 +79,7 @@ def test_invalid_yaml_reports_line(tmp_path: Path):
         ({"train": {"ddp_backend": "nccl"}}, r"train.ddp_backend: nccl needs base.device cuda"),
         ({"train": {"phases": [{"name": "a", "epochs": 1, "lr": 0.1}] * 2}}, r"unique"),
         ({"base": {"seed": -1}}, r"base.seed: .*greater than or equal to 0"),
+        ({"predictor": {"n_samples": 12}}, r"predictor.n_samples: 12 .* use n_samples >= 13"),
     ],
 )
 def test_rules_checked_at_load(raw: dict, match: str):

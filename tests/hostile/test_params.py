@@ -97,6 +97,7 @@ ROWS = [
     Row("batch-under-processes", _set("train", processes=4, batch_size=2), "train.batch_size"),
     Row("nccl-on-cpu", _set("train", ddp_backend="nccl"), "nccl"),
     Row("path-nul-byte", _set("data", path="data\x00set"), "data.path"),
+    Row("predictor-too-few-samples", _set("predictor", n_samples=12), "predictor.n_samples"),
     # the file itself
     Row("invalid-yaml", _text("base:\n  seed: [1,\n"), "not valid YAML at line"),
     Row("duplicate-key", _text("data:\n  val_fraction: 0.2\ndata:\n  max_train: 100\n"),

@@ -107,6 +107,8 @@ def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:
         text = p.read_text(encoding="utf-8")
         if "\0" in text:
             raise UnicodeError("NUL byte")
+    except IsADirectoryError:
+        raise DataError(f"{p}: a directory where the predictor's CSV belongs; remove it") from None
     except UnicodeError as err:  # binary garbage, not an append-only CSV of ours
         log.warning("%s: not a text CSV (%s); remeasuring", p, err)
         _rewrite(p, {}, context)
