@@ -539,8 +539,15 @@ class Params(StrictModel):
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a control character in a key never reaches the log raw
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "<top level>"
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: newlines and control characters escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in " ".join(text.split()))
 
 
 def format_validation_error(source: str, err: ValidationError) -> str:
@@ -574,7 +581,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(source, err)) from None
+        raise ConfigError(one_line(format_validation_error(source, err))) from None
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -635,7 +642,8 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(one_line(f"{p}: not valid YAML{where}: {problem}")) from None
     except RecursionError:
         raise ConfigError(f"{p}: nested too deeply to be a params file") from None
     if _count_values(raw, MAX_PARAMS_VALUES) > MAX_PARAMS_VALUES:
