@@ -545,8 +545,13 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "<top level>"
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s'\"]*@")
+
+
 def one_line(text: str) -> str:
-    """``text`` as one printable line: newlines and control characters escaped."""
+    """``text`` as one printable line (newlines and control characters escaped) with any
+    credentials in a URL (``scheme://user:secret@host``) masked: values are echoed back."""
+    text = _USERINFO.sub(r"\1***@", text)
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in " ".join(text.split()))
 
 

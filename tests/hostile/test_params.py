@@ -111,6 +111,8 @@ ROWS = [
         _set("publish", endpoint_url=f"http://AKIAHOSTILE00000:{SECRET}@127.0.0.1:9000"),
         "endpoint_url must not hold credentials"),
     Row("unknown-key-holding-secret", _set("publish", secret_key=SECRET), "publish.secret_key"),
+    Row("secret-url-in-wrong-type", _set("publish", max_attempts=f"s3://AK:{SECRET}@bucket/p"),
+        "publish.max_attempts"),
 ]  # fmt: skip
 
 
