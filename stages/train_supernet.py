@@ -15,14 +15,16 @@ from collections.abc import Sequence
 import torch
 
 from onceflow import stage
-from onceflow.config import load_params
+from onceflow.config import Params, load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir, write_json_atomic
 from onceflow.supernet import SearchSpace, save_supernet
 from onceflow.train.distributed import (
+    DistContext,
     barrier,
     init_distributed,
     launch_local,
+    removing_partial,
     resolve_device,
     shutdown,
 )
@@ -39,35 +41,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = load_params(args.params)
     if params.train.processes > 1 and "WORLD_SIZE" not in os.environ:
         argv = list(argv) if argv is not None else sys.argv[1:]
-        return launch_local(params.train.processes, "stages.train_supernet", argv)
+        return launch_local(
+            params.train.processes, "stages.train_supernet", argv,
+            outputs=(args.out, args.metrics, args.live), scratch=(args.checkpoints,),
+        )  # fmt: skip
     ctx = init_distributed(params.base.device, params.train.ddp_backend)
     torch.set_num_threads(max(1, params.base.threads // ctx.world_size))
     try:
-        data = load_prepared(args.data, mmap=False)
-        m = data.meta
-        space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
-        live = LiveLogger(args.live) if ctx.is_main else None
-        outcome = train_supernet(
-            data,
-            space,
-            params.train,
-            seed=params.base.seed,
-            device=resolve_device(params.base.device, ctx),
-            checkpoint_dir=args.checkpoints,
-            ctx=ctx,
-            on_epoch=live.log_epoch if live else None,
-        )
-        if live is not None:
-            torch.set_num_threads(params.base.threads)  # the other ranks idle now
-            metrics = final_metrics(outcome, data, params.train, params.base.seed)
-            live.finish(metrics)
-            with atomic_dir(args.out) as tmp:
-                save_supernet(outcome.model, tmp)
-            write_json_atomic(args.metrics, metrics)
-            stage.log.info("supernet trained: %s", metrics)
+        # A failed run leaves no partial outputs (rank 0 writes them; the live dir grows).
+        with removing_partial((args.out, args.metrics, args.live) if ctx.is_main else ()):
+            _train(args, params, ctx)
         barrier(ctx)
     finally:
         shutdown(ctx)
+
+
+def _train(args: argparse.Namespace, params: Params, ctx: DistContext) -> None:
+    data = load_prepared(args.data, mmap=False)
+    m = data.meta
+    space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
+    live = LiveLogger(args.live) if ctx.is_main else None
+    outcome = train_supernet(
+        data,
+        space,
+        params.train,
+        seed=params.base.seed,
+        device=resolve_device(params.base.device, ctx),
+        checkpoint_dir=args.checkpoints,
+        ctx=ctx,
+        on_epoch=live.log_epoch if live else None,
+    )
+    if live is not None:
+        torch.set_num_threads(params.base.threads)  # the other ranks idle now
+        metrics = final_metrics(outcome, data, params.train, params.base.seed)
+        live.finish(metrics)
+        with atomic_dir(args.out) as tmp:
+            save_supernet(outcome.model, tmp)
+        write_json_atomic(args.metrics, metrics)
+        stage.log.info("supernet trained: %s", metrics)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,68 @@ def test_invalid_yaml_reports_line(tmp_path: Path):
     p.write_text("base:\n  seed: [1,\n")
     with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML at line"):
         load_params(p)
+
+
+# --- every rule checkable from params.yaml alone fails at load (issue 14) ---
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ({"data": {"val_fraction": float("nan")}}, r"data.val_fraction: .*finite"),
+        ({"train": {"weight_decay": float("inf")}}, r"train.weight_decay: .*finite"),
+        ({"latency": {"targets": {"Ort-CPU": {}}}}, r"name 'Ort-CPU' must be lower-case"),
+        ({"latency": {"targets": {"a_b": {}}}}, r"name 'a_b' must be lower-case"),
+        ({"search": {"budgets": {"ort-cpux": {}}}}, r"search.budgets moved"),
+        (
+            {"latency": {"targets": {"ort-cpu": {"budgets": {"unit": "ms", "values": [0]}}}}},
+            r"must be > 0",
+        ),
+        ({"search": {"default_budgets": {"values": [0.5, 0.5]}}}, r"must be distinct"),
+        ({"data": {"max_train": 5}}, r"data.max_train: 5 cannot give each of the 10"),
+        ({"data": {"max_test": 3}}, r"data.max_test: 3 cannot give"),
+        ({"data": {"channels": 3}}, r"data.channels applies to data.source imagefolder only"),
+        ({"data": {"path": "a\x00b"}}, r"data.path: must not contain control characters"),
+        ({"supernet": {"resolutions": [28, 32]}}, r"supernet.resolutions: 32 exceeds the 28x28"),
+        ({"train": {"processes": 4, "batch_size": 2}}, r"train.batch_size \(2\) cannot be split"),
+        ({"train": {"ddp_backend": "nccl"}}, r"train.ddp_backend: nccl needs base.device cuda"),
+        ({"train": {"phases": [{"name": "a", "epochs": 1, "lr": 0.1}] * 2}}, r"unique"),
+        ({"base": {"seed": -1}}, r"base.seed: .*greater than or equal to 0"),
+        ({"predictor": {"n_samples": 12}}, r"predictor.n_samples: 12 .* use n_samples >= 13"),
+    ],
+)
+def test_rules_checked_at_load(raw: dict, match: str):
+    with pytest.raises(ConfigError, match=match) as err:
+        parse_params(raw)
+    assert "\n" not in str(err.value) and "Value error" not in str(err.value)
+
+
+def test_imagefolder_resolution_checked_against_image_size():
+    ok = {"source": "imagefolder", "path": "x", "image_size": 28}
+    parse_params({"data": ok})
+    with pytest.raises(ConfigError, match=r"exceeds the 20x20 images"):
+        parse_params({"data": {**ok, "image_size": 20}})
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("data:\n  source: cifar10\ndata:\n  val_fraction: 0.2\n", r"line 3.*'data' appears twice"),
+        ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+         + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+                   for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+         r"more than 100000 values"),
+        ("[" * 5000 + "]" * 5000, r"nested too deeply"),
+    ],
+)  # fmt: skip
+def test_hostile_yaml(tmp_path: Path, text: str, match: str):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_params(p)
+
+
+def test_not_utf8_or_a_directory(tmp_path: Path):
+    (tmp_path / "params.yaml").write_bytes(b"base:\n  seed: \xff\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8"):
+        load_params(tmp_path / "params.yaml")
+    with pytest.raises(ConfigError, match=r"cannot read the params file"):
+        load_params(tmp_path)

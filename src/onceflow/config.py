@@ -7,6 +7,7 @@ work) and then uses only its own section(s). Models are frozen: config is a valu
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,17 +23,34 @@ from pydantic import (
 )
 
 from onceflow.errors import ConfigError
+from onceflow.uri import check_endpoint_url, parse_registry_uri, redact
 
 
 class StrictModel(BaseModel):
-    """Base for every config model: unknown keys are errors, instances are immutable."""
+    """Base for every config model: unknown keys are errors, instances are immutable, and no
+    number is NaN or infinite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Target names become DVC stage names (latency_table@<name>), file names and registry keys.
+TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+TARGET_NAME_RULE = "lower-case letters, digits and '-', starting with a letter or digit, <= 40"
+# Image side length and class count of the sources whose files fix them.
+KNOWN_SOURCES: dict[str, tuple[int, int]] = {"fashion-mnist": (28, 10), "cifar10": (32, 10)}
+
+
+def _plain_path(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty")
+    if any(ord(ch) < 32 for ch in v):
+        raise ValueError("must not contain control characters (a NUL byte or a newline?)")
+    return v
 
 
 # --------------------------------------------------------------------------------------- base
 class BaseConfig(StrictModel):
-    seed: int = 0  # one seed from which every stage derives its RNGs
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0  # one seed every stage derives RNGs from
     threads: Annotated[int, Field(ge=1, le=256)] = 2  # torch / ORT intra-op threads
     device: Literal["cpu", "cuda", "auto"] = "cpu"  # where torch work runs; auto = cuda if present
 
@@ -53,9 +71,43 @@ class DataConfig(StrictModel):
     max_test: Annotated[int, Field(ge=1)] | None = None  # stratified subset of test
     image_size: Annotated[int, Field(ge=8)] | None = None  # imagefolder: resize to this square
     channels: Literal[1, 3] | None = None  # imagefolder: force grayscale (1) or RGB (3)
+    # imagefolder: larger images are refused before decoding (decompression bombs); PIL's own
+    # limit (89478485) caps it.
+    max_image_pixels: Annotated[int, Field(ge=64, le=89_478_485)] = 4096 * 4096
     # Validation gate.
     min_images_per_class: Annotated[int, Field(ge=1)] = 1  # per split (train, val and test)
     class_balance_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5  # |n_c/mean - 1| bound
+    # Val images whose content also appears in train (exact duplicates) inflate val accuracy
+    # and the predictor's labels; the gate fails above this count.
+    max_train_val_duplicates: Annotated[int, Field(ge=0)] = 0
+
+    _path = field_validator("path")(_plain_path)
+
+    @model_validator(mode="after")
+    def _source_rules(self) -> DataConfig:
+        if self.source != "imagefolder":
+            for key in ("image_size", "channels"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"data.{key} applies to data.source imagefolder only; remove it or "
+                        f"set it to null for {self.source}"
+                    )
+        known = KNOWN_SOURCES.get(self.source)
+        if known is not None:
+            n_classes, per = known[1], self.min_images_per_class
+            # Necessary (not sufficient): every class needs `per` images in train and in val.
+            if self.max_train is not None and self.max_train < 2 * per * n_classes:
+                raise ValueError(
+                    f"data.max_train: {self.max_train} cannot give each of the {n_classes} "
+                    f"{self.source} classes {per} image(s) in both train and val; use at "
+                    f"least {2 * per * n_classes}"
+                )
+            if self.max_test is not None and self.max_test < n_classes * per:
+                raise ValueError(
+                    f"data.max_test: {self.max_test} cannot give each of the {n_classes} "
+                    f"{self.source} classes {per} test image(s); use at least {n_classes * per}"
+                )
+        return self
 
 
 # ------------------------------------------------------------------------ supernet (issue 3)
@@ -181,6 +233,17 @@ class TrainConfig(StrictModel):
             raise ValueError(
                 f"alpha_min ({self.alpha_min}) must be <= alpha_max ({self.alpha_max})"
             )
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"train.phases: phase names must be unique, got {names}")
+        for p in self.phases:
+            if len(set(p.elastic)) != len(p.elastic):
+                raise ValueError(f"train.phases.{p.name}.elastic lists a dimension twice")
+        if self.batch_size < self.processes:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) cannot be split over train.processes "
+                f"({self.processes}) ranks; use a batch_size >= processes"
+            )
         return self
 
 
@@ -198,10 +261,11 @@ class TargetOptions(StrictModel):
     int8_calibration_images: Annotated[int, Field(ge=1)] = 64
     # tensorrt: directory of serialized engines keyed by content hash (outside DVC outs).
     engine_cache_dir: str = ".cache/onceflow/tensorrt"
+    _engine_cache_dir = field_validator("engine_cache_dir")(_plain_path)
     # torch on CUDA: replay each model as a captured CUDA graph (removes launch overhead).
     cuda_graphs: bool = False
     # pin the measuring process to these CPU ids while timing (Linux); null = no pinning.
-    cpu_affinity: tuple[int, ...] | None = None
+    cpu_affinity: tuple[Annotated[int, Field(ge=0)], ...] | None = None
 
 
 class BudgetConfig(StrictModel):
@@ -215,6 +279,10 @@ class BudgetConfig(StrictModel):
     def _fractions(self) -> BudgetConfig:
         if self.unit == "fraction" and any(v > 1 for v in self.values):
             raise ValueError(f"fraction budgets must be in [0, 1], got {self.values}")
+        if self.unit == "ms" and any(v <= 0 for v in self.values):
+            raise ValueError(f"ms budgets must be > 0, got {self.values}")
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"budget values must be distinct, got {self.values}")
         return self
 
 
@@ -277,8 +345,11 @@ class LatencyConfig(StrictModel):
         if not self.targets:
             raise ValueError("latency.targets is empty: define at least one target")
         for name, t in self.targets.items():
-            if not name.replace("-", "").replace("_", "").isalnum():
-                raise ValueError(f"latency.targets: name {name!r} must be letters, digits, - or _")
+            if not TARGET_NAME.fullmatch(name):
+                raise ValueError(
+                    f"latency.targets: name {name!r} must be {TARGET_NAME_RULE} characters "
+                    "(it names DVC stages, files and registry keys)"
+                )
             if t.backend == "tensorrt" and t.device != "cuda":
                 raise ValueError(f"latency.targets.{name}: tensorrt needs device: cuda")
             if t.precision == "int8" and t.backend != "tensorrt":
@@ -325,6 +396,23 @@ class PredictorConfig(StrictModel):
     gbm_learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.1
     gbm_max_leaf_nodes: Annotated[int, Field(ge=2, le=65536)] = 15
     gbm_min_samples_leaf: Annotated[int, Field(ge=1)] = 5
+
+    @model_validator(mode="after")
+    def _enough_samples(self) -> PredictorConfig:
+        # The selection holds out round(holdout_fraction * n) >= 3 subnets and k-folds the
+        # rest (>= max(2 k, 6)): check it here, before hours of measuring.
+        def fits(n: int) -> bool:
+            hold = int(round(self.holdout_fraction * n))
+            return hold >= 3 and n - hold >= max(2 * self.k_folds, 6)
+
+        if not fits(self.n_samples):
+            need = next(n for n in range(self.n_samples, 100_000) if fits(n))
+            raise ValueError(
+                f"predictor.n_samples: {self.n_samples} subnets are too few for "
+                f"{self.k_folds}-fold selection with holdout_fraction {self.holdout_fraction}; "
+                f"use n_samples >= {need} (or a larger holdout_fraction / fewer k_folds)"
+            )
+        return self
 
 
 # -------------------------------------------------------------------------- search (issue 5)
@@ -399,7 +487,6 @@ class PublishConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_uri(self) -> PublishConfig:
-        from onceflow.uri import check_endpoint_url, parse_registry_uri
 
         parse_registry_uri(self.uri)  # a URIError is a ValueError: reported under its key
         if self.endpoint_url is not None:
@@ -427,25 +514,58 @@ class Params(StrictModel):
             return {k: ({} if v is None else v) for k, v in data.items()}
         return data
 
+    @model_validator(mode="after")
+    def _cross_section(self) -> Params:
+        """Rules that span sections, so a mistake fails at load, not in a later stage."""
+        side = None
+        if self.data.source in KNOWN_SOURCES:
+            side = KNOWN_SOURCES[self.data.source][0]
+        elif self.data.image_size is not None:
+            side = self.data.image_size
+        if side is not None and self.supernet.resolutions[-1] > side:
+            raise ValueError(
+                f"supernet.resolutions: {self.supernet.resolutions[-1]} exceeds the "
+                f"{side}x{side} images of data ({self.data.source}); use resolutions <= {side}"
+            )
+        if self.train.ddp_backend == "nccl" and self.base.device == "cpu":
+            raise ValueError("train.ddp_backend: nccl needs base.device cuda (or auto); use gloo")
+        return self
+
 
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and not part.isprintable():
+            part = repr(part)  # a control character in a key never reaches the log raw
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "<top level>"
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line (newlines and control characters escaped) with any
+    credentials masked (onceflow.uri.redact): values are echoed back."""
+    text = redact(text)
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in " ".join(text.split()))
 
 
 def format_validation_error(source: str, err: ValidationError) -> str:
     """One line naming the file, each offending key path and what is wrong with it."""
     problems = []
     for e in err.errors():
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see README 'Params')"
-        elif "input" in e and not isinstance(e["input"], dict | list):
-            msg = f"{msg} (got {e['input']!r})"
-        problems.append(f"{_loc(tuple(e['loc']))}: {msg}")
+        elif "input" in e and not isinstance(e["input"], dict | list | BaseModel):
+            msg = f"{msg} (got {_short(e['input'])})"
+        loc = _loc(tuple(e["loc"]))
+        # Model-level rules already name their key path.
+        problems.append(msg if not e["loc"] or msg.startswith(loc) else f"{loc}: {msg}")
     return f"{source}: " + "; ".join(problems)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -459,7 +579,45 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(source, err)) from None
+        raise ConfigError(one_line(format_validation_error(source, err))) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (plain YAML
+    loaders keep the last one silently, so a duplicated section would hide the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+# Aliases can make a small file expand into a huge structure ("billion laughs").
+MAX_PARAMS_VALUES = 100_000
+
+
+def _count_values(obj: Any, limit: int) -> int:
+    """Values in ``obj`` (shared aliases counted each time), stopping once past ``limit``."""
+    count, stack = 0, [obj]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
@@ -471,10 +629,24 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
         raise ConfigError(
             f"{p}: params file not found (run from the repo root or pass --params)"
         ) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {err.start}); save params.yaml as UTF-8"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read the params file ({err.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(one_line(f"{p}: not valid YAML{where}: {problem}")) from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a params file") from None
+    if _count_values(raw, MAX_PARAMS_VALUES) > MAX_PARAMS_VALUES:
+        raise ConfigError(
+            f"{p}: more than {MAX_PARAMS_VALUES} values (YAML aliases expanding?); "
+            "this is not a params file"
+        )
     return parse_params(raw, str(p))

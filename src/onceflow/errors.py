@@ -16,11 +16,15 @@ class ConfigError(OnceflowError):
 
 
 class DataError(OnceflowError):
-    """Input data is missing, truncated or inconsistent."""
+    """Input data is missing, truncated or inconsistent (a user's input: exit code 2)."""
+
+    exit_code = 2
 
 
 class ValidationFailed(OnceflowError):
-    """The data validation gate failed; downstream stages must not run."""
+    """The data validation gate failed; downstream stages must not run (bad input: exit 2)."""
+
+    exit_code = 2
 
 
 class BackendUnavailable(OnceflowError):

@@ -1,4 +1,5 @@
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_truncated_idx(idx_dir: Path):
 def test_truncated_gzip_stream(idx_dir: Path):
     f = idx_dir / "train-images-idx3-ubyte.gz"
     f.write_bytes(f.read_bytes()[:100])
-    with pytest.raises(DataError, match=r"not a complete gzip file"):
+    with pytest.raises(DataError, match=r"not a valid, complete gzip file"):
         read_source("fashion-mnist", idx_dir)
 
 
@@ -115,3 +116,46 @@ def test_imagefolder_class_without_images(tmp_path: Path):
         f.unlink()
     with pytest.raises(DataError, match=r"class 'class_2' has no images"):
         read_source("imagefolder", d)
+
+
+def test_idx_crafted_header_refused_before_reading(idx_dir: Path):
+    f = idx_dir / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(f.read_bytes())
+    f.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + (2**32 - 1).to_bytes(4, "big") + raw[8:]))
+    with pytest.raises(DataError, match=r"corrupt or crafted"):
+        read_source("fashion-mnist", idx_dir)
+
+
+def test_corrupt_gzip_bytes(idx_dir: Path):
+    f = idx_dir / "train-images-idx3-ubyte.gz"
+    b = bytearray(f.read_bytes())
+    b[len(b) // 3 : len(b) // 3 + 64] = bytes(64)
+    f.write_bytes(bytes(b))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: not a valid, complete gzip"):
+        read_source("fashion-mnist", idx_dir)
+
+
+def test_symlink_outside_and_fifo_refused(idx_dir: Path):
+    f = idx_dir / "t10k-labels-idx1-ubyte.gz"
+    f.unlink()
+    f.symlink_to("/etc/passwd")
+    with pytest.raises(DataError, match=r"outside the dataset directory"):
+        read_source("fashion-mnist", idx_dir)
+    f.unlink()
+    os.mkfifo(f)
+    with pytest.raises(DataError, match=r"not a regular file"):
+        read_source("fashion-mnist", idx_dir)
+
+
+def test_symlink_inside_the_dataset_is_fine(idx_dir: Path):
+    f = idx_dir / "t10k-labels-idx1-ubyte.gz"
+    (idx_dir / "real.gz").write_bytes(f.read_bytes())
+    f.unlink()
+    f.symlink_to(idx_dir / "real.gz")
+    assert read_source("fashion-mnist", idx_dir).test_labels.shape == (50,)
+
+
+def test_imagefolder_pixel_limit(tmp_path: Path):
+    d = write_imagefolder(tmp_path / "f")
+    with pytest.raises(DataError, match=r"exceeds data.max_image_pixels \(100\)"):
+        read_source("imagefolder", d, max_image_pixels=100)

@@ -82,3 +82,18 @@ def test_minimum_split_size(split):
     )
     _, failed = _failed(splits, settings)
     assert f"{split}: 5" in failed["min_split_size"]
+
+
+def test_train_val_duplicates_fail_above_the_threshold():
+    from dataclasses import replace
+
+    splits = _splits()
+    (tx, ty), (vx, vy) = splits["train"], splits["val"]
+    splits["val"] = (np.concatenate([vx, tx[:7]]), np.concatenate([vy, ty[:7]]))
+    result, failed = _failed(splits)
+    assert not result.success and result.n_train_val_duplicates == 7
+    assert failed["train_val_duplicates"].startswith("7 val images duplicate train images")
+    assert "data.max_train_val_duplicates" in failed["train_val_duplicates"]
+    assert result.to_json()["n_train_val_duplicates"] == 7
+    ok, failed = _failed(splits, replace(SETTINGS, max_train_val_duplicates=7))
+    assert "train_val_duplicates" not in failed

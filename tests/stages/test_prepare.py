@@ -38,6 +38,7 @@ def test_prepare_writes_outputs(tmp_path: Path):
         "n_val": 40,
         "n_test": 50,
         "n_classes": 10,
+        "n_train_val_duplicates": 0,
         "validation_success": True,
     }
     data = load_prepared(out / "prepared")
@@ -56,7 +57,7 @@ def test_gate_failure_exits_nonzero_and_writes_no_prepared_data(tmp_path: Path, 
     labels[labels == 7] = 6
     (src / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
     code, out = _run(tmp_path, {"path": str(src)})
-    assert code == 1
+    assert code == 2
     assert not (out / "prepared").exists() and not (out / "metrics.json").exists()
     assert "every_class_present: missing test:7" in caplog.text
     report = json.loads((out / "report.json").read_text())
@@ -88,7 +89,7 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, caplog, breakage: str, messa
     elif breakage == "bad_labels":
         lbl.write_bytes(gzip.compress(idx_bytes(np.full(200, 10, np.uint8))))
     code, out = _run(tmp_path, {"path": str(src)})
-    assert code == 1
+    assert code == 2
     assert message in caplog.text
     assert not out.exists() or not (out / "prepared").exists()
 
@@ -114,6 +115,7 @@ def test_dvc_repro_prepare_on_fashion_mnist_subset(tmp_path: Path):
         "n_val": 200,
         "n_test": 500,
         "n_classes": 10,
+        "n_train_val_duplicates": 0,
         "validation_success": True,
     }
     again = run_dvc(repo, "repro", "prepare")

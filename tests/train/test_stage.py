@@ -77,7 +77,7 @@ def test_stage_launches_two_local_ranks(tmp_path, tiny_prepared, caplog):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "processes": 2,
                                                             "batch_size": 1}}))  # fmt: skip
-    assert stage.run(train_supernet.main, _argv(tmp_path / "b", bad, tiny_prepared)) == 1
+    assert stage.run(train_supernet.main, _argv(tmp_path / "b", bad, tiny_prepared)) == 2
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from onceflow.data.prepared import Meta, Split, content_hash, save_split
 from onceflow.data.sources import read_source
 from onceflow.data.split import stratified_split, stratified_subset
 from onceflow.data.validate import GateResult, GateSettings, image_table, run_gate
+from onceflow.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Prepared:
             "n_val": len(self.splits["val"]),
             "n_test": len(self.splits["test"]),
             "n_classes": self.meta.n_classes,
+            "n_train_val_duplicates": self.gate.n_train_val_duplicates,
             "validation_success": self.gate.success,
         }
 
@@ -50,8 +52,29 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+def check_not_empty(splits: dict[str, Split], cfg: DataConfig, n_classes: int) -> None:
+    """A quick-run subset too small for the split leaves a split empty: say which key to raise."""
+    empty = [name for name, split in splits.items() if len(split) == 0]
+    if not empty:
+        return
+    if "test" in empty:
+        key, value = "data.max_test", cfg.max_test
+    else:
+        key, value = "data.max_train", cfg.max_train
+    need = (
+        n_classes
+        if key == "data.max_test"
+        else max(2 * n_classes, int(n_classes / cfg.val_fraction))
+    )
+    raise DataError(
+        f"{key}: {value} leaves the {' and '.join(empty)} split(s) empty "
+        f"({n_classes} classes, data.val_fraction {cfg.val_fraction}); set {key} to at least "
+        f"{need} (or null for all images)"
+    )
+
+
 def prepare_dataset(cfg: DataConfig, seed: int) -> Prepared:
-    raw = read_source(cfg.source, cfg.path, cfg.image_size, cfg.channels)
+    raw = read_source(cfg.source, cfg.path, cfg.image_size, cfg.channels, cfg.max_image_pixels)
     rng = np.random.default_rng(seed)
     pool_x, pool_y = raw.train_images, raw.train_labels
     if cfg.max_train is not None:
@@ -67,6 +90,7 @@ def prepare_dataset(cfg: DataConfig, seed: int) -> Prepared:
         "val": Split(pool_x[va_idx], pool_y[va_idx]),
         "test": Split(test_x, test_y),
     }
+    check_not_empty(splits, cfg, len(raw.classes))
     h, w, c = raw.train_images.shape[1:]
     mean, std = channel_stats(splits["train"].images)
     meta = Meta(
@@ -82,6 +106,7 @@ def prepare_dataset(cfg: DataConfig, seed: int) -> Prepared:
             shape=(h, w, c),
             min_images_per_class=cfg.min_images_per_class,
             class_balance_tolerance=cfg.class_balance_tolerance,
+            max_train_val_duplicates=cfg.max_train_val_duplicates,
         ),
     )
     return Prepared(splits=splits, meta=meta, gate=gate)

@@ -130,17 +130,34 @@ def load_prepared(directory: str | Path, *, mmap: bool = True) -> PreparedData:
         raise DataError(
             f"{d}: no meta.json — not a prepared-data directory (run `dvc repro prepare`)"
         )
-    meta = Meta.from_json(json.loads(meta_path.read_text(encoding="utf-8")))
+    rerun = "rerun `dvc repro prepare`"
+    try:
+        meta = Meta.from_json(json.loads(meta_path.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise DataError(
+            f"{meta_path}: not a prepared-data description ({err!r}); {rerun}"
+        ) from None
     mode = "r" if mmap else None
     splits = {}
     for name in SPLITS:
         try:
-            images = np.load(d / f"{name}_images.npy", mmap_mode=mode)
-            labels = np.load(d / f"{name}_labels.npy", mmap_mode=mode)
+            images = np.load(d / f"{name}_images.npy", mmap_mode=mode, allow_pickle=False)
+            labels = np.load(d / f"{name}_labels.npy", mmap_mode=mode, allow_pickle=False)
         except FileNotFoundError as err:
+            raise DataError(f"{d}: missing {Path(err.filename).name} ({rerun})") from None
+        except (ValueError, OSError, EOFError) as err:
+            raise DataError(f"{d}: {name} arrays are unreadable ({err}); {rerun}") from None
+        shape = (meta.height, meta.width, meta.channels)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != shape:
             raise DataError(
-                f"{d}: missing {Path(err.filename).name} (rerun `dvc repro prepare`)"
-            ) from None
+                f"{d / f'{name}_images.npy'}: {images.dtype} {images.shape}, expected uint8 "
+                f"(N, {', '.join(map(str, shape))}) as meta.json says; {rerun}"
+            )
+        if labels.ndim != 1 or len(labels) != len(images) or labels.dtype.kind not in "iu":
+            raise DataError(
+                f"{d / f'{name}_labels.npy'}: {labels.dtype} {labels.shape} does not hold one "
+                f"integer label per image ({len(images)}); {rerun}"
+            )
         splits[name] = Split(images=images, labels=labels)
     return PreparedData(meta=meta, **splits)
 

@@ -24,6 +24,7 @@ class GateSettings:
     shape: tuple[int, int, int]  # H, W, C every image must have
     min_images_per_class: int
     class_balance_tolerance: float
+    max_train_val_duplicates: int = 0  # val images whose content is also in train
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class GateResult:
     success: bool
     n_rows: int
     expectations: tuple[ExpectationResult, ...]
+    n_train_val_duplicates: int = 0  # val images whose content hash is also in train
 
     @property
     def failures(self) -> tuple[ExpectationResult, ...]:
@@ -52,13 +54,15 @@ class GateResult:
         import great_expectations as gx
 
         return {"success": self.success, "n_rows": self.n_rows,
+                "n_train_val_duplicates": self.n_train_val_duplicates,
                 "great_expectations_version": gx.__version__,
                 "expectations": [e.to_json() for e in self.expectations]}  # fmt: skip
 
     def summary_markdown(self) -> str:
         lines = [f"# Data validation: {'PASSED' if self.success else 'FAILED'}", "",
                  f"{self.n_rows} images checked, {len(self.failures)} of "
-                 f"{len(self.expectations)} expectations failed.", "",
+                 f"{len(self.expectations)} expectations failed; "
+                 f"{self.n_train_val_duplicates} val images duplicate train images.", "",
                  "| expectation | result | observed |", "|---|---|---|"]  # fmt: skip
         for e in self.expectations:
             lines.append(f"| {e.description} | {'ok' if e.success else 'FAIL'} | {e.observed} |")
@@ -93,6 +97,10 @@ def image_table(splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int
     df["class_ratio"] = df["class_count"] / (df["split_size"] / n_classes)
     test_hashes = set(df.loc[df["split"] == "test", "hash"])
     df["leaks_into_test"] = (df["split"] != "test") & df["hash"].isin(test_hashes)
+    train_hashes = set(df.loc[df["split"] == "train", "hash"])
+    df["duplicates_train"] = (df["split"] == "val") & df["hash"].isin(train_hashes)
+    # One value per row so GX can bound it: the split-level count of val-in-train duplicates.
+    df["train_val_duplicates"] = int(df["duplicates_train"].sum())
     return df
 
 
@@ -126,6 +134,8 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
     tol = s.class_balance_tolerance
     E = gx.expectations
     present = set(df["split_label"])
+    n_dup = int(df["duplicates_train"].sum())
+    max_dup = s.max_train_val_duplicates
     checks: list[tuple[str, str, object, str]] = [
         ("label_in_class_set", f"labels in 0..{s.n_classes - 1}",
          E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(s.n_classes))),
@@ -166,6 +176,11 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
          E.ExpectColumnValuesToBeInSet(column="leaks_into_test", value_set=[False]),
          _observe(df, "leaks_into_test", df["leaks_into_test"].astype(bool),
                   lambda r: f"{len(r)} images ({_counts(r['split'].value_counts())})")),
+        ("train_val_duplicates", f"at most {max_dup} val images also in train (content hash)",
+         E.ExpectColumnValuesToBeBetween(column="train_val_duplicates", max_value=max_dup),
+         "ok" if n_dup <= max_dup else
+         f"{n_dup} val images duplicate train images (allowed: data.max_train_val_duplicates = "
+         f"{max_dup}); remove the duplicates or raise data.max_train_val_duplicates"),
     ]  # fmt: skip
 
     ctx = gx.get_context(mode="ephemeral")
@@ -189,4 +204,5 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
     )
     log.info("validation gate over %d images in splits %s: %s", len(df), splits,
              "passed" if validation.success else "FAILED")  # fmt: skip
-    return GateResult(success=bool(validation.success), n_rows=len(df), expectations=results)
+    return GateResult(success=bool(validation.success), n_rows=len(df), expectations=results,
+                      n_train_val_duplicates=n_dup)  # fmt: skip

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,12 +103,25 @@ def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:
     p = Path(path)
     if not p.exists():
         return {}
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+        if "\0" in text:
+            raise UnicodeError("NUL byte")
+    except IsADirectoryError:
+        raise DataError(f"{p}: a directory where the predictor's CSV belongs; remove it") from None
+    except UnicodeError as err:  # binary garbage, not an append-only CSV of ours
+        log.warning("%s: not a text CSV (%s); remeasuring", p, err)
+        _rewrite(p, {}, context)
+        return {}
     complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
     rows: dict[str, Row] = {}
     dropped = 0
     reader = csv.DictReader(io.StringIO(complete))
-    if reader.fieldnames is not None and tuple(reader.fieldnames) != COLUMNS:
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error:
+        fieldnames = ()
+    if fieldnames is not None and tuple(fieldnames) != COLUMNS:
         log.warning(
             "%s: columns %s are not %s (another onceflow version); remeasuring",
             p,
@@ -117,11 +130,15 @@ def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:
         )
         reader = iter(())  # type: ignore[assignment]
         dropped = complete.count("\n") - 1
-    for r in reader:
+    parsed, broken = _rows(reader)
+    dropped += broken
+    for r in parsed:
         try:
             if r["context"] != context:
                 raise ValueError
             m = Measurement(float(r["accuracy"]), float(r["accuracy_a"]), float(r["accuracy_b"]))
+            if not 0.0 <= m.accuracy <= 1.0:  # also drops NaN; the halves may be NaN
+                raise ValueError
             rows[r["arch"]] = Row(m, float(r["seconds"]))
         except (ValueError, TypeError):
             dropped += 1
@@ -129,6 +146,17 @@ def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:
         log.info("%s: dropped %d stale or malformed rows; keeping %d", p, dropped, len(rows))
         _rewrite(p, rows, context)
     return rows
+
+
+def _rows(reader: Iterator[dict[str, str]]) -> tuple[list[dict[str, str]], bool]:
+    """The reader's rows up to the first malformed CSV line, and whether there was one."""
+    out: list[dict[str, str]] = []
+    try:
+        for r in reader:
+            out.append(r)
+    except csv.Error:
+        return out, True
+    return out, False
 
 
 def _line(values: Sequence[object]) -> str:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from onceflow.errors import DataError
+from onceflow.errors import ConfigError, DataError
 from onceflow.supernet.elastic import (
     DynamicHead,
     DynamicMBConv,
@@ -164,20 +167,36 @@ def save_supernet(model: Supernet, directory: str | os.PathLike[str]) -> None:
 
 
 def load_supernet(directory: str | os.PathLike[str], device: str = "cpu") -> Supernet:
-    """Read ``models/supernet/`` (``space.json`` + ``supernet.pt`` with weights_only=True)."""
+    """Read ``models/supernet/`` (``space.json`` + ``supernet.pt`` with weights_only=True).
+    A missing, corrupt or foreign file is a DataError naming it."""
     d = Path(directory)
+    rerun = "rerun `dvc repro train_supernet`"
     try:
-        space = SearchSpace.from_json(json.loads((d / SPACE_FILE).read_text(encoding="utf-8")))
+        raw = json.loads((d / SPACE_FILE).read_text(encoding="utf-8"))
+        space = SearchSpace.from_json(raw)
         state = torch.load(d / WEIGHTS_FILE, map_location=device, weights_only=True)
     except FileNotFoundError as err:
         raise DataError(
-            f"{d}: missing {Path(err.filename).name} — not a trained supernet "
-            "(run `dvc repro train_supernet`)"
+            f"{d}: missing {Path(err.filename).name} — not a trained supernet ({rerun})"
         ) from None
+    except ConfigError as err:
+        raise DataError(f"{d / SPACE_FILE}: {err}") from None
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise DataError(f"{d / SPACE_FILE}: not valid JSON ({err}); {rerun}") from None
+    except (KeyError, TypeError, AttributeError, ValidationError) as err:
+        raise DataError(
+            f"{d / SPACE_FILE}: not a search-space description ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); {rerun}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{d / WEIGHTS_FILE}: unreadable weights ({first}); {rerun}") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{d / WEIGHTS_FILE}: not a state dict; {rerun}")
     model = Supernet(space)
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError) as err:
         raise DataError(
             f"{d / WEIGHTS_FILE} does not match {d / SPACE_FILE}: {str(err).splitlines()[0]}"
         ) from None

@@ -9,15 +9,24 @@ which fits subnets that leave different parameters unused in each pass.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from onceflow.errors import BackendUnavailable, ConfigError
+from onceflow.errors import BackendUnavailable, ConfigError, OnceflowError
 
 log = logging.getLogger(__name__)
 
@@ -132,25 +141,105 @@ def check_in_sync(model: nn.Module, ctx: DistContext) -> None:
     log.info("rank %d: parameters in sync across %d ranks", ctx.rank, ctx.world_size)
 
 
-def _stage_worker(module: str, argv: list[str]) -> int:
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process die when ``parent_pid`` (its launcher) does, however it dies.
+
+    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``), which
+    also ends a rank blocked in a collective's futex wait, where no Python handler would run.
+    Elsewhere a daemon thread polls the parent id. A parent that died before this call is
+    caught by comparing ``getppid()`` with ``parent_pid``.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
+    else:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
+    # The launcher owns stopping: a rank ends at once on its signal (a Ctrl-C reaches the whole
+    # process group) instead of unwinding into a collective whose peer is already gone.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _stage_worker(module: str, argv: list[str], parent_pid: int) -> int:
     """One rank of a locally launched job: run stage ``module``'s main like ``python -m``."""
     import importlib
 
     from onceflow import stage
 
+    die_with_parent(parent_pid)
     return stage.run(importlib.import_module(module).main, argv)
 
 
-def launch_local(nproc: int, module: str, argv: list[str]) -> None:
+def remove_partial(
+    outputs: Sequence[str | os.PathLike[str]], keep: Collection[str | os.PathLike[str]] = ()
+) -> list[Path]:
+    """Remove what an interrupted or failed run left of ``outputs``: the hidden temp siblings
+    of atomic writes (``.<name>.*.tmp``: a dead writer's, whatever their age), temp files
+    inside an output directory, and each output not in ``keep`` (those that existed before
+    the run, left alone)."""
+    kept = {Path(k) for k in keep}
+    removed = []
+    for out in map(Path, outputs):
+        leftovers = list(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.is_dir() else []
+        if out.is_dir():  # e.g. checkpoints: half-written files of their own atomic writes
+            leftovers += list(out.glob(".*.tmp"))
+        created = out not in kept and (out.exists() or out.is_symlink())
+        for p in leftovers + ([out] if created else []):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def removing_partial(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+    """Run the block; if it raises, remove the ``outputs`` it created (see remove_partial)."""
+    existed = [Path(o) for o in outputs if Path(o).exists()]
+    try:
+        yield
+    except BaseException:
+        remove_partial(outputs, keep=existed)
+        raise
+
+
+class TrainingInterrupted(OnceflowError):
+    """The launcher was told to stop (SIGTERM/SIGINT/SIGHUP); its ranks are gone."""
+
+
+def launch_local(
+    nproc: int,
+    module: str,
+    argv: list[str],
+    *,
+    outputs: Sequence[str | os.PathLike[str]] = (),
+    scratch: Sequence[str | os.PathLike[str]] = (),
+) -> None:
     """Run stage ``module`` (e.g. "stages.train_supernet") with ``argv`` as ``nproc`` local
     ranks of one torch.distributed job, as ``torchrun --standalone --nproc_per_node=nproc``
-    does (same launcher API). Raises an OnceflowError carrying the worst rank's exit code."""
+    does (same launcher API). Raises an OnceflowError carrying the worst rank's exit code.
+
+    Ranks never outlive the launcher (:func:`die_with_parent`). On SIGTERM/SIGINT/SIGHUP the
+    launcher stops its ranks, removes partial ``outputs`` (and temp files in ``scratch``,
+    e.g. half-written checkpoints; complete checkpoints stay for resuming) and raises
+    :class:`TrainingInterrupted` with exit code 128 + the signal number."""
     import uuid
 
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    from onceflow.errors import OnceflowError
 
     config = LaunchConfig(
         min_nodes=1,
@@ -162,10 +251,22 @@ def launch_local(nproc: int, module: str, argv: list[str]) -> None:
         max_restarts=0,
         monitor_interval=0.5,
         start_method="spawn",
+        shutdown_timeout=10,  # seconds between SIGTERM and SIGKILL for ranks that linger
     )
+    existed = [Path(o) for o in [*outputs, *scratch] if Path(o).exists()]
+    remove_partial([*outputs, *scratch], keep=[*outputs, *scratch])  # a killed run's temp files
     log.info("launching %d local ranks (params train.processes)", nproc)
     try:
-        codes = elastic_launch(config, _stage_worker)(module, list(argv))
+        codes = elastic_launch(config, _stage_worker)(module, list(argv), os.getpid())
+    except SignalException as err:
+        removed = remove_partial([*outputs, *scratch], keep=[*existed, *scratch])
+        stopped = TrainingInterrupted(
+            f"training stopped by {signal.Signals(err.sigval).name}: its {nproc} ranks are "
+            f"stopped and {len(removed)} partial output(s) removed; rerun to resume from the "
+            "last checkpoint"
+        )
+        stopped.exit_code = 128 + int(err.sigval)
+        raise stopped from None
     except ChildFailedError as err:
         raise OnceflowError(f"a training rank crashed: {err}") from None
     worst = max(int(c or 0) for c in codes.values())

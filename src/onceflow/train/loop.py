@@ -266,7 +266,14 @@ def _resume(
             ckpt.clear_checkpoints(directory)
         barrier(ctx)
         return False
-    sess.restore(state)
+    try:
+        sess.restore(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(
+            f"{path}: carries this run's fingerprint but its contents do not fit it "
+            f"({type(err).__name__}: {first}); delete it (or {directory}/) to start fresh"
+        ) from None
     log.info("resumed from %s (phase %d, step %d)", path, sess.phase, sess.global_step)
     return True
 
