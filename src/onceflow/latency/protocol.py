@@ -26,6 +26,8 @@ from typing import Protocol
 
 import numpy as np
 
+from onceflow.progress import Progress
+
 # (p90 - p10) of a normal distribution, in standard deviations: turns the 10-90 spread into a
 # robust sigma that a few preempted samples on a shared machine do not inflate.
 _P10_P90_SIGMAS = 2.0 * 1.2815515655446004
@@ -137,14 +139,18 @@ def sample_interleaved_clocks(
         wall[i, r] = items[i].time(protocol.number)
         cpu[i, r] = thread_time() - c0
 
-    if protocol.interleave:
-        for r in range(protocol.repeats):
-            for i in rng.permutation(len(items)):
-                one(int(i), r)
-    else:
-        for i in range(len(items)):
+    bar = Progress(len(items) * protocol.repeats, "latency timing", unit="samples")
+    with bar:
+        if protocol.interleave:
             for r in range(protocol.repeats):
-                one(i, r)
+                for i in rng.permutation(len(items)):
+                    one(int(i), r)
+                    bar.update()
+        else:
+            for i in range(len(items)):
+                for r in range(protocol.repeats):
+                    one(i, r)
+                    bar.update()
     scale = 1e3 / protocol.number
     return wall * scale, cpu * scale
 
