@@ -12,7 +12,8 @@ import torch
 from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import atomic_dir, read_json, write_json_atomic
+from onceflow.io import atomic_dir, read_json
+from onceflow.metrics import package_headline, write_metrics
 from onceflow.package.lineage import collect_lineage
 from onceflow.package.pipeline import package_metrics, package_target
 from onceflow.supernet import load_supernet
@@ -51,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             selection_source=args.selection,
         )
-    write_json_atomic(args.metrics, package_metrics(args.target, results))
+    details = package_metrics(args.target, results)
+    write_metrics(args.metrics, package_headline(details), details)
     stage.log.info("packaged %d model(s) for %s into %s", len(results), args.target, args.out)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.io import write_json_atomic
+from onceflow.metrics import publish_headline, write_metrics
 from onceflow.registry import StoreOptions, open_store, publish_all
 
 
@@ -29,24 +29,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     store = open_store(cfg.uri, options)
     results = publish_all(store, args.artifacts, retries=cfg.conflict_retries)
-    write_json_atomic(
-        args.metrics,
-        {
-            "registry": store.uri,
-            "n_packages": len(results),
-            "n_published": sum(r.status == "published" for r in results),
-            "n_unchanged": sum(r.status == "unchanged" for r in results),
-            "packages": [
-                {
-                    "target": r.target,
-                    "model_id": r.model_id,
-                    "status": r.status,
-                    "uploaded": list(r.uploaded),
-                }
-                for r in results
-            ],
-        },
-    )
+    details = {
+        "registry": store.uri,
+        "n_packages": len(results),
+        "n_published": sum(r.status == "published" for r in results),
+        "n_unchanged": sum(r.status == "unchanged" for r in results),
+        "packages": [
+            {"target": r.target, "model_id": r.model_id, "status": r.status,
+             "uploaded": list(r.uploaded)}
+            for r in results
+        ],
+    }  # fmt: skip
+    write_metrics(args.metrics, publish_headline(details), details)
     stage.log.info("publish to %s: %d package(s)", store.uri, len(results))
 
 

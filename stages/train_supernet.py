@@ -17,7 +17,8 @@ import torch
 from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import atomic_dir, write_json_atomic
+from onceflow.io import atomic_dir
+from onceflow.metrics import supernet_headline, write_metrics
 from onceflow.supernet import SearchSpace, save_supernet
 from onceflow.train.distributed import (
     barrier,
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             live.finish(metrics)
             with atomic_dir(args.out) as tmp:
                 save_supernet(outcome.model, tmp)
-            write_json_atomic(args.metrics, metrics)
+            write_metrics(args.metrics, supernet_headline(metrics), metrics)
             stage.log.info("supernet trained: %s", metrics)
         barrier(ctx)
     finally:

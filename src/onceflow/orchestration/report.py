@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from onceflow.metrics import read_metrics
+
 
 @dataclass(frozen=True)
 class PublishedModel:
@@ -59,7 +61,7 @@ def _registry_uris(publish: Any) -> tuple[str, dict[tuple[str, str], str]]:
 def published_models(root: str | os.PathLike[str]) -> list[PublishedModel]:
     """One entry per packaged model, with its registry URI once `publish` has run."""
     root = Path(root)
-    registry, uris = _registry_uris(_read(root / "metrics" / "publish.json"))
+    registry, uris = _registry_uris(read_metrics(root / "metrics" / "publish.json"))
     out = []
     for path in sorted((root / "artifacts").glob("*/*/manifest.json")):
         m = _read(path)
