@@ -87,3 +87,38 @@ def test_report_renders_offline_with_every_section(
     assert len(colors) > 200  # text, tables and embedded charts, not a blank page
     background = max(colors)[0] / (im.size[0] * im.size[1])
     assert background < 0.9
+
+
+def test_dvc_plots_show_renders_offline(chromium: str, tmp_path: Path) -> None:
+    """`dvc plots show` uses the committed page with Vega bundled in (.dvc/offline_plots.html):
+    its Vega plots draw with the network cut off."""
+    from tests.conftest import copy_repo, run_dvc
+
+    repo = copy_repo(tmp_path / "repo", {})
+    rows = "".join(f"{0.4 + 0.1 * i:.2f},{0.8 + 0.01 * i:.3f},pareto\n" for i in range(8))
+    (repo / "plots" / "search").mkdir(parents=True)
+    (repo / "plots" / "search" / "ort-cpu.csv").write_text("latency_ms,accuracy,kind\n" + rows)
+    live = repo / "dvclive" / "train_supernet" / "plots" / "metrics" / "train"
+    live.mkdir(parents=True)
+    (live / "train_loss_max.tsv").write_text("step\ttrain_loss_max\n0\t1.5\n1\t0.9\n2\t0.6\n")
+    run_dvc(
+        repo,
+        "plots",
+        "show",
+        "-o",
+        "dvc_plots",
+        "plots/search/ort-cpu.csv",
+        "dvclive/train_supernet/plots/metrics",
+    )
+    html = (repo / "dvc_plots" / "index.html").read_text()
+    assert "<script src=" not in html and "cdn.jsdelivr" not in html
+    res = _run(
+        chromium,
+        tmp_path,
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        (repo / "dvc_plots" / "index.html").as_uri(),
+    )
+    errors = [line for line in _console(res.stderr) if "Uncaught" in line or "Error" in line]
+    assert errors == []
+    assert res.stdout.count('class="marks"') == 2  # both Vega plots were drawn
