@@ -87,7 +87,7 @@ def test_dvc_repro_package_and_publish(tmp_path: Path) -> None:
     assert "didn't change" in again.stdout or "up to date" in again.stdout
     before = (repo / "registry" / "ort-cpu" / "index.json").read_bytes()
     run_dvc(repo, "repro", "--force", "--single-item", "publish")
-    assert json.loads((repo / "metrics" / "publish.json").read_text())["n_unchanged"] == 2
+    assert json.loads((repo / "metrics" / "publish.details.json").read_text())["n_unchanged"] == 2
     assert (repo / "registry" / "ort-cpu" / "index.json").read_bytes() == before
 
 
