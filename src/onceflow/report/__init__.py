@@ -14,7 +14,8 @@ from pathlib import Path
 
 from onceflow.io import write_text_atomic
 from onceflow.report.collect import ReportPaths, RunOutputs, collect_run
-from onceflow.report.html import SECTIONS, render_html
+from onceflow.report.html import SECTIONS
+from onceflow.report.page import render_html
 
 __all__ = ["SECTIONS", "ReportPaths", "RunOutputs", "collect_run", "render_html", "write_report"]
 
