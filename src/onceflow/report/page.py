@@ -193,7 +193,7 @@ def predictor_section(run: RunOutputs) -> str:
         ("Spearman ρ (held-out)", "spearman", ""),
         ("RMSE (accuracy points)", "rmse_pp", ""),
         ("subnets measured", "n_samples", ""),
-        ("training / held-out subnets", "n_train", ""),
+        ("training subnets", "n_train", ""),
         ("held-out subnets", "n_holdout", ""),
         ("label noise (accuracy points)", "label_noise.noise_pp", ""),
         ("measuring time", "seconds_measure", "s"),
