@@ -88,3 +88,17 @@ def test_dvc_metrics_show_fits_a_terminal(tmp_path: Path) -> None:
     lines = out.stdout.rstrip().splitlines()
     assert len(lines) == 1 + len(files) and "big" not in out.stdout
     assert max(len(line.rstrip()) for line in lines) <= 100, out.stdout
+
+
+def test_flow_reader_finds_registry_uris_in_the_details(tmp_path: Path) -> None:
+    """The flow's published-models artifact reads the split publish metrics (headline `models`
+    is a count, the per-package list is in the details)."""
+    from onceflow.orchestration.report import published_models
+
+    pkg = tmp_path / "artifacts" / "ort-cpu" / "r28-abc"
+    pkg.mkdir(parents=True)
+    (pkg / "manifest.json").write_text(json.dumps({"target": "ort-cpu", "model_id": "r28-abc"}))
+    pub = {**PUBLISH, "packages": [{"target": "ort-cpu", "model_id": "r28-abc"}]}
+    m.write_metrics(tmp_path / "metrics" / "publish.json", m.publish_headline(pub), pub)
+    (model,) = published_models(tmp_path)
+    assert model.uri == "file:///x/registry/ort-cpu/r28-abc"

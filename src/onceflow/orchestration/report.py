@@ -49,7 +49,8 @@ def _registry_uris(publish: Any) -> tuple[str, dict[tuple[str, str], str]]:
     root = str(publish.get("registry") or publish.get("registry_uri") or "")
     per_model: dict[tuple[str, str], str] = {}
     for key in ("packages", "published", "models"):
-        for item in publish.get(key) or []:
+        items = publish.get(key)
+        for item in items if isinstance(items, list) else []:  # headline "models" is a count
             if isinstance(item, dict) and "target" in item and "model_id" in item:
                 uri = item.get("uri") or (
                     f"{root.rstrip('/')}/{item['target']}/{item['model_id']}" if root else ""
