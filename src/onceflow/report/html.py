@@ -82,6 +82,8 @@ def fmt(v: Any, kind: str = "") -> str:
         return f"{100.0 * v:.2f}%"
     if kind == "ms" and isinstance(v, int | float):
         return f"{v:.3f} ms"
+    if kind == "tau" and isinstance(v, int | float):
+        return f"{v:.3f}"
     if kind == "s" and isinstance(v, int | float):
         return f"{v:,.1f} s"
     if isinstance(v, float):

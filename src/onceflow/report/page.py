@@ -37,10 +37,10 @@ def summary_section(run: RunOutputs) -> str:
         if get(t.latency, "within_10pct") is not None:
             cards.append((f"{t.name}: latency within ±10%", fmt(t.latency["within_10pct"], "pct")))
     if get(run.predictor, "kendall_tau") is not None:
-        cards.append(("predictor Kendall τ (held-out)", fmt(run.predictor["kendall_tau"])))
+        cards.append(("predictor Kendall τ (held-out)", fmt(run.predictor["kendall_tau"], "tau")))
     if run.manifests:
         best = max((m.get("test_accuracy") or 0.0) for m in run.manifests)
-        cards.append((f"{len(run.manifests)} packaged models: best top-1", fmt(best, "pct")))
+        cards.append((f"best top-1 of {len(run.manifests)} packaged model(s)", fmt(best, "pct")))
     if not cards:
         return section(
             "summary",
@@ -141,7 +141,7 @@ def _target_title(t: TargetOutputs) -> str:
 def latency_section(run: RunOutputs) -> str:
     rows: tuple[Row, ...] = (
         ("held-out subnets within ±10%", "within_10pct", "pct"),
-        ("Kendall τ (held-out)", "kendall_tau", ""),
+        ("Kendall τ (held-out)", "kendall_tau", "tau"),
         ("MAPE (held-out)", "mape", "pct"),
         ("MAPE before calibration", "mape_uncalibrated", "pct"),
         ("calibration", "calibration_model", ""),
@@ -189,7 +189,7 @@ def predictor_section(run: RunOutputs) -> str:
         ceiling = get(p, "tau_ceiling")
     rows: tuple[Row, ...] = (
         ("chosen model", "model", ""),
-        ("Kendall τ (held-out)", "kendall_tau", ""),
+        ("Kendall τ (held-out)", "kendall_tau", "tau"),
         ("Spearman ρ (held-out)", "spearman", ""),
         ("RMSE (accuracy points)", "rmse_pp", ""),
         ("subnets measured", "n_samples", ""),
@@ -207,14 +207,14 @@ def predictor_section(run: RunOutputs) -> str:
     tau = get(p, "kendall_tau")
     verdict = ""
     if isinstance(tau, int | float) and isinstance(ceiling, int | float) and ceiling > 0:
-        verdict = (
-            f"<p>Held-out τ {tau:.3f} is {100 * tau / ceiling:.0f}% of the label-noise "
-            f"ceiling {ceiling:.3f}"
-            + (
-                ": more val images would help more than more subnets or another model.</p>"
-                if tau >= 0.9 * ceiling
-                else ".</p>"
-            )
+        n = get(p, "n_holdout")
+        verdict = f"<p>Held-out τ {tau:.3f} against a label-noise ceiling of {ceiling:.3f}: " + (
+            f"above the ceiling, so {n or 'too few'} held-out subnets are too few to tell.</p>"
+            if tau > ceiling + 0.02
+            else "near the ceiling: more val images (less label noise) would help more than "
+            "more subnets or another model.</p>"
+            if tau >= 0.9 * ceiling
+            else f"{100 * tau / ceiling:.0f}% of it: more subnets or another model can help.</p>"
         )
     plot = img(run.predictor_plot, "predictor learning curve") or missing(
         "learning curve", "plots/predictor_learning_curve.png", "predictor"
@@ -353,6 +353,13 @@ def _lineage(m: Mapping[str, Any]) -> str:
     return f"<details>{summary}" + table(("input", "identity"), rows) + "</details>"
 
 
+def _off(ratio: Any) -> str:
+    """A warning mark where measured latency strays >25% from the prediction (as package warns)."""
+    if isinstance(ratio, int | float) and abs(ratio - 1.0) > 0.25:
+        return ' <span title="measured latency is more than 25% off the prediction">⚠</span>'
+    return ""
+
+
 def models_section(run: RunOutputs) -> str:
     if not run.manifests:
         return section(
@@ -384,7 +391,7 @@ def models_section(run: RunOutputs) -> str:
                 e(fmt(m.get("test_accuracy"), "pct")),
                 e(fmt(lat.get("measured"), "ms")),
                 e(fmt(lat.get("predicted"), "ms")),
-                e(fmt(lat.get("ratio"))),
+                e(fmt(lat.get("ratio"))) + _off(lat.get("ratio")),
                 e(fmt(lat.get("budget"), "ms")),
                 e(fmt(parity)),
                 e(status.get(key, "–")) + f"<br><small>{e(where)}</small>",
