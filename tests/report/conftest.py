@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -224,6 +225,12 @@ def write_fake_run(root: Path, targets: tuple[str, ...] = TARGETS, gate_ok: bool
     return root
 
 
+@pytest.fixture(scope="session")
+def _fake_run_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_fake_run(tmp_path_factory.mktemp("fake") / "run")
+
+
 @pytest.fixture
-def fake_run(tmp_path: Path) -> Path:
-    return write_fake_run(tmp_path / "run")
+def fake_run(_fake_run_once: Path, tmp_path: Path) -> Path:
+    """A fresh copy per test (tests may damage it)."""
+    return Path(shutil.copytree(_fake_run_once, tmp_path / "run"))
