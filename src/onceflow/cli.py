@@ -170,7 +170,7 @@ def report(
     root: Annotated[Path, typer.Option("--root", help="The project directory.")] = Path("."),
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="The page to write [default: ROOT/reports/run.html]."),
+        typer.Option("--out", help="The page to write (default: ROOT/reports/run.html)."),
     ] = None,
 ) -> None:
     """Write the run report: one self-contained HTML page (no network needed to read it)."""
