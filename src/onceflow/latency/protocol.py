@@ -139,7 +139,8 @@ def sample_interleaved_clocks(
         wall[i, r] = items[i].time(protocol.number)
         cpu[i, r] = thread_time() - c0
 
-    bar = Progress(len(items) * protocol.repeats, "latency timing", unit="samples")
+    desc = f"latency timing of {len(items)} entries"
+    bar = Progress(len(items) * protocol.repeats, desc, unit="samples")
     with bar:
         if protocol.interleave:
             for r in range(protocol.repeats):
