@@ -23,7 +23,7 @@ from onceflow.supernet import build_layer, load_supernet
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("params", "target", "supernet", "data", "out", "metrics", "plot"):
+    for name in ("params", "target", "supernet", "data", "out", "metrics", "details", "plot"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_json_atomic(tmp / LUT_FILE, result.lut.to_json())
         write_json_atomic(tmp / ESTIMATOR_FILE, estimator_json(result.calibration, args.target))
         write_json_atomic(tmp / "validation.json", result.records)
-    write_metrics(args.metrics, latency_headline(result.metrics), result.metrics)
+    write_metrics(args.metrics, latency_headline(result.metrics), result.metrics, args.details)
     title = (
         f"{args.target}: within ±10% {result.metrics['within_10pct']:.0%}, "
         f"Kendall τ {result.metrics['kendall_tau']:.3f}"

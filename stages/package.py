@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.package", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--target", required=True, help="a name under latency.targets")
-    for name in ("supernet", "data", "selection", "latency", "out", "metrics"):
+    for name in ("supernet", "data", "selection", "latency", "out", "metrics", "details"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--predictor", default="models/predictor", help="recorded in the lineage only")
     args = ap.parse_args(argv)
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             selection_source=args.selection,
         )
     details = package_metrics(args.target, results)
-    write_metrics(args.metrics, package_headline(details), details)
+    write_metrics(args.metrics, package_headline(details), details, args.details)
     stage.log.info("packaged %d model(s) for %s into %s", len(results), args.target, args.out)
 
 

@@ -21,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--report", required=True, help="validation report (JSON)")
     ap.add_argument("--summary", required=True, help="validation summary (Markdown)")
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--details", required=True, help="JSON behind the headline metrics")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     with atomic_dir(args.out) as tmp:
         result.save(tmp)
-    write_metrics(args.metrics, data_headline(result.metrics()), result.metrics())
+    write_metrics(args.metrics, data_headline(result.metrics()), result.metrics(), args.details)
     stage.log.info("prepared %s", result.metrics())
 
 

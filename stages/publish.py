@@ -17,6 +17,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--artifacts", required=True, help="artifacts/<target>/<model-id>/ packages")
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--details", required=True, help="JSON behind the headline metrics")
     args = ap.parse_args(argv)
 
     cfg = load_params(args.params).publish
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for r in results
         ],
     }  # fmt: skip
-    write_metrics(args.metrics, publish_headline(details), details)
+    write_metrics(args.metrics, publish_headline(details), details, args.details)
     stage.log.info("publish to %s: %d package(s)", store.uri, len(results))
 
 

@@ -33,7 +33,7 @@ from onceflow.train.loop import final_metrics, train_supernet
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.train_supernet", description=__doc__)
-    for name in ("params", "data", "out", "metrics", "live", "checkpoints"):
+    for name in ("params", "data", "out", "metrics", "details", "live", "checkpoints"):
         ap.add_argument(f"--{name}", required=name != "params", default="params.yaml")
     args = ap.parse_args(argv)
 
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             live.finish(metrics)
             with atomic_dir(args.out) as tmp:
                 save_supernet(outcome.model, tmp)
-            write_metrics(args.metrics, supernet_headline(metrics), metrics)
+            write_metrics(args.metrics, supernet_headline(metrics), metrics, args.details)
             stage.log.info("supernet trained: %s", metrics)
         barrier(ctx)
     finally:

@@ -49,16 +49,19 @@ def _scalar(v: Any) -> Scalar:
 
 
 def write_metrics(
-    path: str | os.PathLike[str], headline: Mapping[str, Any], details: Mapping[str, Any]
+    path: str | os.PathLike[str],
+    headline: Mapping[str, Any],
+    details: Mapping[str, Any],
+    details_to: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Write the details file, then the headline file (each atomically); returns the details
-    path. Headline keys come from :data:`HEADLINE_KEYS`; values are scalars (floats rounded to
-    4 decimals, non-finite ones null)."""
+    """Write the details (to ``details_to``, by default :func:`details_path`), then the headline
+    file, each atomically; returns the details path. Headline keys come from
+    :data:`HEADLINE_KEYS`; values are scalars (floats rounded to 4 decimals, non-finite: null)."""
     unknown = sorted(set(headline) - set(HEADLINE_KEYS))
     if unknown:
         raise ValueError(f"headline keys {unknown} are not in HEADLINE_KEYS; add them there")
     head = {k: _scalar(v) for k, v in headline.items()}
-    out = write_json_atomic(details_path(path), dict(details))
+    out = write_json_atomic(details_to or details_path(path), dict(details))
     write_json_atomic(path, head)
     return out
 

@@ -56,6 +56,7 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
 def test_stage_rejects_unknown_target(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("latency: {}\n")
     argv = ["--params", str(tmp_path / "params.yaml"), "--target", "nope"]
-    argv += [f"--{k}={tmp_path / k}" for k in ("supernet", "data", "out", "metrics", "plot")]
+    names = ("supernet", "data", "out", "metrics", "details", "plot")
+    argv += [f"--{k}={tmp_path / k}" for k in names]
     assert stage.run(latency_table.main, argv) == 2
     assert not (tmp_path / "out").exists()

@@ -96,6 +96,7 @@ def test_stage_error_is_one_line_and_writes_nothing(tmp_path: Path, caplog) -> N
     argv = ["--params", str(tmp_path / "params.yaml"), "--target", "ort-cpu"]
     argv += [f"--{k}={tmp_path / k}" for k in ("supernet", "data", "selection", "latency")]
     argv += [f"--out={tmp_path / 'out'}", f"--metrics={tmp_path / 'm.json'}"]
+    argv += [f"--details={tmp_path / 'm.details.json'}"]
     assert stage.run(package_stage.main, argv) == 1
     assert "not a trained supernet" in caplog.text or "no meta.json" in caplog.text
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()

@@ -24,7 +24,8 @@ def _run(tmp_path: Path, data: dict, extra: dict | None = None) -> tuple[int, Pa
     out = tmp_path / "out"
     argv = ["--params", str(tmp_path / "params.yaml"), "--out", str(out / "prepared"),
             "--report", str(out / "report.json"), "--summary", str(out / "report.md"),
-            "--metrics", str(out / "metrics.json")]  # fmt: skip
+            "--metrics", str(out / "metrics.json"),
+            "--details", str(out / "metrics.details.json")]  # fmt: skip
     return stage.run(prepare.main, argv), out
 
 

@@ -29,7 +29,8 @@ METRIC_KEYS = {"val_acc_max", "val_acc_min", "val_acc_mid", "train_seconds", "ep
 
 def _argv(root: Path, params: Path, data: Path) -> list[str]:
     return ["--params", str(params), "--data", str(data), "--out", str(root / "models/supernet"),
-            "--metrics", str(root / "metrics/supernet.json"), "--live", str(root / "live"),
+            "--metrics", str(root / "metrics/supernet.json"),
+            "--details", str(root / "metrics/supernet.details.json"), "--live", str(root / "live"),
             "--checkpoints", str(root / "ckpt")]  # fmt: skip
 
 

@@ -319,10 +319,10 @@ def specialization_section(run: RunOutputs) -> str:
         "<p>Each target's pick measured on every target: how much a subnet specialized "
         "for one device loses on another.</p>"
     )
-    matrix = get(s, "matrix")
     body = img(plot, "specialization matrix") + scalars_table(s)
-    if matrix is not None:
-        body += _generic(matrix)
+    for key, value in (s or {}).items():  # the matrix and any other tables in the details
+        if isinstance(value, Mapping | list) and value:
+            body += f"<h3>{e(str(key))}</h3>" + _generic(value)
     return section("specialization", "ok", intro + body)
 
 
