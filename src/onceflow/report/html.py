@@ -53,7 +53,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:14px}
 th,td{border-bottom:1px solid #e3e7ec;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f1f4f7;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td code{white-space:nowrap}
+td code,td:first-child,th{white-space:nowrap}
 tr.bad td{background:#fff1f0}
 figure{margin:10px 0}
 figure img{max-width:100%;height:auto;border:1px solid #e3e7ec;border-radius:4px}
