@@ -8,7 +8,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run test setup lint bench clean-outputs
+.PHONY: run report test setup lint bench clean-outputs
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ setup:
 run: setup
 	dvc repro
 	@dvc metrics show
+	@echo "Run report (one self-contained page, opens offline): $(CURDIR)/reports/run.html"
+
+report: setup
+	onceflow report
 
 test: setup
 	pytest -q

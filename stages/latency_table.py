@@ -17,12 +17,13 @@ from onceflow.latency import build_latency_table, make_backend
 from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
 from onceflow.latency.lut import LUT_FILE
 from onceflow.latency.plot import scatter_png
+from onceflow.metrics import latency_headline, write_metrics
 from onceflow.supernet import build_layer, load_supernet
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("params", "target", "supernet", "data", "out", "metrics", "plot"):
+    for name in ("params", "target", "supernet", "data", "out", "metrics", "details", "plot"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_json_atomic(tmp / LUT_FILE, result.lut.to_json())
         write_json_atomic(tmp / ESTIMATOR_FILE, estimator_json(result.calibration, args.target))
         write_json_atomic(tmp / "validation.json", result.records)
-    write_json_atomic(args.metrics, result.metrics)
+    write_metrics(args.metrics, latency_headline(result.metrics), result.metrics, args.details)
     title = (
         f"{args.target}: within ±10% {result.metrics['within_10pct']:.0%}, "
         f"Kendall τ {result.metrics['kendall_tau']:.3f}"

@@ -12,7 +12,8 @@ import torch
 from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import atomic_dir, read_json, write_json_atomic
+from onceflow.io import atomic_dir, read_json
+from onceflow.metrics import package_headline, write_metrics
 from onceflow.package.lineage import collect_lineage
 from onceflow.package.pipeline import package_metrics, package_target
 from onceflow.supernet import load_supernet
@@ -22,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.package", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--target", required=True, help="a name under latency.targets")
-    for name in ("supernet", "data", "selection", "latency", "out", "metrics"):
+    for name in ("supernet", "data", "selection", "latency", "out", "metrics", "details"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--predictor", default="models/predictor", help="recorded in the lineage only")
     args = ap.parse_args(argv)
@@ -51,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             selection_source=args.selection,
         )
-    write_json_atomic(args.metrics, package_metrics(args.target, results))
+    details = package_metrics(args.target, results)
+    write_metrics(args.metrics, package_headline(details), details, args.details)
     stage.log.info("packaged %d model(s) for %s into %s", len(results), args.target, args.out)
 
 

@@ -11,6 +11,7 @@ from onceflow.config import load_params
 from onceflow.data.prepare import prepare_dataset
 from onceflow.errors import ValidationFailed
 from onceflow.io import atomic_dir, write_json_atomic, write_text_atomic
+from onceflow.metrics import data_headline, write_metrics
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -20,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--report", required=True, help="validation report (JSON)")
     ap.add_argument("--summary", required=True, help="validation summary (Markdown)")
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--details", required=True, help="JSON behind the headline metrics")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     with atomic_dir(args.out) as tmp:
         result.save(tmp)
-    write_json_atomic(args.metrics, result.metrics())
+    write_metrics(args.metrics, data_headline(result.metrics()), result.metrics(), args.details)
     stage.log.info("prepared %s", result.metrics())
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.io import write_json_atomic
+from onceflow.metrics import publish_headline, write_metrics
 from onceflow.registry import StoreOptions, open_store, publish_all
 
 
@@ -17,6 +17,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--artifacts", required=True, help="artifacts/<target>/<model-id>/ packages")
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--details", required=True, help="JSON behind the headline metrics")
     args = ap.parse_args(argv)
 
     cfg = load_params(args.params).publish
@@ -29,27 +30,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     store = open_store(cfg.uri, options)
     results = publish_all(store, args.artifacts, retries=cfg.conflict_retries)
-    write_json_atomic(
-        args.metrics,
-        {
-            "registry": store.uri,
-            "n_packages": len(results),
-            "n_published": sum(r.status == "published" for r in results),
-            "n_unchanged": sum(r.status == "unchanged" for r in results),
-            "n_repaired": sum(r.status == "repaired" for r in results),
-            "packages": [
-                {
-                    "target": r.target,
-                    "model_id": r.model_id,
-                    "revision": r.revision,
-                    "uri": r.uri,
-                    "status": r.status,
-                    "uploaded": list(r.uploaded),
-                }
-                for r in results
-            ],
-        },
-    )
+    details = {
+        "registry": store.uri,
+        "n_packages": len(results),
+        "n_published": sum(r.status == "published" for r in results),
+        "n_unchanged": sum(r.status == "unchanged" for r in results),
+        "n_repaired": sum(r.status == "repaired" for r in results),
+        "packages": [
+            {"target": r.target, "model_id": r.model_id, "revision": r.revision, "uri": r.uri,
+             "status": r.status, "uploaded": list(r.uploaded)}
+            for r in results
+        ],
+    }  # fmt: skip
+    write_metrics(args.metrics, publish_headline(details), details, args.details)
     stage.log.info("publish to %s: %d package(s)", store.uri, len(results))
 
 

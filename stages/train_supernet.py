@@ -17,7 +17,8 @@ import torch
 from onceflow import stage
 from onceflow.config import Params, load_params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import atomic_dir, write_json_atomic
+from onceflow.io import atomic_dir
+from onceflow.metrics import supernet_headline, write_metrics
 from onceflow.supernet import SearchSpace, save_supernet
 from onceflow.train.distributed import (
     DistContext,
@@ -34,7 +35,7 @@ from onceflow.train.loop import final_metrics, train_supernet
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.train_supernet", description=__doc__)
-    for name in ("params", "data", "out", "metrics", "live", "checkpoints"):
+    for name in ("params", "data", "out", "metrics", "details", "live", "checkpoints"):
         ap.add_argument(f"--{name}", required=name != "params", default="params.yaml")
     args = ap.parse_args(argv)
 
@@ -43,13 +44,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv = list(argv) if argv is not None else sys.argv[1:]
         return launch_local(
             params.train.processes, "stages.train_supernet", argv,
-            outputs=(args.out, args.metrics, args.live), scratch=(args.checkpoints,),
+            outputs=(args.out, args.metrics, args.details, args.live), scratch=(args.checkpoints,),
         )  # fmt: skip
     ctx = init_distributed(params.base.device, params.train.ddp_backend)
     torch.set_num_threads(max(1, params.base.threads // ctx.world_size))
     try:
         # A failed run leaves no partial outputs (rank 0 writes them; the live dir grows).
-        with removing_partial((args.out, args.metrics, args.live) if ctx.is_main else ()):
+        with removing_partial(
+            (args.out, args.metrics, args.details, args.live) if ctx.is_main else ()
+        ):
             _train(args, params, ctx)
         barrier(ctx)
     finally:
@@ -77,7 +80,7 @@ def _train(args: argparse.Namespace, params: Params, ctx: DistContext) -> None:
         live.finish(metrics)
         with atomic_dir(args.out) as tmp:
             save_supernet(outcome.model, tmp)
-        write_json_atomic(args.metrics, metrics)
+        write_metrics(args.metrics, supernet_headline(metrics), metrics, args.details)
         stage.log.info("supernet trained: %s", metrics)
 
 

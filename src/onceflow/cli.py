@@ -446,6 +446,28 @@ def publish(
 
 
 @app.command(cls=_Command)
+@_user_errors
+def report(
+    root: Annotated[Path, typer.Option("--root", help="The project directory.")] = Path("."),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="The page to write (default: ROOT/reports/run.html)."),
+    ] = None,
+) -> None:
+    """Write the run report: one self-contained HTML page (no network needed to read it)."""
+    from onceflow.errors import DataError
+    from onceflow.report import write_report
+
+    if not root.is_dir():
+        raise DataError(f"--root {root}: not a directory (give the project directory)")
+    try:
+        page = write_report(root, out or root / "reports" / "run.html")
+    except OSError as err:
+        raise DataError(f"cannot write the report: {err}") from None
+    typer.echo(f"run report: {page.resolve()}")
+
+
+@app.command(cls=_Command)
 def version() -> None:
     """Print the onceflow version."""
     typer.echo(__version__)

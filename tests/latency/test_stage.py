@@ -32,8 +32,11 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
 
     out = repo / "latency" / "ort-cpu"
     assert {p.name for p in out.iterdir()} == {"lut.json", "estimator.json", "validation.json"}
-    metrics = json.loads((repo / "metrics" / "latency" / "ort-cpu.json").read_text())
+    headline = json.loads((repo / "metrics" / "latency" / "ort-cpu.json").read_text())
+    assert set(headline) == {"kendall_tau", "within_10pct"}
+    metrics = json.loads((repo / "metrics" / "latency" / "ort-cpu.details.json").read_text())
     assert metrics["n_validation"] == 6
+    assert round(metrics["kendall_tau"], 4) == headline["kendall_tau"]
     assert metrics["lut_entries"] == len(tiny_space.unique_layer_specs())
     assert (repo / "plots" / "latency" / "ort-cpu.png").read_bytes()[:4] == b"\x89PNG"
     lut = json.loads((out / "lut.json").read_text())
@@ -53,6 +56,7 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
 def test_stage_rejects_unknown_target(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("latency: {}\n")
     argv = ["--params", str(tmp_path / "params.yaml"), "--target", "nope"]
-    argv += [f"--{k}={tmp_path / k}" for k in ("supernet", "data", "out", "metrics", "plot")]
+    names = ("supernet", "data", "out", "metrics", "details", "plot")
+    argv += [f"--{k}={tmp_path / k}" for k in names]
     assert stage.run(latency_table.main, argv) == 2
     assert not (tmp_path / "out").exists()

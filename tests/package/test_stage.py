@@ -60,7 +60,9 @@ def test_dvc_repro_package_and_publish(tmp_path: Path) -> None:
 
     run_dvc(repo, "repro", "--single-item", "package@ort-cpu", "publish")
 
-    metrics = json.loads((repo / "metrics" / "package" / "ort-cpu.json").read_text())
+    headline = json.loads((repo / "metrics" / "package" / "ort-cpu.json").read_text())
+    assert headline["models"] == 2 and headline["passed"] is True
+    metrics = json.loads((repo / "metrics" / "package" / "ort-cpu.details.json").read_text())
     assert metrics["n_packages"] == 2 and metrics["all_parity_passed"]
     for p in metrics["packages"]:
         pkg = repo / "artifacts" / "ort-cpu" / p["model_id"]
@@ -70,7 +72,8 @@ def test_dvc_repro_package_and_publish(tmp_path: Path) -> None:
         assert m["lineage"]["dvc_lock"]["supernet"]["path"] == "models/supernet"
         assert m["lineage"]["params"]["package"]["max_models"] == 2
         assert m["latency_ms"]["measured"] == p["latency_ms"] > 0
-    published = json.loads((repo / "metrics" / "publish.json").read_text())
+    assert json.loads((repo / "metrics" / "publish.json").read_text()) == {"models": 2}
+    published = json.loads((repo / "metrics" / "publish.details.json").read_text())
     assert published["n_published"] == 2
     index = json.loads((repo / "registry" / "ort-cpu" / "index.json").read_text())
     assert sorted(e["model_id"] for e in index["models"]) == sorted(
@@ -84,7 +87,7 @@ def test_dvc_repro_package_and_publish(tmp_path: Path) -> None:
     assert "didn't change" in again.stdout or "up to date" in again.stdout
     before = (repo / "registry" / "ort-cpu" / "index.json").read_bytes()
     run_dvc(repo, "repro", "--force", "--single-item", "publish")
-    assert json.loads((repo / "metrics" / "publish.json").read_text())["n_unchanged"] == 2
+    assert json.loads((repo / "metrics" / "publish.details.json").read_text())["n_unchanged"] == 2
     assert (repo / "registry" / "ort-cpu" / "index.json").read_bytes() == before
 
 
@@ -93,6 +96,7 @@ def test_stage_error_is_one_line_and_writes_nothing(tmp_path: Path, caplog) -> N
     argv = ["--params", str(tmp_path / "params.yaml"), "--target", "ort-cpu"]
     argv += [f"--{k}={tmp_path / k}" for k in ("supernet", "data", "selection", "latency")]
     argv += [f"--out={tmp_path / 'out'}", f"--metrics={tmp_path / 'm.json'}"]
+    argv += [f"--details={tmp_path / 'm.details.json'}"]
     assert stage.run(package_stage.main, argv) == 2
     assert "not a trained supernet" in caplog.text or "no meta.json" in caplog.text
     assert not (tmp_path / "out").exists() and not (tmp_path / "m.json").exists()

@@ -24,7 +24,8 @@ def _run(tmp_path: Path, data: dict, extra: dict | None = None) -> tuple[int, Pa
     out = tmp_path / "out"
     argv = ["--params", str(tmp_path / "params.yaml"), "--out", str(out / "prepared"),
             "--report", str(out / "report.json"), "--summary", str(out / "report.md"),
-            "--metrics", str(out / "metrics.json")]  # fmt: skip
+            "--metrics", str(out / "metrics.json"),
+            "--details", str(out / "metrics.details.json")]  # fmt: skip
     return stage.run(prepare.main, argv), out
 
 
@@ -32,8 +33,8 @@ def test_prepare_writes_outputs(tmp_path: Path):
     src = write_idx_dataset(tmp_path / "src")
     code, out = _run(tmp_path, {"path": str(src)})
     assert code == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics == {
+    assert json.loads((out / "metrics.json").read_text()) == {"passed": True, "images": 250}
+    assert json.loads((out / "metrics.details.json").read_text()) == {
         "n_train": 160,
         "n_val": 40,
         "n_test": 50,
@@ -109,7 +110,9 @@ def test_mistyped_params_key_exits_2(tmp_path: Path, caplog):
 def test_dvc_repro_prepare_on_fashion_mnist_subset(tmp_path: Path):
     repo = copy_repo(tmp_path, {"data": {"max_train": 2000, "max_test": 500}})
     run_dvc(repo, "repro", "prepare")
-    metrics = json.loads((repo / "metrics" / "data.json").read_text())
+    headline = json.loads((repo / "metrics" / "data.json").read_text())
+    assert headline == {"passed": True, "images": 2500}
+    metrics = json.loads((repo / "metrics" / "data.details.json").read_text())
     assert metrics == {
         "n_train": 1800,
         "n_val": 200,

@@ -29,12 +29,15 @@ METRIC_KEYS = {"val_acc_max", "val_acc_min", "val_acc_mid", "train_seconds", "ep
 
 def _argv(root: Path, params: Path, data: Path) -> list[str]:
     return ["--params", str(params), "--data", str(data), "--out", str(root / "models/supernet"),
-            "--metrics", str(root / "metrics/supernet.json"), "--live", str(root / "live"),
+            "--metrics", str(root / "metrics/supernet.json"),
+            "--details", str(root / "metrics/supernet.details.json"), "--live", str(root / "live"),
             "--checkpoints", str(root / "ckpt")]  # fmt: skip
 
 
 def _check_outputs(root: Path) -> dict:
-    metrics = json.loads((root / "metrics/supernet.json").read_text())
+    metrics = json.loads((root / "metrics/supernet.details.json").read_text())
+    headline = json.loads((root / "metrics/supernet.json").read_text())
+    assert headline == {"top1": round(metrics["val_acc_max"], 4)}
     assert metrics.keys() >= METRIC_KEYS
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("val_acc_max", "val_acc_min", "val_acc_mid"))
     net = load_supernet(root / "models/supernet")
@@ -53,7 +56,7 @@ def test_stage_in_process_writes_outputs_and_reruns_from_checkpoint(tmp_path, ti
     # a rerun finds the finished run's checkpoint: no training, same weights
     (tmp_path / "models").rename(tmp_path / "models_first")
     assert stage.run(train_supernet.main, _argv(tmp_path, params, tiny_prepared)) == 0
-    again = json.loads((tmp_path / "metrics/supernet.json").read_text())
+    again = json.loads((tmp_path / "metrics/supernet.details.json").read_text())
     assert again["val_acc_max"] == metrics["val_acc_max"]
 
 

@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from onceflow.config import MeasureProtocolConfig
+from onceflow.progress import Progress
 
 # (p90 - p10) of a normal distribution, in standard deviations: turns the 10-90 spread into a
 # robust sigma that a few preempted samples on a shared machine do not inflate.
@@ -140,14 +141,19 @@ def sample_interleaved_clocks(
         wall[i, r] = items[i].time(protocol.number)
         cpu[i, r] = thread_time() - c0
 
-    if protocol.interleave:
-        for r in range(protocol.repeats):
-            for i in rng.permutation(len(items)):
-                one(int(i), r)
-    else:
-        for i in range(len(items)):
+    desc = f"latency timing of {len(items)} entries"
+    bar = Progress(len(items) * protocol.repeats, desc, unit="samples")
+    with bar:
+        if protocol.interleave:
             for r in range(protocol.repeats):
-                one(i, r)
+                for i in rng.permutation(len(items)):
+                    one(int(i), r)
+                    bar.update()
+        else:
+            for i in range(len(items)):
+                for r in range(protocol.repeats):
+                    one(i, r)
+                    bar.update()
     scale = 1e3 / protocol.number
     return wall * scale, cpu * scale
 

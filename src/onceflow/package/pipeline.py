@@ -32,6 +32,7 @@ from onceflow.package.build import (
     TargetInfo,
     build_package,
 )
+from onceflow.progress import track
 from onceflow.supernet import Arch, Supernet, recalibrate_bn
 from onceflow.train.data import to_input
 from onceflow.train.evaluation import calibration_indices
@@ -218,7 +219,7 @@ def package_target(
     if cfg.finetune_epochs > 0:
         teacher = calibrated_subnet(supernet, supernet.max_arch(), data, cfg, seed)
     results = []
-    for cand in cands:
+    for cand in track(cands, f"package@{target_name}", unit="models", delay_s=0.0):
         arch = Arch.from_json(cand.arch_json)
         sub = calibrated_subnet(supernet, arch, data, cfg, seed)
         if cfg.finetune_epochs > 0:

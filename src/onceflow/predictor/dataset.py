@@ -29,6 +29,7 @@ import torch
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import DataError
 from onceflow.io import write_text_atomic
+from onceflow.progress import track
 from onceflow.search.space import CategoricalSpace, unique_rows
 from onceflow.supernet import Arch, SearchSpace
 from onceflow.supernet.supernet import Supernet, recalibrate_bn
@@ -199,16 +200,13 @@ def build_dataset(
         len(archs) - len(todo),
         len(todo),
     )
-    t_start = time.perf_counter()
-    for i, arch in enumerate(todo):
+    for arch in track(todo, "predictor: measuring subnets", unit="subnets"):
         t0 = time.perf_counter()
         got = measure(arch)
         m = got if isinstance(got, Measurement) else Measurement(float(got))
         row = Row(m, time.perf_counter() - t0)
         append_row(path, str(arch), row, context)
         done[str(arch)] = row
-        if (i + 1) % 25 == 0 or i + 1 == len(todo):
-            log.info("measured %d/%d (%.1fs)", i + 1, len(todo), time.perf_counter() - t_start)
     return list(archs), [done[str(a)].m for a in archs]
 
 

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from onceflow.config import PhaseConfig, TrainConfig
 from onceflow.data.prepared import PreparedData, data_identity
 from onceflow.errors import DataError
+from onceflow.progress import Progress
 from onceflow.supernet import Arch, SearchSpace, Supernet
 from onceflow.train import checkpoint as ckpt
 from onceflow.train.data import augment, resize, to_input
@@ -318,13 +318,13 @@ def train_supernet(
 
     images = torch.from_numpy(np.array(data.train.images))  # in memory (uint8), writable
     labels = torch.from_numpy(np.array(data.train.labels))
-    bar = tqdm(
-        total=plan.total_steps,
+    bar = Progress(
+        plan.total_steps,
+        "train_supernet",
         initial=sess.global_step,
-        disable=not (progress and ctx.is_main),
-        mininterval=10.0,
-        desc="train_supernet",
-        unit="step",
+        enabled=progress and ctx.is_main,
+        interval_s=30.0,
+        unit="steps",
     )
     t0 = time.perf_counter() - sess.seconds
     done = sess.global_step >= plan.total_steps

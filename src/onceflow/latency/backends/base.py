@@ -25,6 +25,7 @@ from onceflow.latency.protocol import (
     Timed,
     sample_interleaved_clocks,
 )
+from onceflow.progress import track
 
 
 def cpu_name() -> str:
@@ -93,7 +94,12 @@ class Backend(ABC):
         """
         k = protocol.sessions
         return self.sample_sessions(
-            [it for m, s in models for it in self.prepare_sessions(m, s, k)], protocol
+            [
+                it
+                for m, s in track(models, "latency sessions", unit="models")
+                for it in self.prepare_sessions(m, s, k)
+            ],
+            protocol,
         )
 
     def sample_sessions(
