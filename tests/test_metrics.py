@@ -90,15 +90,13 @@ def test_dvc_metrics_show_fits_a_terminal(tmp_path: Path) -> None:
     assert max(len(line.rstrip()) for line in lines) <= 100, out.stdout
 
 
-def test_flow_reader_finds_registry_uris_in_the_details(tmp_path: Path) -> None:
-    """The flow's published-models artifact reads the split publish metrics (headline `models`
-    is a count, the per-package list is in the details)."""
-    from onceflow.orchestration.report import published_models
+def test_flow_story_finds_published_models_in_the_details(tmp_path: Path) -> None:
+    """The flow's run story reads the split publish metrics (headline `models` is a count, the
+    per-package list and the registry are in the details)."""
+    from onceflow.orchestration.story import story_markdown
 
-    pkg = tmp_path / "artifacts" / "ort-cpu" / "r28-abc"
-    pkg.mkdir(parents=True)
-    (pkg / "manifest.json").write_text(json.dumps({"target": "ort-cpu", "model_id": "r28-abc"}))
-    pub = {**PUBLISH, "packages": [{"target": "ort-cpu", "model_id": "r28-abc"}]}
+    pub = {**PUBLISH, "packages": [{"target": "ort-cpu", "model_id": "r28-abc",
+                                    "status": "published"}]}  # fmt: skip
     m.write_metrics(tmp_path / "metrics" / "publish.json", m.publish_headline(pub), pub)
-    (model,) = published_models(tmp_path)
-    assert model.uri == "file:///x/registry/ort-cpu/r28-abc"
+    story = story_markdown(tmp_path, ["ort-cpu"], "run")
+    assert "1 new of 1 packages in `file:///x/registry`" in story

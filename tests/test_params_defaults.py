@@ -98,7 +98,7 @@ def test_drift_is_detected() -> None:
 
 
 def _schema_defaults() -> dict[str, list[tuple[str, Any]]]:
-    """Field name -> [(model, default)] over every config model (fields with a default)."""
+    """Field name -> [(model, default)] over every config model (leaf fields with a default)."""
     out: dict[str, list[tuple[str, Any]]] = {}
     for name, model in vars(config).items():
         if not (inspect.isclass(model) and issubclass(model, BaseModel)):
@@ -112,6 +112,8 @@ def _schema_defaults() -> dict[str, list[tuple[str, Any]]]:
                 continue
             else:
                 default = info.default
+            if isinstance(default, BaseModel | dict):
+                continue  # a whole section (or map of them) is a container, not a leaf default
             out.setdefault(field, []).append((name, _plain(default)))
     return out
 

@@ -105,7 +105,7 @@ def test_stage_and_cli_write_the_page(fake_run: Path, tmp_path: Path) -> None:
     assert _statuses(out.read_text())["models"] == "ok"
 
     bad = CliRunner().invoke(app, ["report", "--root", str(tmp_path / "nope")])
-    assert bad.exit_code == 1 and "not a directory" in bad.output
+    assert bad.exit_code == 2 and "not a directory" in bad.output
 
 
 def test_write_report_is_atomic(fake_run: Path, tmp_path: Path) -> None:
