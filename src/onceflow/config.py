@@ -194,7 +194,8 @@ class TargetOptions(StrictModel):
     session_config: dict[str, str] = {}
     # tensorrt: builder workspace pool limit in MiB.
     workspace_mb: Annotated[int, Field(ge=16)] = 1024
-    # tensorrt int8: prepared train images fed to the entropy calibrator.
+    # int8 (tensorrt entropy calibrator, onnxruntime static quantization): prepared train
+    # images each model is calibrated on -- table entries, validation subnets and packages.
     int8_calibration_images: Annotated[int, Field(ge=1)] = 64
     # tensorrt: directory of serialized engines keyed by content hash (outside DVC outs).
     engine_cache_dir: str = ".cache/onceflow/tensorrt"
@@ -264,10 +265,14 @@ class LatencyConfig(StrictModel):
                 raise ValueError(f"latency.targets: name {name!r} must be letters, digits, - or _")
             if t.backend == "tensorrt" and t.device != "cuda":
                 raise ValueError(f"latency.targets.{name}: tensorrt needs device: cuda")
-            if t.precision == "int8" and t.backend != "tensorrt":
-                raise ValueError(f"latency.targets.{name}: int8 is only supported by tensorrt")
-            if t.backend == "onnxruntime" and t.precision != "fp32":
-                raise ValueError(f"latency.targets.{name}: onnxruntime targets measure fp32 only")
+            if t.precision == "int8" and t.backend == "torch":
+                raise ValueError(
+                    f"latency.targets.{name}: int8 needs backend tensorrt or onnxruntime"
+                )
+            if t.backend == "onnxruntime" and t.precision == "fp16":
+                raise ValueError(
+                    f"latency.targets.{name}: onnxruntime targets run fp32 or int8 (fp16: tensorrt)"
+                )
             if self.protocol.clock == "thread_cpu" and not t.single_threaded_cpu:
                 raise ValueError(
                     f"latency.protocol.clock: thread_cpu only measures latency for CPU targets "
