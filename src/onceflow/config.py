@@ -375,6 +375,9 @@ class PackageConfig(StrictModel):
     parity_images: Annotated[int, Field(ge=256)] = 256  # test images (topped up from train)
     parity_atol: Annotated[float, Field(gt=0.0, le=1e-4)] = 1e-4  # max |logit difference|
     parity_min_agreement: Annotated[float, Field(ge=0.999, le=1.0)] = 0.999  # top-1 agreement
+    # int8 targets: the shipped int8 model's top-1 agreement with the fp32 subnet on the
+    # parity images (int8 rounding flips a few borderline images by design).
+    int8_min_agreement: Annotated[float, Field(ge=0.5, le=1.0)] = 0.97
     max_models: Annotated[int, Field(ge=1)] | None = None  # package only the first N selected
 
 
