@@ -144,7 +144,7 @@ class PhaseConfig(StrictModel):
 
 
 def _default_phases() -> list[PhaseConfig]:
-    return [PhaseConfig(name="full", epochs=6, lr=0.1, warmup_epochs=0.5)]
+    return [PhaseConfig(name="full", epochs=8, lr=0.15, warmup_epochs=0.2)]
 
 
 class TrainConfig(StrictModel):
