@@ -172,6 +172,7 @@ def test_int8_target_ships_the_quantized_model_with_its_accuracy_drop(
         100 * (q["test_accuracy_fp32"] - res.test_accuracy)
     )
     assert res.to_json()["quantization"] == q
+    assert f"drop {q['accuracy_drop_pp']:.2f} pp" in (res.path / "README.md").read_text()
     # The file that ships is the int8 model, and its accuracy is the manifest's.
     sess = ort.InferenceSession(str(res.path / "model.onnx"), providers=["CPUExecutionProvider"])
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(res.path / "model.onnx").graph.node}
