@@ -37,7 +37,7 @@ def test_different_picks_show_budget_violations_and_accuracy_gains(tiny_space) -
         calls.append((arch, host))
         return acc[(host, str(arch))]
 
-    head, det = cross_target([fp32, int8], accuracy)
+    head, det = cross_target([fp32, int8], accuracy, lambda arch, host: 2.0 if arch == a1 else 1.0)
     assert not head["picks_coincide"] and head["cases"] == 4
     pair = head["pairs"]["fp32->int8"]
     assert pair["budget_violations"] == 1 and pair["max_over_budget_pct"] == pytest.approx(50.0)
@@ -45,6 +45,8 @@ def test_different_picks_show_budget_violations_and_accuracy_gains(tiny_space) -
     cell = next(c for c in det["cells"] if c["source"] == "fp32" and c["slot"] == 1)
     assert not cell["within_budget"] and cell["specialization_gain_pp"] == pytest.approx(1.0)
     assert len(calls) == len(set(calls))  # each (arch, host) evaluated once
+    assert cell["source_measured_on_host_ms"] == 2.0 and cell["host_pick_measured_ms"] == 1.0
+    assert pair["measured_latency_ratio_mean"] == pytest.approx(1.5)  # slots: 1.0/1.0, 2.0/1.0
     assert "differ" in head["verdict"] and "1 of 4" in head["verdict"]
     tau = head["latency_rank_correlation"]["fp32|int8"]
     assert tau["n"] == 4 and tau["kendall_tau"] == pytest.approx(1.0)

@@ -75,6 +75,10 @@ def test_report_stage_writes_matrix_details_and_plot(tmp_path: Path, tiny_space)
     assert corr["n"] == 3 and -1.0 <= corr["kendall_tau"] <= 1.0  # same validation subnets
     cells = det["cells"]
     assert len(cells) == 4 and all(0.0 <= c["source_accuracy_on_host"] <= 1.0 for c in cells)
+    assert all(
+        c["source_measured_on_host_ms"] > 0 and c["host_pick_measured_ms"] > 0 for c in cells
+    )
+    assert head["pairs"]["cpu->cpu-int8"]["measured_latency_ratio_mean"] > 0
     # Each distinct (arch, precision) was evaluated once: 3 archs x 2 precisions.
     assert len(det["evaluated_here"]) == 6
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

@@ -23,6 +23,8 @@ from onceflow.supernet.space import Arch
 
 # (arch, host target name) -> test accuracy under the host's precision; None: not measurable here
 AccuracyFn = Callable[[Arch, str], float | None]
+# (arch, host target name) -> latency measured on the host's backend (ms); None: cannot run here
+MeasureFn = Callable[[Arch, str], float | None]
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,10 @@ def _pct(x: float) -> float:
 
 
 def cross_target(
-    targets: Sequence[TargetPicks], accuracy: AccuracyFn
+    targets: Sequence[TargetPicks], accuracy: AccuracyFn, measure: MeasureFn | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(headline metrics, details) of the cross-target matrix; see the module doc."""
+    """(headline metrics, details) of the cross-target matrix; see the module doc. With
+    ``measure``, every pick is also timed for real on every host that runs here."""
     if len(targets) < 2:
         raise ValueError("a cross-target report needs at least two targets")
     names = [t.name for t in targets]
@@ -76,6 +79,15 @@ def cross_target(
         if (arch, host) not in acc_cache:
             acc_cache[(arch, host)] = accuracy(arch, host)
         return acc_cache[(arch, host)]
+
+    ms_cache: dict[tuple[Arch, str], float | None] = {}
+
+    def measured(arch: Arch, host: str) -> float | None:
+        if measure is None:
+            return None
+        if (arch, host) not in ms_cache:
+            ms_cache[(arch, host)] = measure(arch, host)
+        return ms_cache[(arch, host)]
 
     cells, pairs = [], {}
     for host in targets:
@@ -90,6 +102,7 @@ def cross_target(
                 own_lat = float(host.predict_ms([own.arch])[0])
                 a_src, a_own = acc(arch, host.name), acc(own.arch, host.name)
                 gain = None if a_src is None or a_own is None else _pct(a_own - a_src)
+                m_src, m_own = measured(arch, host.name), measured(own.arch, host.name)
                 rows.append(
                     {
                         "source": src.name,
@@ -101,6 +114,8 @@ def cross_target(
                         "host_budget_ms": own.budget_ms,
                         "source_latency_on_host_ms": float(lat[i]),
                         "host_pick_latency_ms": own_lat,
+                        "source_measured_on_host_ms": m_src,
+                        "host_pick_measured_ms": m_own,
                         "over_budget_pct": _pct(float(lat[i]) / own.budget_ms - 1.0),
                         "within_budget": bool(lat[i] <= own.budget_ms * (1 + 1e-9)),
                         "source_accuracy_on_host": a_src,
@@ -112,9 +127,16 @@ def cross_target(
             gains = [
                 r["specialization_gain_pp"] for r in rows if r["specialization_gain_pp"] is not None
             ]
+            slower = [
+                r["source_measured_on_host_ms"] / r["host_pick_measured_ms"]
+                for r in rows
+                if r["source_measured_on_host_ms"] and r["host_pick_measured_ms"]
+            ]
             pairs[f"{src.name}->{host.name}"] = {
                 "same_picks": sum(r["same_arch"] for r in rows),
                 "budget_violations": sum(not r["within_budget"] for r in rows),
+                # measured: the source's pick over the host's own pick, same slot
+                "measured_latency_ratio_mean": round(float(np.mean(slower)), 3) if slower else None,
                 "max_over_budget_pct": max(r["over_budget_pct"] for r in rows),
                 "mean_gain_pp": round(float(np.mean(gains)), 3) if gains else None,
                 "max_gain_pp": round(float(np.max(gains)), 3) if gains else None,

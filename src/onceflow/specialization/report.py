@@ -9,6 +9,7 @@ host's precision no package measured.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,34 @@ def quantization_drops(artifacts: Path, names: list[str]) -> dict[str, dict[str,
     return out
 
 
+def host_measurer(
+    supernet: Supernet, data: PreparedData, params: Params
+) -> Callable[[Arch, str], float | None]:
+    """(arch, host) -> median latency (ms) of the BN-recalibrated subnet on the host's backend,
+    under the host's table protocol (int8 hosts: quantized as their packages are); None when
+    the host's backend cannot run on this machine."""
+    from onceflow.latency.backends import make_backend
+    from onceflow.latency.calibration_data import calibration_images
+    from onceflow.latency.table import protocol_from_config
+
+    def measure(arch: Arch, host: str) -> float | None:
+        target = params.latency.targets[host]
+        n = target.options.int8_calibration_images
+        images = (
+            calibration_images(data, n, params.base.seed) if target.precision == "int8" else None
+        )
+        backend = make_backend(target, images)
+        ok, why = backend.available()
+        if not ok:
+            log.info("not timing on %s here: %s", host, why)
+            return None
+        protocol = protocol_from_config(params.latency, target, params.base.seed)
+        shape = (target.batch_size, data.meta.channels, arch.resolution, arch.resolution)
+        return backend.measure(supernet.extract(arch).eval(), shape, protocol).median
+
+    return measure
+
+
 def specialization_report(
     params: Params,
     supernet: Supernet,
@@ -72,8 +101,10 @@ def specialization_report(
     latency_root: Path,
     search_root: Path,
     artifacts_root: Path,
+    measure_latency: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(headline metrics, details) over every target in ``params.latency.targets``."""
+    """(headline metrics, details) over every target in ``params.latency.targets``; with
+    ``measure_latency`` every pick is also timed on each host whose backend runs here."""
     space, targets = supernet.space, params.latency.targets
     picks = []
     for name, target in targets.items():
@@ -104,7 +135,8 @@ def specialization_report(
             evaluated.append({"arch": str(arch), "precision": key})
         return known[(arch, key)]
 
-    headline, details = cross_target(picks, accuracy)
+    measure = host_measurer(supernet, data, params) if measure_latency else None
+    headline, details = cross_target(picks, accuracy, measure)
     drops = quantization_drops(artifacts_root, list(targets))
     headline["quantization_drop_pp"] = drops
     details["quantization_drop_pp"] = drops
