@@ -47,7 +47,12 @@ def test_different_picks_show_budget_violations_and_accuracy_gains(tiny_space) -
     assert len(calls) == len(set(calls))  # each (arch, host) evaluated once
     assert cell["source_measured_on_host_ms"] == 2.0 and cell["host_pick_measured_ms"] == 1.0
     assert pair["measured_latency_ratio_mean"] == pytest.approx(1.5)  # slots: 1.0/1.0, 2.0/1.0
-    assert "differ" in head["verdict"] and "1 of 4" in head["verdict"]
+    assert "of 4 foreign picks, 1 broke the host's budget" in head["verdict"]
+    # Foreign picks that met the host's budget, split by whether the host's own pick won.
+    within = [c for c in det["cells"] if c["within_budget"]]
+    worse = [c for c in within if c["specialization_gain_pp"] > 0]
+    assert head["foreign_within_budget_less_accurate"] == len(worse)
+    assert head["foreign_within_budget_as_accurate"] == len(within) - len(worse)
     tau = head["latency_rank_correlation"]["fp32|int8"]
     assert tau["n"] == 4 and tau["kendall_tau"] == pytest.approx(1.0)
 

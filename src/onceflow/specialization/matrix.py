@@ -148,6 +148,10 @@ def cross_target(
     }
     violations = sum(p["budget_violations"] for p in pairs.values())
     gains = [c["specialization_gain_pp"] for c in cells if c["specialization_gain_pp"] is not None]
+    # Within the host's budget, did the host's own pick win on accuracy?
+    fair = [c for c in cells if c["within_budget"] and c["specialization_gain_pp"] is not None]
+    worse = [c["specialization_gain_pp"] for c in fair if c["specialization_gain_pp"] > 0]
+    as_good = len(fair) - len(worse)
     if coincide:
         verdict = (
             f"the picks coincide: every target chose the same subnet for each of the {n_slots} "
@@ -155,9 +159,10 @@ def cross_target(
         )
     else:
         verdict = (
-            f"the picks differ; a foreign pick broke the host's budget in {violations} of "
-            f"{len(cells)} cases, and the host's own pick was on average "
-            f"{np.mean(gains) if gains else float('nan'):.2f} pp more accurate"
+            f"the picks differ; of {len(cells)} foreign picks, {violations} broke the host's "
+            f"budget, {len(worse)} met it with lower accuracy"
+            + (f" (by {np.mean(worse):.2f} pp on average)" if worse else "")
+            + f", {as_good} met it at equal or better accuracy"
         )
     headline = {
         "targets": names,
@@ -166,6 +171,8 @@ def cross_target(
         "budget_violations": violations,
         "cases": len(cells),
         "mean_specialization_gain_pp": round(float(np.mean(gains)), 3) if gains else None,
+        "foreign_within_budget_less_accurate": len(worse),
+        "foreign_within_budget_as_accurate": as_good,
         "pairs": pairs,
         "latency_rank_correlation": {
             k: {"kendall_tau": v["kendall_tau"], "spearman": v["spearman"], "n": v["n"]}
