@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -63,5 +62,5 @@ def test_bench_prints_gaps_and_cost_ratio(tmp_path: Path, tiny_space) -> None:
     assert [r["picked_from"] for r in out["archs"]] == ["min", "mid", "max"]
     gaps = [r["gap_pp"] for r in out["archs"]]
     assert out["mean_gap_pp"] == round(sum(gaps) / 3, 3)
-    assert out["cost_ratio"] == pytest.approx(10.0 / out["alone_train_seconds_sum"], rel=0.02)
+    assert out["cost_ratio"] == round(10.0 / out["alone_train_seconds_sum"], 3)
     assert all(0.0 <= r["alone_test_acc"] <= 1.0 for r in out["archs"])
