@@ -10,10 +10,11 @@ import torch
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.data.prepared import load_prepared, normalize
+from onceflow.data.prepared import load_prepared
 from onceflow.errors import ConfigError
 from onceflow.io import atomic_dir, write_bytes_atomic, write_json_atomic
 from onceflow.latency import build_latency_table, make_backend
+from onceflow.latency.calibration_data import calibration_images
 from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
 from onceflow.latency.lut import LUT_FILE
 from onceflow.latency.plot import scatter_png
@@ -36,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(params.base.threads)
     supernet = load_supernet(args.supernet).eval()
     images = None
-    if target.precision == "int8":  # TensorRT's int8 calibrator needs real inputs
-        data = load_prepared(args.data)
-        images = normalize(data.train.images[: target.options.int8_calibration_images], data.meta)
+    if target.precision == "int8":  # int8 calibration (TensorRT, ONNX Runtime) on train images
+        n = target.options.int8_calibration_images
+        images = calibration_images(load_prepared(args.data), n, params.base.seed)
     backend = make_backend(target, images)
     result = build_latency_table(
         supernet.space, build_layer, supernet.extract, backend, cfg, args.target, params.base.seed

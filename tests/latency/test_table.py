@@ -79,3 +79,17 @@ def test_unavailable_backend_fails_with_reason_not_a_fake_table(tiny_space: Sear
     be = make_backend(cfg.targets["t"])
     with pytest.raises(BackendUnavailable, match="NoSuchExecutionProvider"):
         build_latency_table(tiny_space, build_layer, lambda a: None, be, cfg, "t")
+
+
+def test_build_table_on_ort_int8_times_quantized_layers_and_subnets(
+    tiny_space: SearchSpace,
+) -> None:
+    cfg = tiny_latency_config(precision="int8", options={"int8_calibration_images": 4})
+    supernet = Supernet(tiny_space).eval()
+    images = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    be = make_backend(cfg.targets["t"], images)
+    res = build_latency_table(tiny_space, build_layer, supernet.extract, be, cfg, "t", seed=0)
+    assert res.lut.meta["environment"]["quantization"]["format"] == "QDQ"
+    assert res.lut.meta["target_config"]["precision"] == "int8"
+    assert np.isfinite(res.metrics["kendall_tau"]) and res.metrics["n_validation"] == 6
+    assert res.records[1]["measured_ms"] > res.records[0]["measured_ms"]  # max > min

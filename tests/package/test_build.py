@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from torch import nn
@@ -17,8 +18,15 @@ from torch import nn
 from onceflow.config import LatencyTarget
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import RegistryError
-from onceflow.package.build import PackageResult, TargetInfo, build_package
+from onceflow.package.build import (
+    PackageResult,
+    TargetInfo,
+    build_package,
+    quantization_report,
+    require_int8_parity,
+)
 from onceflow.package.manifest import load_manifest, sha256_file, validate_manifest, verify_files
+from onceflow.package.parity import ParityError
 from onceflow.package.pipeline import backend_fns
 from onceflow.registry import open_store, publish_package, pull_model
 from tests.package.conftest import candidate, fast_params
@@ -33,7 +41,7 @@ def _build(
     model: nn.Module, data: PreparedData, out: Path, identity: dict = IDENTITY
 ) -> PackageResult:
     params = fast_params()
-    measure, engine, skip = backend_fns(LatencyTarget(), params, "ort-cpu")
+    measure, engine, skip, _ = backend_fns(LatencyTarget(), params, "ort-cpu")
     return build_package(
         model, candidate(), data=data, target=ORT_CPU, cfg=params.package,
         identity=identity, lineage={"git": {"commit": None}}, measure=measure, out_root=out,
@@ -141,6 +149,51 @@ def test_pulled_model_reproduces_manifest_accuracy(
     assert abs(100 * acc - 100 * m["test_accuracy"]) <= 0.1
 
 
+def test_int8_target_ships_the_quantized_model_with_its_accuracy_drop(
+    small_cnn: nn.Module, data: PreparedData, tmp_path: Path
+) -> None:
+    params = fast_params()
+    target = LatencyTarget(precision="int8", options={"int8_calibration_images": 64})
+    measure, engine, skip, quantize = backend_fns(target, params, "ort-int8", data)
+    assert quantize is not None and engine is None
+
+    def build(cfg: object, out: str) -> PackageResult:
+        return build_package(
+            small_cnn, candidate(), data=data, target=TargetInfo("ort-int8", precision="int8"),
+            cfg=cfg, identity=IDENTITY, lineage={}, measure=measure, out_root=tmp_path / out,
+            created_at="2024-01-01T00:00:00+00:00", engine_skip_reason=skip, quantize=quantize,
+        )  # fmt: skip
+
+    res = build(params.package, "ok")
+    m = load_manifest(res.path)
+    verify_files(res.path, m)
+    q = m["quantization"]
+    assert m["precision"] == "int8" and q["format"] == "QDQ" and q["passed"]
+    assert q["top1_agreement_vs_fp32"] >= params.package.int8_min_agreement
+    assert q["accuracy_drop_pp"] == pytest.approx(
+        100 * (q["test_accuracy_fp32"] - res.test_accuracy)
+    )
+    assert res.to_json()["quantization"] == q
+    assert f"drop {q['accuracy_drop_pp']:.2f} pp" in (res.path / "README.md").read_text()
+    # The file that ships is the int8 model, and its accuracy is the manifest's.
+    sess = ort.InferenceSession(str(res.path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(res.path / "model.onnx").graph.node}
+    x = (np.asarray(data.test.images) / 255.0 - 0.2) / 0.3
+    pred = sess.run(None, {"input": x.astype(np.float32).transpose(0, 3, 1, 2)})[0].argmax(1)
+    assert float(np.mean(pred == np.asarray(data.test.labels))) == pytest.approx(m["test_accuracy"])
+
+
+def test_int8_parity_rule_refuses_low_agreement() -> None:
+    fp32 = np.eye(10)[np.arange(100) % 10]
+    int8 = fp32.copy()
+    int8[:5] = np.roll(int8[:5], 1, axis=1)  # 5 of 100 top-1 flips
+    report = quantization_report(fp32, int8, 0.97)
+    assert report["top1_agreement_vs_fp32"] == pytest.approx(0.95) and not report["passed"]
+    with pytest.raises(ParityError, match=r"only 95.00% of 100 images.*int8_min_agreement"):
+        require_int8_parity(report, "package x")
+    require_int8_parity(quantization_report(fp32, int8, 0.95), "package x")
+
+
 def _tensorrt_ready() -> bool:
     import importlib.util
 
@@ -156,7 +209,7 @@ def test_tensorrt_target_ships_an_engine(
 ) -> None:
     params = fast_params()
     target = LatencyTarget(backend="tensorrt", device="cuda", precision="fp16")
-    measure, engine, skip = backend_fns(target, params, "trt-fp16")
+    measure, engine, skip, _ = backend_fns(target, params, "trt-fp16")
     res = build_package(
         small_cnn, candidate(), cfg=params.package, data=data,
         target=TargetInfo("trt-fp16", target), identity=IDENTITY, lineage={},

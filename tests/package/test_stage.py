@@ -31,7 +31,7 @@ TINY = {
 }
 
 
-def _upstream(repo: Path) -> SearchSpace:
+def _upstream(repo: Path, target: str = "ort-cpu") -> SearchSpace:
     from onceflow.config import parse_params
 
     space = SearchSpace(parse_params(TINY).supernet, in_channels=1, n_classes=10, image_size=28)
@@ -39,14 +39,40 @@ def _upstream(repo: Path) -> SearchSpace:
     save_supernet(Supernet(space), repo / "models" / "supernet")  # random weights suffice
     write_prepared(repo / "data" / "prepared", n_per_class=8)
     archs = [space.min_arch(), space.sample(np.random.default_rng(1))]
-    sel = {"target": "ort-cpu", "selected": [
+    sel = {"target": target, "selected": [
         {"budget_ms": 1.0 + i, "arch": str(a), "arch_json": a.to_json(),
          "predicted_accuracy": 0.5, "predicted_latency_ms": 0.5 + i}
         for i, a in enumerate(archs)
     ]}  # fmt: skip
-    (repo / "search" / "ort-cpu").mkdir(parents=True)
-    (repo / "search" / "ort-cpu" / "selected.json").write_text(json.dumps(sel))
+    (repo / "search" / target).mkdir(parents=True)
+    (repo / "search" / target / "selected.json").write_text(json.dumps(sel))
     return space
+
+
+@pytest.mark.slow
+def test_dvc_repro_default_int8_target_table_and_package(tmp_path: Path) -> None:
+    # The default params' ort-cpu-int8 target, end to end: a quantized table, int8 packages.
+    # A random-weight supernet has near-tied logits, so int8 flips many top-1s (seen: 12.5%);
+    # the agreement rule itself is tested in test_build.py, here only its plumbing.
+    tiny = TINY | {
+        "latency": {**TINY["latency"], "calibration_subnets": 4, "validation_subnets": 3},
+        "package": {**TINY["package"], "int8_min_agreement": 0.5},
+    }
+    repo = copy_repo(tmp_path / "repo", tiny)
+    _upstream(repo, "ort-cpu-int8")
+    run_dvc(repo, "repro", "--single-item", "latency_table@ort-cpu-int8", "package@ort-cpu-int8")
+    lut = json.loads((repo / "latency" / "ort-cpu-int8" / "lut.json").read_text())
+    assert lut["environment"]["quantization"]["format"] == "QDQ"
+    assert lut["target_config"]["options"]["int8_calibration_images"] == 64
+    metrics = json.loads((repo / "metrics" / "package" / "ort-cpu-int8.json").read_text())
+    assert metrics["n_packages"] == 2 and metrics["all_parity_passed"]
+    assert metrics["int8_min_agreement_vs_fp32"] >= 0.5
+    for p in metrics["packages"]:
+        m = load_manifest(repo / "artifacts" / "ort-cpu-int8" / p["model_id"])
+        assert m["precision"] == "int8" and m["quantization"]["passed"]
+        assert p["quantization"]["accuracy_drop_pp"] == pytest.approx(
+            100 * (m["quantization"]["test_accuracy_fp32"] - m["test_accuracy"])
+        )
 
 
 @pytest.mark.slow

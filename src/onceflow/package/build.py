@@ -1,8 +1,11 @@
 """Build one deployable package from any static ``nn.Module`` (an extracted subnet in practice).
 
 Steps: test accuracy in torch -> ONNX export (dynamic batch) -> parity ONNX Runtime vs torch
-(fails the build) -> test accuracy of the exported model in ONNX Runtime (the number shipped)
--> latency on the target's backend -> TensorRT engine for TensorRT targets -> ``model.onnx``,
+(fails the build) -> for int8 targets, static quantization and the int8 parity rule (top-1
+agreement of the int8 model with the fp32 subnet >= ``package.int8_min_agreement``, fails the
+build) -> test accuracy of the shipped model in ONNX Runtime (the number shipped; for int8 also
+the fp32 accuracy and the drop) -> latency of the shipped bytes on the target's backend ->
+TensorRT engine for TensorRT targets -> ``model.onnx``,
 ``[model.plan]``, ``README.md``, ``manifest.json`` written into ``<out_root>/<model-id>/`` in one
 atomic rename. Latency measurement and engine building are injected, so this module knows no
 backend and can be tested with a toy network.
@@ -35,6 +38,7 @@ from onceflow.package.manifest import (
     write_manifest,
 )
 from onceflow.package.parity import (
+    ParityError,
     ParityReport,
     check_parity,
     ort_session,
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 MeasureFn = Callable[[bytes, nn.Module, tuple[int, ...]], Mapping[str, float]]
 # (fixed-batch onnx bytes, NCHW input shape) -> serialized TensorRT engine.
 EngineFn = Callable[[bytes, tuple[int, ...]], bytes]
+# (fp32 dynamic-batch onnx bytes, CHW input) -> int8 onnx bytes (ONNX Runtime int8 targets).
+QuantizeFn = Callable[[bytes, tuple[int, ...]], bytes]
 
 # Warn when measured latency differs from the search-time prediction by more than this fraction
 # of the prediction: budgets were met on predictions, users read measurements.
@@ -111,14 +117,19 @@ class PackageResult:
     budget_ms: float | None
     parity: ParityReport
     engine: str  # "built", or why none was built
+    precision: str = "fp32"
+    # int8: accuracy of the fp32 ONNX model, int8 vs fp32 agreement, the drop (pp)
+    quantization: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "model_id": self.model_id,
             "arch": self.arch,
             "budget_ms": self.budget_ms,
+            "precision": self.precision,
             "test_accuracy": self.test_accuracy,
             "test_accuracy_torch": self.test_accuracy_torch,
+            "quantization": self.quantization,
             "predicted_accuracy": self.predicted_accuracy,
             "latency_ms": self.latency_ms,
             "predicted_latency_ms": self.predicted_latency_ms,
@@ -141,6 +152,35 @@ def parity_images(data: PreparedData, n: int) -> np.ndarray:
     if have < n:
         log.warning("parity check on all %d images there are (params asks for %d)", have, n)
     return np.concatenate(parts)
+
+
+def quantization_report(
+    fp32_logits: np.ndarray, int8_logits: np.ndarray, min_agreement: float
+) -> dict[str, Any]:
+    """The int8 parity numbers: top-1 agreement with the fp32 subnet (the rule) and the
+    largest logit difference (reported; int8 rounding makes it large by design)."""
+    from onceflow.latency.quantize import QUANT_RECIPE
+
+    agree = float(np.mean(fp32_logits.argmax(1) == int8_logits.argmax(1)))
+    return {
+        **QUANT_RECIPE,
+        "n_images": len(fp32_logits),
+        "top1_agreement_vs_fp32": agree,
+        "min_agreement": min_agreement,
+        "max_abs_logit_diff": float(np.max(np.abs(fp32_logits - int8_logits))),
+        "passed": agree >= min_agreement,
+    }
+
+
+def require_int8_parity(report: Mapping[str, Any], what: str) -> None:
+    """Raise ParityError unless the int8 model agrees enough with the fp32 subnet."""
+    if not report["passed"]:
+        raise ParityError(
+            f"{what}: the int8 model agrees with the fp32 subnet on only "
+            f"{100 * report['top1_agreement_vs_fp32']:.2f}% of {report['n_images']} images "
+            f"(package.int8_min_agreement: {100 * report['min_agreement']:.2f}%); not packaging "
+            "it (raise latency.targets.<T>.options.int8_calibration_images, or lower the threshold)"
+        )
 
 
 def input_spec(data: PreparedData, resolution: int) -> dict[str, Any]:
@@ -174,8 +214,10 @@ def build_package(
     build_engine: EngineFn | None = None,
     engine_skip_reason: str = "not a TensorRT target",
     threads: int = 1,
+    quantize: QuantizeFn | None = None,
 ) -> PackageResult:
-    """Evaluate, export, verify, time and write one package; ParityError if ONNX disagrees."""
+    """Evaluate, export, verify, time and write one package; ParityError if ONNX disagrees
+    (or, with ``quantize``, if the int8 model agrees too little with the fp32 subnet)."""
     meta, res = data.meta, cand.resolution
     chw = (meta.channels, res, res)
     mid = model_id(cand.arch_json, res, identity)
@@ -196,13 +238,30 @@ def build_package(
         threads=threads,
         batch_size=min(64, cfg.batch_size),
     )
-    require_parity(parity, f"package {mid} ({cand.arch_str}) for target {target.name!r}")
+    what = f"package {mid} ({cand.arch_str}) for target {target.name!r}"
+    require_parity(parity, what)
     sess = ort_session(onnx_bytes, threads)
     acc = float(np.mean(run_onnx(sess, x_test.numpy(), cfg.batch_size).argmax(1) == y_test))
+    shipped, quant = onnx_bytes, None
+    if quantize is not None:
+        shipped = quantize(onnx_bytes, chw)
+        int8_sess = ort_session(shipped, threads)
+        quant = quantization_report(
+            torch_logits(model, x_par, min(64, cfg.batch_size)),
+            run_onnx(int8_sess, x_par.numpy(), cfg.batch_size),
+            cfg.int8_min_agreement,
+        )
+        require_int8_parity(quant, what)
+        acc_fp32 = acc
+        acc = float(
+            np.mean(run_onnx(int8_sess, x_test.numpy(), cfg.batch_size).argmax(1) == y_test)
+        )
+        quant["test_accuracy_fp32"] = acc_fp32
+        quant["accuracy_drop_pp"] = 100 * (acc_fp32 - acc)
     del x_test, x_par
 
     shape = (target.batch_size, *chw)
-    stats = dict(measure(onnx_bytes, model, shape))
+    stats = dict(measure(shipped, model, shape))
     plan = None
     if build_engine is not None:
         static = export_onnx(
@@ -250,6 +309,7 @@ def build_package(
             "stats": stats,
         },
         "parity": parity.to_json(),
+        **({"quantization": quant} if quant is not None else {}),
         "input": input_spec(data, res),
         "output": {"name": OUTPUT_NAME, "shape": [None, meta.n_classes], "dtype": "float32"},
         "engine": engine,
@@ -258,7 +318,7 @@ def build_package(
         "created_at": created_at,
     }
     with atomic_dir(out_root / mid) as tmp:
-        write_bytes_atomic(tmp / ONNX, onnx_bytes)
+        write_bytes_atomic(tmp / ONNX, shipped)
         if plan is not None:
             write_bytes_atomic(tmp / PLAN, plan)
         files = {n: file_entry(tmp / n) for n in (ONNX, PLAN) if (tmp / n).is_file()}
@@ -288,4 +348,6 @@ def build_package(
         budget_ms=budget,
         parity=parity,
         engine=engine,
+        precision=target.precision,
+        quantization=quant,
     )

@@ -14,6 +14,18 @@ def _ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f} ms"
 
 
+def _quantization_lines(q: Mapping[str, Any] | None) -> list[str]:
+    if not q:
+        return []
+    return [
+        f"- int8 ({q['format']}, weights {q['weights']}, activations {q['activations']}): "
+        f"fp32 accuracy {100 * q['test_accuracy_fp32']:.2f}%, drop "
+        f"{q['accuracy_drop_pp']:.2f} pp; top-1 agreement with the fp32 subnet "
+        f"{100 * q['top1_agreement_vs_fp32']:.2f}% on {q['n_images']} images "
+        f"(required {100 * q['min_agreement']:.2f}%)"
+    ]
+
+
 def render_card(m: Mapping[str, Any]) -> str:
     """Markdown: what the model is, accuracy, latency, input spec, 5 lines of onnxruntime."""
     inp, lat, arch = m["input"], m["latency_ms"], m["arch"]
@@ -46,6 +58,7 @@ def render_card(m: Mapping[str, Any]) -> str:
         f"{lat.get('batch_size', 1)}); predicted {_ms(lat.get('predicted'))}{ratio}",
         f"- Parity ONNX Runtime vs PyTorch: max |diff| {m['parity']['max_abs_diff']:.2g}, top-1 "
         f"agreement {100 * m['parity']['top1_agreement']:.2f}% on {m['parity']['n_images']} images",
+        *_quantization_lines(m.get("quantization")),
         "",
         "## Input",
         "",

@@ -4,7 +4,8 @@ Per selected arch: extract the static subnet from the supernet, re-estimate Batc
 statistics on train images (the supernet's shared statistics are wrong for any one subnet),
 optionally fine-tune it with distillation from the largest subnet, then ``build_package``.
 Latency is measured with the latency package's backend for the target, under the same protocol
-as its lookup tables, on the exact ONNX bytes that ship (ONNX Runtime targets).
+as its lookup tables, on the exact ONNX bytes that ship (ONNX Runtime targets; for int8 targets
+the statically quantized model, quantized as the table's models were).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from onceflow.package.build import (
     EngineFn,
     MeasureFn,
     PackageResult,
+    QuantizeFn,
     TargetInfo,
     build_package,
 )
@@ -148,17 +150,24 @@ def target_info(name: str, target: LatencyTarget) -> TargetInfo:
 
 
 def backend_fns(
-    target: LatencyTarget, params: Params, name: str
-) -> tuple[MeasureFn, EngineFn | None, str]:
-    """Latency measurement (and TensorRT engine building) through the latency package's backend.
+    target: LatencyTarget, params: Params, name: str, data: PreparedData | None = None
+) -> tuple[MeasureFn, EngineFn | None, str, QuantizeFn | None]:
+    """Latency measurement, TensorRT engine building and ONNX Runtime int8 quantization through
+    the latency package's backend. int8 targets calibrate on ``data``'s train images, exactly
+    as their latency table did (:mod:`onceflow.latency.calibration_data`).
 
     Raises BackendUnavailable (with the reason) when the target cannot run on this machine.
     """
     from onceflow.latency.backends import OnnxRuntimeBackend, TensorRTBackend, make_backend
+    from onceflow.latency.calibration_data import calibration_images
     from onceflow.latency.protocol import LatencyStats
     from onceflow.latency.table import protocol_from_config
 
-    backend = make_backend(target)
+    images = None
+    if target.precision == "int8" and data is not None:
+        n = target.options.int8_calibration_images
+        images = calibration_images(data, n, params.base.seed)
+    backend = make_backend(target, images)
     backend.require(name)
     # The very protocol the target's latency table used (sessions, priming, clock), so measured
     # and predicted latency of a package describe the same warm steady state.
@@ -175,9 +184,17 @@ def backend_fns(
         # fastest of a few runs (the table's interleaved samples already spread over minutes).
         return min((once() for _ in range(MEASURE_ROUNDS)), key=lambda s: s.median).to_json()
 
+    quantize: QuantizeFn | None = None
+    if isinstance(backend, OnnxRuntimeBackend) and target.precision == "int8":
+        ort_backend = backend
+        batch = min(32, target.options.int8_calibration_images)
+
+        def quantize(onnx_bytes: bytes, chw: tuple[int, ...]) -> bytes:
+            return ort_backend.deployable_onnx(onnx_bytes, (batch, *chw))
+
     if isinstance(backend, TensorRTBackend):
-        return measure, backend.build_engine, ""
-    return measure, None, f"backend {target.backend} needs no engine"
+        return measure, backend.build_engine, "", None
+    return measure, None, f"backend {target.backend} needs no engine", quantize
 
 
 def package_target(
@@ -206,7 +223,7 @@ def package_target(
     cands = parse_selection(selection, selection_source, supernet.space)
     if cfg.max_models is not None:
         cands = cands[: cfg.max_models]
-    measure, engine_fn, skip = backend_fns(target, params, target_name)
+    measure, engine_fn, skip, quantize = backend_fns(target, params, target_name, data)
     info = target_info(target_name, target)
     identity = {
         "target": {"name": target_name, **info.config.model_dump(mode="json")},
@@ -256,6 +273,7 @@ def package_target(
                 build_engine=engine_fn,
                 engine_skip_reason=skip,
                 threads=params.base.threads,
+                quantize=quantize,
             )
         )
     return results
@@ -265,10 +283,23 @@ def package_metrics(target: str, results: list[PackageResult]) -> dict[str, Any]
     """``metrics/package/<target>.json``: every package's accuracy, latency and parity, and how
     far measured latency strays from the estimator's prediction (measured / predicted)."""
     ratios = [r.latency_ratio for r in results if r.latency_ratio is not None]
+    drops = [r.quantization["accuracy_drop_pp"] for r in results if r.quantization]
+    quant = (
+        {
+            "quantization_drop_pp_mean": float(np.mean(drops)),
+            "quantization_drop_pp_max": float(np.max(drops)),
+            "int8_min_agreement_vs_fp32": min(
+                r.quantization["top1_agreement_vs_fp32"] for r in results if r.quantization
+            ),
+        }
+        if drops
+        else {}
+    )
     return {
         "target": target,
         "n_packages": len(results),
         "all_parity_passed": all(r.parity.passed for r in results),
+        **quant,
         "latency_ratio_median": float(np.median(ratios)) if ratios else None,
         "latency_ratio_range": [min(ratios), max(ratios)] if ratios else None,
         "packages": [r.to_json() for r in results],

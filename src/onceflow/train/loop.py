@@ -290,11 +290,14 @@ def train_supernet(
     on_epoch: EpochCallback | None = None,
     stop_at_step: int | None = None,
     progress: bool = True,
+    only_arch: Arch | None = None,
 ) -> TrainOutcome:
     """Train a supernet over ``space`` on ``data.train``; resume from ``checkpoint_dir`` if it
     holds a checkpoint of the same run. ``on_epoch`` gets each epoch's metrics (rank 0 only,
     replayed from the checkpoint on resume). ``stop_at_step`` stops after that global step (a
-    simulated kill, for tests)."""
+    simulated kill, for tests). ``only_arch`` trains that one subnet alone with the same recipe
+    (every step is ``[only_arch]`` with the label loss: no sandwich, no distillation), the
+    from-scratch baseline the weight-sharing benchmark compares against."""
     device = torch.device(device)
     n_train = len(data.train)
     if n_train == 0:
@@ -310,6 +313,9 @@ def train_supernet(
     sess = _Session(net, cfg, plan)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     fp = fingerprint(space, cfg, seed, data, ctx.world_size, device)
+    if only_arch is not None:
+        space.validate(only_arch)
+        fp = hashlib.sha256(f"{fp}:{only_arch}".encode()).hexdigest()[:16]
     _resume(sess, directory, fp, ctx, device)
     first_step = sess.global_step
     if on_epoch is not None and ctx.is_main:
@@ -354,9 +360,12 @@ def train_supernet(
         x = to_input(x_u8, data.meta, int(x_u8.shape[1]), device)
         y = labels[idx].to(device)
         net.train()
-        l_max, l_rest = sandwich_step(
-            net, sess.optimizer, x, y, step_archs(space, phase, cfg.n_random, seed, g), cfg, ctx
+        archs = (
+            [only_arch]
+            if only_arch is not None
+            else step_archs(space, phase, cfg.n_random, seed, g)
         )
+        l_max, l_rest = sandwich_step(net, sess.optimizer, x, y, archs, cfg, ctx)
         lr = sess.optimizer.param_groups[0]["lr"]
         sess.scheduler.step()
         sess.step_in_phase += 1
@@ -396,7 +405,7 @@ def train_supernet(
         done = sess.global_step >= plan.total_steps
     bar.close()
     check_in_sync(net, ctx)
-    net.set_active(space.max_arch())
+    net.set_active(only_arch if only_arch is not None else space.max_arch())
     return TrainOutcome(
         net, sess.history, time.perf_counter() - t0, _epochs(sess), True,
         sess.global_step - first_step,

@@ -2,6 +2,10 @@
 
 Session options come from the target: fixed intra/inter-op thread counts, sequential execution,
 ``ORT_ENABLE_ALL``, spinning off by default (spinning workers steal a shared CPU from everyone).
+``precision: int8`` times the statically quantized model (QDQ, per-channel int8 weights, see
+:mod:`onceflow.latency.quantize`), calibrated on the backend's calibration images (real images
+for whole subnets, shaped activations for inner layers; see
+:mod:`onceflow.latency.calibration_data`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from torch import nn
 
 from onceflow.latency.backends.base import Backend, cpu_name
+from onceflow.latency.calibration_data import calibration_batches
 from onceflow.latency.export import to_onnx_bytes
 from onceflow.latency.protocol import LatencyStats, MeasureProtocol
 
@@ -53,7 +58,21 @@ class OnnxRuntimeBackend(Backend):
             return False, f"execution provider(s) {missing} not in this onnxruntime build ({have})"
         if self.target.device == "cuda" and "CUDAExecutionProvider" not in self.target.providers:
             return False, "device cuda needs CUDAExecutionProvider in the target's providers"
+        if self.target.precision == "fp16":
+            return False, "onnxruntime targets run fp32 or int8 (fp16: use tensorrt)"
         return True, ""
+
+    def deployable_onnx(self, onnx_bytes: bytes, input_shape: Sequence[int]) -> bytes:
+        """The bytes this target runs: ``onnx_bytes`` itself (fp32), or its int8 QDQ
+        quantization calibrated on batches of ``input_shape`` (int8)."""
+        if self.target.precision != "int8":
+            return onnx_bytes
+        from onceflow.latency.quantize import quantize_onnx
+
+        n = self.target.options.int8_calibration_images
+        return quantize_onnx(
+            onnx_bytes, calibration_batches(self.calibration_images, input_shape, n)
+        )
 
     def session_options(self) -> object:
         import onnxruntime as ort
@@ -87,12 +106,13 @@ class OnnxRuntimeBackend(Backend):
         return OrtTimed(sess, sess.get_inputs()[0].name, x)
 
     def prepare(self, model: nn.Module, input_shape: Sequence[int]) -> OrtTimed:
-        return self.prepare_onnx(to_onnx_bytes(model, input_shape), input_shape)
+        return self.prepare_sessions(model, input_shape, 1)[0]
 
     def prepare_sessions(
         self, model: nn.Module, input_shape: Sequence[int], k: int
     ) -> list[OrtTimed]:
-        onnx_bytes = to_onnx_bytes(model, input_shape)  # export once, compile k times
+        # export (and quantize) once, compile k times
+        onnx_bytes = self.deployable_onnx(to_onnx_bytes(model, input_shape), input_shape)
         return [self.prepare_onnx(onnx_bytes, input_shape, seed=i) for i in range(k)]
 
     def measure_onnx(
@@ -114,10 +134,14 @@ class OnnxRuntimeBackend(Backend):
     def environment(self) -> dict:
         import onnxruntime as ort
 
+        from onceflow.latency.quantize import QUANT_RECIPE
+
         return {
             "backend": self.name,
             "device": cpu_name() if self.target.device == "cpu" else self.target.device,
             "providers": list(self.target.providers),
+            "precision": self.target.precision,
+            **({"quantization": QUANT_RECIPE} if self.target.precision == "int8" else {}),
             "versions": {
                 "onnxruntime": ort.__version__,
                 "onnx": importlib.metadata.version("onnx"),

@@ -5,8 +5,9 @@ a content hash of (ONNX bytes, precision, workspace, TensorRT version, GPU name,
 data), so rebuilding a table or packaging a subnet never rebuilds an identical engine. Timing
 brackets ``execute_async_v3`` on a dedicated stream with CUDA events. Device buffers are torch
 CUDA tensors, which avoids a dependency on cuda-python. int8 uses an entropy calibrator fed
-with prepared images (resized to the model's input) when the model takes images, and seeded
-normal activations for isolated inner layers (whose inputs are not images).
+with :func:`onceflow.latency.calibration_data.calibration_batches` (prepared images resized to
+the model's input when it takes images, seeded normal activations for isolated inner layers),
+the same data the ONNX Runtime int8 path quantizes with.
 """
 
 from __future__ import annotations
@@ -23,27 +24,10 @@ from torch import nn
 from onceflow.errors import BackendUnavailable
 from onceflow.io import write_bytes_atomic
 from onceflow.latency.backends.base import Backend
+from onceflow.latency.calibration_data import calibration_batches
 from onceflow.latency.export import content_hash, to_onnx_bytes
 
 log = logging.getLogger(__name__)
-
-
-def _calibration_batches(
-    images: np.ndarray | None, input_shape: Sequence[int], n_images: int
-) -> list[np.ndarray]:
-    """float32 batches of ``input_shape`` for the int8 calibrator."""
-    b, c, h, w = (int(d) for d in input_shape)
-    if images is not None and images.shape[1] == c:
-        x = torch.from_numpy(np.ascontiguousarray(images[:n_images], dtype=np.float32))
-        if x.shape[-2:] != (h, w):
-            x = torch.nn.functional.interpolate(
-                x, size=(h, w), mode="bilinear", align_corners=False
-            )
-        data = x.numpy()
-    else:
-        data = np.random.default_rng(0).standard_normal((n_images, c, h, w)).astype(np.float32)
-    n = max(1, len(data) // b)
-    return [np.ascontiguousarray(data[i * b : (i + 1) * b]) for i in range(n) if len(data) >= b]
 
 
 def _make_calibrator(trt: object, batches: list[np.ndarray]) -> object:
@@ -138,7 +122,7 @@ class TensorRTBackend(Backend):
 
         opts, precision = self.target.options, self.target.precision
         batches = (
-            _calibration_batches(self.calibration_images, input_shape, opts.int8_calibration_images)
+            calibration_batches(self.calibration_images, input_shape, opts.int8_calibration_images)
             if precision == "int8"
             else []
         )
