@@ -67,7 +67,10 @@ def synthetic_prepared(directory: Path, n_per_class: int = 40) -> Path:
 
 def tiny_params(targets: dict[str, Any], small: bool = False) -> Any:
     from onceflow.config import parse_params
-    from onceflow.orchestration.workspace import TINY_PARAMS
+
+    # The tests' tiny space (one copy): this script runs from a checkout, next to tests/.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.support.workspace import TINY_PARAMS
 
     return parse_params(
         {

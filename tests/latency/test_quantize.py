@@ -13,9 +13,9 @@ from onceflow.errors import ConfigError
 from onceflow.latency.backends import make_backend
 from onceflow.latency.calibration_data import calibration_batches
 from onceflow.latency.export import to_onnx_bytes
-from onceflow.latency.protocol import MeasureProtocol
 from onceflow.latency.quantize import quantize_onnx
 from onceflow.supernet import Supernet, build_layer
+from tests.latency.conftest import make_protocol
 
 INT8 = LatencyTarget(precision="int8", options=TargetOptions(int8_calibration_images=8))
 
@@ -66,7 +66,7 @@ def test_ort_int8_backend_measures_quantized_model(tiny_space) -> None:
     assert be.available() == (True, "")
     arch = tiny_space.min_arch()
     shape = (1, 1, arch.resolution, arch.resolution)
-    proto = MeasureProtocol(warmup=1, repeats=4, sessions=2)
+    proto = make_protocol(warmup=1, repeats=4, sessions=2)
     stats = be.measure(Supernet(tiny_space).extract(arch).eval(), shape, proto)
     assert stats.n == 4 and stats.median > 0
     assert be.environment()["quantization"]["format"] == "QDQ"
