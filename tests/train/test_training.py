@@ -120,6 +120,22 @@ def test_checkpoints_of_other_params_are_not_resumed(tiny_prepared, tmp_path, ca
     assert "belong to other params" in caplog.text and out.epochs == pytest.approx(1 / 6, 1e-3)
 
 
+def test_stale_checkpoints_never_prune_the_new_runs_own(tiny_prepared, tmp_path, caplog) -> None:
+    """Unreadable leftovers numbered past this run's steps (e.g. from before digests) are
+    cleared on a fresh start; kept, they would outrank and prune the new run's checkpoints."""
+    for step in (950, 1000, 1050):
+        (tmp_path / f"ckpt-{step:08d}.pt").write_bytes(b"an old checkpoint without a digest")
+    data = load_prepared(tiny_prepared)
+    with caplog.at_level(logging.WARNING):
+        train_supernet(
+            data, tiny_space(), tiny_train(), checkpoint_dir=tmp_path, stop_at_step=8,
+            progress=False,
+        )  # fmt: skip
+    assert "starting fresh" in caplog.text
+    names = [p.name for p in checkpoint_files(tmp_path)]
+    assert names == ["ckpt-00000003.pt", "ckpt-00000006.pt"]
+
+
 def test_progressive_shrinking_phases_run_in_order(tiny_prepared, caplog) -> None:
     data = load_prepared(tiny_prepared)
     phases = [

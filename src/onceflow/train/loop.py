@@ -256,16 +256,21 @@ def _resume(
     if directory is None:
         return False
     found = ckpt.load_latest_checkpoint(directory, map_location=device)
-    if found is None:
+    if found is None or found[0].get("fingerprint") != fp:
+        if ckpt.checkpoint_files(directory):
+            # Stale files must go: left in place they would outrank (and prune) this run's own
+            # checkpoints, which are numbered by step.
+            log.warning(
+                "checkpoints in %s are unreadable or belong to other params/data/code; "
+                "starting fresh",
+                directory,
+            )
+            barrier(ctx)
+            if ctx.is_main:
+                ckpt.clear_checkpoints(directory)
+            barrier(ctx)
         return False
     state, path = found
-    if state.get("fingerprint") != fp:
-        log.warning("checkpoints in %s belong to other params/data; starting fresh", directory)
-        barrier(ctx)
-        if ctx.is_main:
-            ckpt.clear_checkpoints(directory)
-        barrier(ctx)
-        return False
     try:
         sess.restore(state)
     except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
