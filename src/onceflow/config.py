@@ -330,16 +330,24 @@ class NsgaConfig(StrictModel):
     generations: Annotated[int, Field(ge=1)] = 100
     polish_sweeps: Annotated[int, Field(ge=0)] = 5  # local search rounds on the final front
     time_limit_s: Annotated[float, Field(gt=0)] = 60.0
+    max_evaluations: Annotated[int, Field(ge=1)] | None = None  # distinct candidates
+    mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None  # per index (null: 1/D)
 
 
 class EvolutionConfig(StrictModel):
-    population: Annotated[int, Field(ge=4)] = 100
-    parents_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
+    population: Annotated[int, Field(ge=4)] = 100  # members alive at once (aging evolution)
+    children: Annotated[int, Field(ge=1)] = 25  # bred per generation; as many oldest die
+    tournament: Annotated[int, Field(ge=1)] = 10  # members per parent tournament
     mutation_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5  # children by mutation
     mutation_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # per dimension
     generations: Annotated[int, Field(ge=1)] = 200
+    max_evaluations: Annotated[int, Field(ge=1)] | None = None  # distinct candidates per budget
     time_limit_s: Annotated[float, Field(gt=0)] = 10.0
+    patience: Annotated[int, Field(ge=0)] = 20  # restart after this many flat generations
+    feasible_only: bool = True  # latency is cheap: infeasible children are never evaluated
+    init: Literal["uniform", "spread"] = "spread"  # initial population sampling
     polish_sweeps: Annotated[int, Field(ge=0)] = 2
+    seed_from_front: bool = True  # seed with the best NSGA-II front points under the budget
 
 
 class SearchConfig(StrictModel):
@@ -350,7 +358,9 @@ class SearchConfig(StrictModel):
     default_budgets: BudgetConfig = BudgetConfig()
     nsga: NsgaConfig = NsgaConfig()
     evolution: EvolutionConfig = EvolutionConfig()
-    random_samples: Annotated[int, Field(ge=1)] = 20000  # baseline (and plotted, thinned)
+    random_samples: Annotated[int, Field(ge=1)] = 20000  # uniform baseline (and plotted, thinned)
+    # Distinct candidates the whole search may evaluate (accuracy lookups; null: no bound).
+    max_evaluations: Annotated[int, Field(ge=1)] | None = None
     extra_objectives: list[Literal["macs", "params"]] = []  # further NSGA-II objectives
     evaluate_selected: bool = True  # measure each pick on the supernet (BN recalibrated, val)
 

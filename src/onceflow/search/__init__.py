@@ -5,6 +5,7 @@ constraints are batch functions ``f(encoded (N, D) int64) -> (N,)``. Algorithms:
 (pymoo) for Pareto fronts, a constrained evolution for one budget, random search as baseline.
 """
 
+from onceflow.search.archive import Archive, Lookup
 from onceflow.search.bounds import (
     Extremum,
     Range,
@@ -28,6 +29,8 @@ from onceflow.search.specialize import (
 )
 
 __all__ = [
+    "Archive",
+    "Lookup",
     "BatchFn",
     "Best",
     "CategoricalSpace",

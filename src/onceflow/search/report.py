@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onceflow.config import BudgetConfig
 from onceflow.search.specialize import Specialization
+
+if TYPE_CHECKING:
+    from onceflow.config import BudgetConfig
 
 Describe = Callable[[np.ndarray], tuple[str, dict[str, Any]]]
 
