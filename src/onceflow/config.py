@@ -288,7 +288,12 @@ class PredictorConfig(StrictModel):
     n_samples: Annotated[int, Field(ge=12)] = 150  # subnets measured (always incl. min and max)
     calib_images: Annotated[int, Field(ge=1)] = 1000  # train images to recalibrate BN per subnet
     eval_images: Annotated[int, Field(ge=1)] | None = None  # val images per subnet (None: all)
-    batch_size: Annotated[int, Field(ge=1)] = 250
+    batch_size: Annotated[int, Field(ge=1)] = 250  # evaluation batch
+    # BN statistics from batches of this many calibration images (null: one batch of all).
+    calib_batch_size: Annotated[int, Field(ge=1)] | None = None
+    # What the predictor learns: measured accuracy, or "loss": accuracy predicted from the
+    # subnet's mean val cross-entropy by a linear fit over the measured subnets (less noisy).
+    target: Literal["accuracy", "loss"] = "accuracy"
     derived_features: bool = True  # add log MACs and log params to the one-hot encoding
     per_resolution_features: bool = True  # also every feature crossed with the resolution
     # Candidates, chosen by k-fold tau; "ensemble" is the mean of the other three.
@@ -297,7 +302,7 @@ class PredictorConfig(StrictModel):
     # Models within this k-fold tau of the best count as tied; the fastest to evaluate wins.
     tie_tolerance: Annotated[float, Field(ge=0.0, le=0.2)] = 0.0
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2  # reported metrics
-    curve_points: Annotated[int, Field(ge=2, le=20)] = 5  # learning-curve sizes
+    curve_points: Annotated[int, Field(ge=0, le=20)] = 0  # learning-curve sizes (0: no curve)
     ridge_alphas: list[Annotated[float, Field(gt=0)]] = [0.01, 0.1, 1.0, 10.0, 100.0]
     mlp_hidden: Annotated[int, Field(ge=4)] = 128
     mlp_layers: Annotated[int, Field(ge=1, le=6)] = 2

@@ -10,6 +10,7 @@ import pytest
 
 from onceflow.data.prepared import load_prepared
 from onceflow.predictor.dataset import (
+    COLUMNS,
     MeasureSettings,
     SubnetMeter,
     build_dataset,
@@ -94,7 +95,7 @@ def test_csv_of_an_older_layout_is_remeasured_not_an_error(tmp_path: Path, tiny_
     calls: list[Arch] = []
     build_dataset(archs, fake_measure(tiny_space, calls), csv, "ctx")
     assert calls == archs
-    assert csv.read_text().splitlines()[0] == "arch,accuracy,accuracy_a,accuracy_b,seconds,context"
+    assert csv.read_text().splitlines()[0] == ",".join(COLUMNS)
 
 
 def test_subnet_meter_measures_real_accuracy(tmp_path: Path, tiny_space, tiny_prepared):

@@ -73,7 +73,10 @@ def test_run_search_from_config_and_documents() -> None:
     par = report.pareto_doc(res, "ort-cpu", describe)
     assert "macs" in par["points"][0] and len(par["points"]) == len(res.front.x)
     m = report.search_metrics(res, "ort-cpu", [0.5])
-    assert m["selected"][0]["real_accuracy"] == 0.5 and "mean_abs_prediction_error_pp" in m
+    assert all(isinstance(v, int | float) for v in m.values()) and len(m) <= 8  # headline only
+    assert "mean_abs_prediction_error_pp" in m and m["n_evaluations"] == res.n_evaluations
+    d = report.search_details(res, "ort-cpu", [0.5])
+    assert d["selected"][0]["real_accuracy"] == 0.5 and d["hypervolume"] == m["hypervolume"]
     assert report.pareto_png(res, "toy", [0.5])[:4] == b"\x89PNG"
     with pytest.raises(ConfigError, match="unknown targets"):
         budgets_for(cfg, ["other"], "ort-cpu")

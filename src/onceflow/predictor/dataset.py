@@ -1,13 +1,14 @@
 """The predictor's dataset: which subnets to measure, how to measure one, and the resumable CSV.
 
-``data/predictor/arch_acc.csv`` has one row per measured subnet (``arch`` string, ``accuracy``,
-``accuracy_a`` and ``accuracy_b`` on two fixed halves of the evaluation images, ``seconds``,
-``context``), appended and fsynced as each is measured. The halves estimate how much of the
-spread between subnets is measurement noise (:mod:`onceflow.predictor.noise`).
-``context`` fingerprints what the accuracy depends on (supernet weights, space, measurement
-settings): a rerun keeps the rows of its own context and skips those archs, so a killed run
-resumes where it stopped, and rows measured on another supernet or with other settings are
-dropped instead of reused.
+``data/predictor/arch_acc.csv`` has one row per measured subnet (``arch`` string, ``accuracy``
+and mean cross-entropy ``loss`` on the evaluation images, both also on two fixed halves of them
+(``_a``, ``_b``), ``seconds``, ``context``), appended and fsynced as each is measured. The
+halves estimate how much of the spread between subnets is measurement noise
+(:mod:`onceflow.predictor.noise`). ``context`` fingerprints everything a measurement depends on
+(sha256 of the supernet weights, the space, the prepared data's content hash, every measurement
+setting): a rerun keeps the rows of its own context and skips those archs, so a killed run
+resumes where it stopped, and rows measured on another supernet, other data or with other
+settings are dropped instead of reused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,16 +38,24 @@ from onceflow.train import to_input
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("arch", "accuracy", "accuracy_a", "accuracy_b", "seconds", "context")
+VALUES = ("accuracy", "accuracy_a", "accuracy_b", "loss", "loss_a", "loss_b")
+COLUMNS = ("arch", *VALUES, "seconds", "context")
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One subnet's accuracy on the evaluation images, and on each of their two fixed halves."""
+    """One subnet's accuracy and mean cross-entropy on the evaluation images, and on each of
+    their two fixed halves."""
 
     accuracy: float
     accuracy_a: float = float("nan")
     accuracy_b: float = float("nan")
+    loss: float = float("nan")
+    loss_a: float = float("nan")
+    loss_b: float = float("nan")
+
+    def values(self) -> tuple[float, ...]:
+        return tuple(getattr(self, k) for k in VALUES)
 
 
 @dataclass(frozen=True)
@@ -56,13 +66,7 @@ class Row:
     seconds: float
 
     def cells(self, arch: str, context: str) -> tuple[str, ...]:
-        m = self.m
-        return (
-            arch,
-            *(f"{v:.6f}" for v in (m.accuracy, m.accuracy_a, m.accuracy_b)),
-            f"{self.seconds:.3f}",
-            context,
-        )
+        return (arch, *(f"{v:.6f}" for v in self.m.values()), f"{self.seconds:.3f}", context)
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
@@ -88,11 +92,26 @@ def context_digest(parts: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike[str], h: Any = None) -> str:
+    """sha256 of a file's bytes (fed into ``h`` when given)."""
+    h = hashlib.sha256() if h is None else h
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def data_digest(directory: str | os.PathLike[str]) -> str:
+    """The prepared data's content hash: ``content_sha256`` of its meta.json when prepare wrote
+    one, else sha256 over meta.json and every array file (names and bytes)."""
+    d = Path(directory)
+    meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    if isinstance(meta.get("content_sha256"), str):
+        return meta["content_sha256"]
+    h = hashlib.sha256()
+    for f in sorted(d.glob("*.npy")) + [d / "meta.json"]:
+        h.update(f.name.encode() + b"\0")
+        file_digest(f, h)
     return h.hexdigest()
 
 
@@ -121,7 +140,7 @@ def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:
         try:
             if r["context"] != context:
                 raise ValueError
-            m = Measurement(float(r["accuracy"]), float(r["accuracy_a"]), float(r["accuracy_b"]))
+            m = Measurement(*(float(r[k]) for k in VALUES))
             rows[r["arch"]] = Row(m, float(r["seconds"]))
         except (ValueError, TypeError):
             dropped += 1
@@ -190,8 +209,11 @@ class MeasureSettings:
 
     calib_images: int = 1000  # train images for BN recalibration (a fixed subset)
     eval_images: int | None = None  # val images the accuracy is measured on (None: all)
-    batch_size: int = 250
+    batch_size: int = 250  # evaluation batch
     seed: int = 0
+    # BN statistics from batches of this many calibration images (None: all in one batch, the
+    # exact mean/variance of the fixed subset, the same set for every subnet).
+    calib_batch_size: int | None = None
 
 
 def _mean(correct: torch.Tensor) -> float:
@@ -227,18 +249,23 @@ class SubnetMeter:
         return self._inputs[key]
 
     @torch.inference_mode()
-    def _correct(self, x: torch.Tensor) -> torch.Tensor:
+    def _correct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: whether the top-1 class is right, and the cross-entropy."""
         bs = self.s.batch_size
         self.net.eval()
-        pred = torch.cat([self.net(x[i : i + bs]).argmax(1) for i in range(0, len(x), bs)])
-        return pred == self._val_y
+        logits = torch.cat([self.net(x[i : i + bs]) for i in range(0, len(x), bs)])
+        loss = torch.nn.functional.cross_entropy(logits, self._val_y, reduction="none")
+        return logits.argmax(1) == self._val_y, loss
 
     def measure(self, arch: Arch) -> Measurement:
         self.net.set_active(arch)
         x = self._input("calib", arch.resolution)
-        recalibrate_bn(self.net, x, len(x), batch_size=self.s.batch_size)
-        ok = self._correct(self._input("val", arch.resolution))
-        return Measurement(_mean(ok), _mean(ok[self._half_a]), _mean(ok[~self._half_a]))
+        recalibrate_bn(self.net, x, len(x), batch_size=self.s.calib_batch_size or len(x))
+        ok, loss = self._correct(self._input("val", arch.resolution))
+        a = self._half_a
+        return Measurement(
+            _mean(ok), _mean(ok[a]), _mean(ok[~a]), _mean(loss), _mean(loss[a]), _mean(loss[~a])
+        )
 
     def __call__(self, arch: Arch) -> float:
         return self.measure(arch).accuracy

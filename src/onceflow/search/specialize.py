@@ -145,6 +145,9 @@ def specialize(
     resolved = [resolve_budget(b, unit, lat_range) for b in budgets]
     for b in resolved:
         check_budget(b, lat_range.low, describe=describe)
+    # The uniform random baseline, drawn apart from the search (and not counted).
+    sx = space.sample_distinct(rng, random_samples)
+    s_acc, s_lat = np.asarray(accuracy(sx), np.float64), np.asarray(latency(sx), np.float64)
     objectives = [
         Objective("accuracy", accuracy, True),
         Objective("latency", latency),
@@ -180,8 +183,6 @@ def specialize(
         max_evaluations=_min(nsga.max_evaluations, nsga_share),
         archive=archive,
     )
-    sx = space.sample_distinct(rng, random_samples)
-    s_acc, s_lat = np.asarray(accuracy(sx), np.float64), np.asarray(latency(sx), np.float64)
     picks = []
     for spec, b in zip(budgets, resolved, strict=True):
         seeds = lat_range.low.x[None]
