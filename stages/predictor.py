@@ -49,9 +49,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_bytes_atomic(args.plot, pipeline.learning_curve_png(run, ceiling))
     stage.log.info(
         "predictor %s: held-out Kendall tau %.3f on %d subnets (label-noise ceiling %s)",
-        metrics["model"],
-        metrics["kendall_tau"],
-        metrics["n_holdout"],
+        details["model"],
+        details["kendall_tau"],
+        details["n_holdout"],
         "n/a" if ceiling is None else f"{ceiling:.3f}",
     )
 
