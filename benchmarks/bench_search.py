@@ -116,6 +116,44 @@ def rate(fn, x: np.ndarray, repeats: int = 3) -> float:  # noqa: ANN001
     return len(x) / best
 
 
+def _replay(enc: ArchEncoder, forest, est, xb: np.ndarray) -> dict:  # noqa: ANN001
+    """Total predict time of the Forest and of sklearn over the batches one default
+    ``specialize`` run (the stage's settings, shorter time limits) asks the predictor for."""
+    from onceflow.search import run_search
+
+    sizes: list[int] = []
+
+    def acc(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return forest.predict(enc.features(x))
+
+    params = load_params("params.yaml")
+    cfg = params.search.model_copy(
+        update={
+            "nsga": params.search.nsga.model_copy(update={"time_limit_s": 20.0}),
+            "evolution": params.search.evolution.model_copy(update={"time_limit_s": 5.0}),
+        }
+    )
+    lat = lambda x: enc.macs(x) / 1e6  # noqa: E731 (a stand-in latency: the sizes are what count)
+    run_search(enc._space.dimensions(), cfg, cfg.default_budgets, acc, lat, seed=0,
+               canonicalize=enc.canonicalize)  # fmt: skip
+    t = {"forest": 0.0, "sklearn": 0.0}
+    for n in sizes:
+        F = enc.features(xb[:n])
+        for name, fn in (("forest", forest.predict), ("sklearn", est.predict)):
+            t0 = time.perf_counter()
+            fn(F)
+            t[name] += time.perf_counter() - t0
+    return {
+        "calls": len(sizes),
+        "rows": int(sum(sizes)),
+        "median_batch": int(np.median(sizes)),
+        "forest_seconds": round(t["forest"], 3),
+        "sklearn_seconds": round(t["sklearn"], 3),
+        "speedup": round(t["sklearn"] / t["forest"], 2),
+    }
+
+
 def forest_vs_sklearn(enc: ArchEncoder, pred: AccuracyPredictor, xb: np.ndarray) -> dict:
     """GBM rows/s through onceflow's Forest and through sklearn's predict, per batch size."""
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -133,12 +171,12 @@ def forest_vs_sklearn(enc: ArchEncoder, pred: AccuracyPredictor, xb: np.ndarray)
         random_state=0,
     ).fit(X, pred.predict(xb[:300]))
     forest = Forest.from_sklearn(est)
-    out = {}
+    out: dict = {"replay_of_search": _replay(enc, forest, est, xb)}
     for n in (25, 100, 1000, 20_000, 100_000):
         F = enc.features(xb[:n])
         reps = max(1, 20_000 // n)
-        ours = rate(lambda f: [forest.predict(f) for _ in range(reps)], F) * reps
-        theirs = rate(lambda f: [est.predict(f) for _ in range(reps)], F) * reps
+        ours = rate(lambda f, r=reps: [forest.predict(f) for _ in range(r)], F) * reps
+        theirs = rate(lambda f, r=reps: [est.predict(f) for _ in range(r)], F) * reps
         out[str(n)] = {
             "forest_rows_per_s": round(ours),
             "sklearn_rows_per_s": round(theirs),
