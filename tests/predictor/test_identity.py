@@ -86,9 +86,13 @@ def test_selection_cross_validates_over_every_sample(default_space: SearchSpace)
 
 
 def test_loss_target_maps_the_loss_onto_accuracy() -> None:
-    ms = [Measurement(a, a, a, 2.0 - 2 * a, 2.1 - 2 * a, 1.9 - 2 * a) for a in (0.6, 0.7, 0.9)]
-    y, halves = labels(ms, "loss")
+    ms = [
+        Measurement(a, a, a, 2.0 - 2 * a, 2.1 - 2 * a, 1.9 - 2 * a, a, 2.0 - 2 * a)
+        for a in (0.6, 0.7, 0.9)
+    ]
+    y, halves, retest = labels(ms, "loss")
     np.testing.assert_allclose(y, [0.6, 0.7, 0.9])  # loss is exactly linear in accuracy here
     np.testing.assert_allclose(halves[:, 0], y - 0.05)
-    y_acc, _ = labels(ms, "accuracy")
+    np.testing.assert_allclose(retest, y)
+    y_acc, _, _ = labels(ms, "accuracy")
     np.testing.assert_allclose(y_acc, [0.6, 0.7, 0.9])

@@ -38,7 +38,9 @@ from onceflow.train import to_input
 
 log = logging.getLogger(__name__)
 
-VALUES = ("accuracy", "accuracy_a", "accuracy_b", "loss", "loss_a", "loss_b")
+VALUES = (
+    "accuracy", "accuracy_a", "accuracy_b", "loss", "loss_a", "loss_b", "accuracy_r", "loss_r"
+)  # fmt: skip
 COLUMNS = ("arch", *VALUES, "seconds", "context")
 
 
@@ -53,6 +55,9 @@ class Measurement:
     loss: float = float("nan")
     loss_a: float = float("nan")
     loss_b: float = float("nan")
+    # Re-measured after BN calibration on an independent train subset (retest subnets only).
+    accuracy_r: float = float("nan")
+    loss_r: float = float("nan")
 
     def values(self) -> tuple[float, ...]:
         return tuple(getattr(self, k) for k in VALUES)
@@ -214,6 +219,9 @@ class MeasureSettings:
     # BN statistics from batches of this many calibration images (None: all in one batch, the
     # exact mean/variance of the fixed subset, the same set for every subnet).
     calib_batch_size: int | None = None
+    # The first this many subnets are measured a second time after BN calibration on another
+    # train subset: the label noise then includes the calibration's (metrics tau_ceiling).
+    retest: int = 0
 
 
 def _mean(correct: torch.Tensor) -> float:
@@ -232,9 +240,15 @@ class SubnetMeter:
         if n_val == 0 or n_train == 0:
             raise DataError("prepared data has an empty train or val split; rerun prepare")
         n_eval = n_val if s.eval_images is None else min(s.eval_images, n_val)
-        ci = np.sort(rng.permutation(n_train)[: min(s.calib_images, n_train)])
+        cperm = rng.permutation(n_train)
+        n_cal = min(s.calib_images, n_train)
+        ci = np.sort(cperm[:n_cal])
         vi = np.sort(rng.permutation(n_val)[:n_eval])
         self._calib_u8 = np.asarray(data.train.images[ci])
+        # The retest's calibration subset: the next n_cal of the permutation (disjoint when the
+        # train split has room, else a fresh draw that overlaps).
+        ri = cperm[n_cal : 2 * n_cal] if 2 * n_cal <= n_train else rng.permutation(n_train)[:n_cal]
+        self._retest_u8 = np.asarray(data.train.images[np.sort(ri)])
         self._val_u8 = np.asarray(data.val.images[vi])
         self._val_y = torch.from_numpy(np.asarray(data.val.labels[vi]).astype(np.int64))
         self._half_a = torch.from_numpy(rng.permutation(n_eval) < n_eval // 2)
@@ -244,7 +258,7 @@ class SubnetMeter:
     def _input(self, which: str, resolution: int) -> torch.Tensor:
         key = (which, resolution)
         if key not in self._inputs:
-            u8 = self._calib_u8 if which == "calib" else self._val_u8
+            u8 = {"calib": self._calib_u8, "retest": self._retest_u8, "val": self._val_u8}[which]
             self._inputs[key] = to_input(u8, self.meta, resolution)
         return self._inputs[key]
 
@@ -257,15 +271,22 @@ class SubnetMeter:
         loss = torch.nn.functional.cross_entropy(logits, self._val_y, reduction="none")
         return logits.argmax(1) == self._val_y, loss
 
-    def measure(self, arch: Arch) -> Measurement:
-        self.net.set_active(arch)
-        x = self._input("calib", arch.resolution)
+    def _run(self, arch: Arch, calib: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._input(calib, arch.resolution)
         recalibrate_bn(self.net, x, len(x), batch_size=self.s.calib_batch_size or len(x))
-        ok, loss = self._correct(self._input("val", arch.resolution))
+        return self._correct(self._input("val", arch.resolution))
+
+    def measure(self, arch: Arch, retest: bool = False) -> Measurement:
+        """Accuracy and loss (whole set and halves); with ``retest`` also both after BN
+        calibration on the independent subset."""
+        self.net.set_active(arch)
+        ok, loss = self._run(arch, "calib")
         a = self._half_a
+        r_ok, r_loss = self._run(arch, "retest") if retest else (ok[:0], loss[:0])
         return Measurement(
-            _mean(ok), _mean(ok[a]), _mean(ok[~a]), _mean(loss), _mean(loss[a]), _mean(loss[~a])
-        )
+            _mean(ok), _mean(ok[a]), _mean(ok[~a]), _mean(loss), _mean(loss[a]), _mean(loss[~a]),
+            _mean(r_ok), _mean(r_loss),
+        )  # fmt: skip
 
     def __call__(self, arch: Arch) -> float:
         return self.measure(arch).accuracy

@@ -53,7 +53,7 @@ def model_params(cfg: PredictorConfig) -> ModelParams:
 
 def measure_settings(cfg: PredictorConfig, seed: int) -> MeasureSettings:
     return MeasureSettings(
-        cfg.calib_images, cfg.eval_images, cfg.batch_size, seed, cfg.calib_batch_size
+        cfg.calib_images, cfg.eval_images, cfg.batch_size, seed, cfg.calib_batch_size, cfg.retest
     )
 
 
@@ -75,19 +75,22 @@ def measurement_context(
     )
 
 
-def labels(measured: list[Measurement], target: str) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) training labels and (N, 2) their values on the two evaluation halves.
+def labels(measured: list[Measurement], target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N,) training labels, (N, 2) their values on the two evaluation halves and (N,) on the
+    BN-calibration retest (NaN where none).
 
     ``accuracy``: the measured accuracy. ``loss``: accuracy predicted from the mean
     cross-entropy by a least-squares line over the measured subnets (the halves mapped by the
     same line), so the label is in accuracy units but carries the loss's lower noise."""
     acc = np.array([m.accuracy for m in measured])
     if target == "accuracy":
-        return acc, np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
+        halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
+        return acc, halves, np.array([m.accuracy_r for m in measured])
     loss = np.array([m.loss for m in measured])
     halves = np.array([(m.loss_a, m.loss_b) for m in measured]).reshape(-1, 2)
+    retest = np.array([m.loss_r for m in measured])
     slope, icept = np.polyfit(loss, acc, 1) if np.ptp(loss) > 0 else (0.0, float(acc.mean()))
-    return icept + slope * loss, icept + slope * halves
+    return icept + slope * loss, icept + slope * halves, icept + slope * retest
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class PredictorRun:
     halves: np.ndarray  # (N, 2) accuracy on the two fixed halves of the evaluation images
     y: np.ndarray  # the training labels (cfg.target)
     y_halves: np.ndarray  # (N, 2) the labels on the halves
+    y_retest: np.ndarray  # (N,) the labels after the BN-calibration retest (NaN where none)
+    acc_retest: np.ndarray  # (N,) measured accuracy after the retest (NaN where none)
     seconds_measure: float
     seconds_fit: float
 
@@ -117,10 +122,14 @@ def train_predictor(
     archs = sample_archs(space, cfg.n_samples, seed)
     meter = SubnetMeter(supernet.eval(), data, measure_settings(cfg, seed))
     t0 = time.perf_counter()
-    archs, measured = build_dataset(archs, meter.measure, dataset_csv, context)
+    retest = {str(a) for a in archs[: cfg.retest]}  # the first few, min and max included
+    archs, measured = build_dataset(
+        archs, lambda a: meter.measure(a, str(a) in retest), dataset_csv, context
+    )
     acc = np.array([m.accuracy for m in measured])
     halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
-    y, y_halves = labels(measured, cfg.target)
+    y, y_halves, y_retest = labels(measured, cfg.target)
+    acc_retest = np.array([m.accuracy_r for m in measured])
     t1 = time.perf_counter()
     encoder = ArchEncoder(
         space, derived=cfg.derived_features, per_resolution=cfg.per_resolution_features
@@ -142,8 +151,9 @@ def train_predictor(
         "predictor: chose %s (held-out tau %.3f)", sel.model, sel.holdout[sel.model]["kendall_tau"]
     )
     return PredictorRun(
-        AccuracyPredictor(encoder, model), sel, archs, acc, halves, y, y_halves, t1 - t0, t2 - t1
-    )
+        AccuracyPredictor(encoder, model), sel, archs, acc, halves, y, y_halves, y_retest,
+        acc_retest, t1 - t0, t2 - t1,
+    )  # fmt: skip
 
 
 def predictor_details(run: PredictorRun, target: str) -> dict[str, Any]:
@@ -152,8 +162,8 @@ def predictor_details(run: PredictorRun, target: str) -> dict[str, Any]:
     sel = run.selection
     chosen = sel.holdout[sel.model]
     hold_acc = run.accuracy[sel.hold_index]
-    noise = label_noise(run.y, run.y_halves[:, 0], run.y_halves[:, 1])
-    noise_acc = label_noise(run.accuracy, run.halves[:, 0], run.halves[:, 1])
+    noise = label_noise(run.y, run.y_halves[:, 0], run.y_halves[:, 1], run.y_retest)
+    noise_acc = label_noise(run.accuracy, run.halves[:, 0], run.halves[:, 1], run.acc_retest)
     return {
         "n_samples": len(run.archs),
         "model": sel.model,
