@@ -65,7 +65,9 @@ def trap() -> Landscape:
     def cost(x: np.ndarray) -> np.ndarray:
         return 1.0 + x @ w
 
-    return Landscape("trap", CategoricalSpace(tuple(f"t{i}" for i in range(9)), card), fitness, cost)
+    return Landscape(
+        "trap", CategoricalSpace(tuple(f"t{i}" for i in range(9)), card), fitness, cost
+    )
 
 
 def nk() -> Landscape:
@@ -84,7 +86,9 @@ def nk() -> Landscape:
     def cost(x: np.ndarray) -> np.ndarray:
         return costs[np.arange(n), x].sum(1)
 
-    return Landscape("nk", CategoricalSpace(tuple(f"n{i}" for i in range(n)), (c,) * n), fitness, cost)
+    return Landscape(
+        "nk", CategoricalSpace(tuple(f"n{i}" for i in range(n)), (c,) * n), fitness, cost
+    )
 
 
 def nas() -> Landscape:

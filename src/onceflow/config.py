@@ -293,10 +293,10 @@ class PredictorConfig(StrictModel):
     calib_batch_size: Annotated[int, Field(ge=1)] | None = None
     # Subnets measured twice, after BN calibration on two disjoint train subsets: the reported
     # label noise and tau ceiling then include the calibration's noise.
-    retest: Annotated[int, Field(ge=0)] = 0
+    retest: Annotated[int, Field(ge=0)] = 16
     # What the predictor learns: measured accuracy, or "loss": accuracy predicted from the
     # subnet's mean val cross-entropy by a linear fit over the measured subnets (less noisy).
-    target: Literal["accuracy", "loss"] = "accuracy"
+    target: Literal["accuracy", "loss"] = "loss"
     derived_features: bool = True  # add log MACs and log params to the one-hot encoding
     per_resolution_features: bool = True  # also every feature crossed with the resolution
     # Candidates, chosen by k-fold tau; "ensemble" is the mean of the other three.

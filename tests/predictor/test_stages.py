@@ -19,6 +19,7 @@ TINY = {
     "predictor": {
         "n_samples": 16, "calib_images": 20, "eval_images": 30, "batch_size": 16, "k_folds": 3,
         "curve_points": 2, "mlp_epochs": 40, "mlp_hidden": 16, "gbm_iterations": 20,
+        "retest": 3,
     },
     "search": {
         "default_budgets": {"unit": "fraction", "values": [0.3, 0.8]},

@@ -194,6 +194,7 @@ def predictor_metrics(details: dict[str, Any]) -> dict[str, Any]:
     return {
         "kendall_tau": round(details["kendall_tau"], 4),
         "tau_ceiling": details["label_noise"]["tau_ceiling"],
+        "kendall_tau_vs_accuracy": round(details["kendall_tau_vs_accuracy"], 4),
         "cv_kendall_tau": round(details["cv_kendall_tau"][details["model"]], 4),
         "rmse_pp": round(details["rmse_pp"], 4),
         "noise_pp": details["label_noise"]["noise_pp"],
