@@ -195,6 +195,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--params", default="params.yaml", help="its supernet section: the space")
     ap.add_argument("--budgeted-only", action="store_true", help="only the budgeted section")
+    ap.add_argument("--skip-budgeted", action="store_true", help="all but the budgeted section")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.budgeted_only:
@@ -323,7 +324,8 @@ def main() -> None:
         "dense_samples": draws,
     }
     out["forest_vs_sklearn"] = forest_vs_sklearn(enc, pred, xb)
-    out["budgeted"] = run_budgeted()
+    if not args.skip_budgeted:
+        out["budgeted"] = run_budgeted()
     out["threads"] = torch.get_num_threads()
     json.dump(out, sys.stdout, indent=2)
     print()
