@@ -293,7 +293,7 @@ class PredictorConfig(StrictModel):
     calib_batch_size: Annotated[int, Field(ge=1)] | None = None
     # Subnets measured twice, after BN calibration on two disjoint train subsets: the reported
     # label noise and tau ceiling then include the calibration's noise.
-    retest: Annotated[int, Field(ge=0)] = 16
+    retest: Annotated[int, Field(ge=0)] = 10
     # What the predictor learns: measured accuracy, or "loss": accuracy predicted from the
     # subnet's mean val cross-entropy by a linear fit over the measured subnets (less noisy).
     target: Literal["accuracy", "loss"] = "loss"
