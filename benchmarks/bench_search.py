@@ -8,13 +8,25 @@
   points (negative: the search found better).
 * NSGA-II (the stage's default settings) hypervolume relative to the front of every random
   sample drawn (millions: "dense sampling"), same reference point.
+* ``forest_vs_sklearn``: the boosted trees' predict (rows/s) by onceflow's Forest and by
+  sklearn's ``predict`` at the batch sizes the search uses (evolution broods ~25, NSGA-II
+  offspring ~100, a polish sweep ~100, the random baseline 20,000, this benchmark 100,000).
+* ``budgeted``: the search under an evaluation budget on rugged synthetic landscapes
+  (``search_landscapes.py``): constrained evolution vs uniform random sampling (regret, accuracy
+  points) and onceflow's NSGA-II vs a plain pymoo NSGA-II call (hypervolume) at 200/500/1000
+  distinct evaluations, 5 seeds; ``worst_regret_margin_pp`` (goal <= 0) and
+  ``worst_hv_margin`` (goal >= 0) summarize it.
+
+The random baseline is uniform (each dimension independently uniform: at a million draws in a
+space of ~1e20, repeats are negligible); the dense front also takes spread draws, which reach
+the small and large ends of the space that uniform draws miss.
 
 With ``--supernet/--predictor/--latency`` pointing at real pipeline outputs it benchmarks those;
 otherwise a realistic synthetic setting of params.yaml's search space (33 dimensions): a latency
 table proportional to each layer's MACs, and a predictor selected and fitted exactly as the
 predictor stage does on 250 spread samples of a smooth synthetic accuracy function.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_search.py [--random 1000000]
+Usage: OMP_NUM_THREADS=1 python benchmarks/bench_search.py [--random 1000000] [--budgeted-only]
 """
 
 from __future__ import annotations
@@ -51,6 +63,9 @@ from onceflow.search import (  # noqa: E402
 from onceflow.search.specialize import front_hypervolume  # noqa: E402
 from onceflow.supernet import SearchSpace  # noqa: E402
 from onceflow.supernet.supernet import SPACE_FILE  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from search_landscapes import run_budgeted  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -96,6 +111,75 @@ def rate(fn, x: np.ndarray, repeats: int = 3) -> float:  # noqa: ANN001
     return len(x) / best
 
 
+def _replay(enc: ArchEncoder, forest, est, xb: np.ndarray) -> dict:  # noqa: ANN001
+    """Total predict time of the Forest and of sklearn over the batches one default
+    ``specialize`` run (the stage's settings, shorter time limits) asks the predictor for."""
+    from onceflow.search import run_search
+
+    sizes: list[int] = []
+
+    def acc(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return forest.predict(enc.features(x))
+
+    params = load_params("params.yaml")
+    cfg = params.search.model_copy(
+        update={
+            "nsga": params.search.nsga.model_copy(update={"time_limit_s": 20.0}),
+            "evolution": params.search.evolution.model_copy(update={"time_limit_s": 5.0}),
+        }
+    )
+    lat = lambda x: enc.macs(x) / 1e6  # noqa: E731 (a stand-in latency: the sizes are what count)
+    run_search(enc._space.dimensions(), cfg, cfg.default_budgets, acc, lat, seed=0,
+               canonicalize=enc.canonicalize)  # fmt: skip
+    t = {"forest": 0.0, "sklearn": 0.0}
+    for n in sizes:
+        F = enc.features(xb[:n])
+        for name, fn in (("forest", forest.predict), ("sklearn", est.predict)):
+            t0 = time.perf_counter()
+            fn(F)
+            t[name] += time.perf_counter() - t0
+    return {
+        "calls": len(sizes),
+        "rows": int(sum(sizes)),
+        "median_batch": int(np.median(sizes)),
+        "forest_seconds": round(t["forest"], 3),
+        "sklearn_seconds": round(t["sklearn"], 3),
+        "speedup": round(t["sklearn"] / t["forest"], 2),
+    }
+
+
+def forest_vs_sklearn(enc: ArchEncoder, pred: AccuracyPredictor, xb: np.ndarray) -> dict:
+    """GBM rows/s through onceflow's Forest and through sklearn's predict, per batch size."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from onceflow.predictor.forest import Forest
+
+    p = load_params("params.yaml").predictor
+    X = enc.features(xb[:300])
+    est = HistGradientBoostingRegressor(
+        max_iter=p.gbm_iterations,
+        learning_rate=p.gbm_learning_rate,
+        max_leaf_nodes=p.gbm_max_leaf_nodes,
+        min_samples_leaf=p.gbm_min_samples_leaf,
+        early_stopping=False,
+        random_state=0,
+    ).fit(X, pred.predict(xb[:300]))
+    forest = Forest.from_sklearn(est)
+    out: dict = {"replay_of_search": _replay(enc, forest, est, xb)}
+    for n in (25, 100, 1000, 20_000, 100_000):
+        F = enc.features(xb[:n])
+        reps = max(1, 20_000 // n)
+        ours = rate(lambda f, r=reps: [forest.predict(f) for _ in range(r)], F) * reps
+        theirs = rate(lambda f, r=reps: [est.predict(f) for _ in range(r)], F) * reps
+        out[str(n)] = {
+            "forest_rows_per_s": round(ours),
+            "sklearn_rows_per_s": round(theirs),
+            "speedup": round(ours / theirs, 2),
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--supernet", type=Path)
@@ -105,8 +189,14 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--params", default="params.yaml", help="its supernet section: the space")
+    ap.add_argument("--budgeted-only", action="store_true", help="only the budgeted section")
+    ap.add_argument("--skip-budgeted", action="store_true", help="all but the budgeted section")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.budgeted_only:
+        json.dump({"budgeted": run_budgeted()}, sys.stdout, indent=2)
+        print()
+        return
 
     params = load_params(args.params)
     real = all(p is not None and p.exists() for p in (args.supernet, args.predictor, args.latency))
@@ -181,7 +271,7 @@ def main() -> None:
     front = np.zeros((0, 2))
     draws, t0 = 0, time.perf_counter()
     while feasible.min() < need and draws < 40 * need:
-        x = cs.sample_spread(rng, 200_000)
+        x = cs.sample(rng, 200_000)
         draws += len(x)
         a, la = pred.predict(x), est.predict(x)
         for i, b in enumerate(bvals):
@@ -189,7 +279,10 @@ def main() -> None:
             feasible[i] += len(ok)
             if len(ok):
                 rbest[i] = max(rbest[i], a[ok].max())
-        F = np.concatenate([front, np.stack([-a, la], 1)])
+        xs = cs.sample_spread(rng, 200_000)  # the dense front only
+        F = np.concatenate(
+            [front, np.stack([-a, la], 1), np.stack([-pred.predict(xs), est.predict(xs)], 1)]
+        )
         front = F[non_dominated(F)]
     for i, b in enumerate(budgets):
         b.update(
@@ -223,6 +316,9 @@ def main() -> None:
         "seconds": round(fr.seconds, 2),
         "dense_samples": draws,
     }
+    out["forest_vs_sklearn"] = forest_vs_sklearn(enc, pred, xb)
+    if not args.skip_budgeted:
+        out["budgeted"] = run_budgeted()
     out["threads"] = torch.get_num_threads()
     json.dump(out, sys.stdout, indent=2)
     print()

@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--dataset", required=True, help="arch,accuracy CSV (appended, resumable)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
+    ap.add_argument("--details", required=True, help="JSON behind the headline metrics")
     ap.add_argument("--plot", required=True, help="learning-curve PNG")
     args = ap.parse_args(argv)
 
@@ -34,21 +35,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = load_prepared(args.data)
     supernet = load_supernet(args.supernet)
     settings = pipeline.measure_settings(cfg, params.base.seed)
-    context = pipeline.measurement_context(args.supernet, supernet, data, settings)
+    context = pipeline.measurement_context(args.supernet, supernet, args.data, settings)
     run = pipeline.train_predictor(
         supernet, data, cfg, seed=params.base.seed, dataset_csv=args.dataset, context=context
     )
-    metrics = pipeline.predictor_metrics(run)
+    details = pipeline.predictor_details(run, cfg.target)
+    metrics = pipeline.predictor_metrics(details)
     with atomic_dir(args.out) as tmp:
         save_predictor(run.predictor, tmp, {"metrics": metrics})
     write_json_atomic(args.metrics, metrics)
-    ceiling = metrics["label_noise"]["tau_ceiling"]
-    write_bytes_atomic(args.plot, pipeline.learning_curve_png(run.selection, ceiling))
+    write_json_atomic(args.details, details)
+    ceiling = metrics["tau_ceiling"]
+    write_bytes_atomic(args.plot, pipeline.learning_curve_png(run, ceiling))
     stage.log.info(
         "predictor %s: held-out Kendall tau %.3f on %d subnets (label-noise ceiling %s)",
-        metrics["model"],
-        metrics["kendall_tau"],
-        metrics["n_holdout"],
+        details["model"],
+        details["kendall_tau"],
+        details["n_holdout"],
         "n/a" if ceiling is None else f"{ceiling:.3f}",
     )
 

@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("target", "supernet", "data", "predictor", "latency", "out", "metrics", "plot"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--plot-data", required=True, help="CSV of the plotted points (DVC plot)")
+    ap.add_argument("--details", required=True, help="JSON behind the headline metrics")
     args = ap.parse_args(argv)
 
     params = load_params(args.params)
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_json_atomic(tmp / "pareto.json", report.pareto_doc(result, t, describe))
         write_json_atomic(tmp / "selected.json", report.selected_doc(result, t, budgets, describe))
     write_json_atomic(args.metrics, report.search_metrics(result, t, real))
+    write_json_atomic(args.details, report.search_details(result, t, real))
     write_bytes_atomic(args.plot, report.pareto_png(result, f"search@{t}", real))
     write_text_atomic(args.plot_data, report.plot_rows(result))
     stage.log.info("search@%s: front %d, hv %.4f", t, len(result.front.x), result.hypervolume)

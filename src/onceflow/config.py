@@ -381,7 +381,15 @@ class PredictorConfig(StrictModel):
     n_samples: Annotated[int, Field(ge=12)] = 150  # subnets measured (always incl. min and max)
     calib_images: Annotated[int, Field(ge=1)] = 1000  # train images to recalibrate BN per subnet
     eval_images: Annotated[int, Field(ge=1)] | None = None  # val images per subnet (None: all)
-    batch_size: Annotated[int, Field(ge=1)] = 250
+    batch_size: Annotated[int, Field(ge=1)] = 250  # evaluation batch
+    # BN statistics from batches of this many calibration images (null: one batch of all).
+    calib_batch_size: Annotated[int, Field(ge=1)] | None = None
+    # Subnets measured twice, after BN calibration on two disjoint train subsets: the reported
+    # label noise and tau ceiling then include the calibration's noise.
+    retest: Annotated[int, Field(ge=0)] = 10
+    # What the predictor learns: measured accuracy, or "loss": accuracy predicted from the
+    # subnet's mean val cross-entropy by a linear fit over the measured subnets (less noisy).
+    target: Literal["accuracy", "loss"] = "loss"
     derived_features: bool = True  # add log MACs and log params to the one-hot encoding
     per_resolution_features: bool = True  # also every feature crossed with the resolution
     # Candidates, chosen by k-fold tau; "ensemble" is the mean of the other three.
@@ -390,7 +398,7 @@ class PredictorConfig(StrictModel):
     # Models within this k-fold tau of the best count as tied; the fastest to evaluate wins.
     tie_tolerance: Annotated[float, Field(ge=0.0, le=0.2)] = 0.0
     holdout_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2  # reported metrics
-    curve_points: Annotated[int, Field(ge=2, le=20)] = 5  # learning-curve sizes
+    curve_points: Annotated[int, Field(ge=0, le=20)] = 0  # learning-curve sizes (0: no curve)
     ridge_alphas: list[Annotated[float, Field(gt=0)]] = [0.01, 0.1, 1.0, 10.0, 100.0]
     mlp_hidden: Annotated[int, Field(ge=4)] = 128
     mlp_layers: Annotated[int, Field(ge=1, le=6)] = 2
@@ -426,16 +434,24 @@ class NsgaConfig(StrictModel):
     generations: Annotated[int, Field(ge=1)] = 100
     polish_sweeps: Annotated[int, Field(ge=0)] = 5  # local search rounds on the final front
     time_limit_s: Annotated[float, Field(gt=0)] = 60.0
+    max_evaluations: Annotated[int, Field(ge=1)] | None = None  # distinct candidates
+    mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None  # per index (null: 1/D)
 
 
 class EvolutionConfig(StrictModel):
-    population: Annotated[int, Field(ge=4)] = 100
-    parents_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
+    population: Annotated[int, Field(ge=4)] = 100  # members alive at once (aging evolution)
+    children: Annotated[int, Field(ge=1)] = 25  # bred per generation; as many oldest die
+    tournament: Annotated[int, Field(ge=1)] = 10  # members per parent tournament
     mutation_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5  # children by mutation
     mutation_prob: Annotated[float, Field(ge=0, le=1)] = 0.1  # per dimension
     generations: Annotated[int, Field(ge=1)] = 200
+    max_evaluations: Annotated[int, Field(ge=1)] | None = None  # distinct candidates per budget
     time_limit_s: Annotated[float, Field(gt=0)] = 10.0
+    patience: Annotated[int, Field(ge=0)] = 20  # restart after this many flat generations
+    feasible_only: bool = True  # latency is cheap: infeasible children are never evaluated
+    init: Literal["uniform", "spread"] = "spread"  # initial population sampling
     polish_sweeps: Annotated[int, Field(ge=0)] = 2
+    seed_from_front: bool = True  # seed with the best NSGA-II front points under the budget
 
 
 class SearchConfig(StrictModel):
@@ -455,7 +471,9 @@ class SearchConfig(StrictModel):
     default_budgets: BudgetConfig = BudgetConfig()
     nsga: NsgaConfig = NsgaConfig()
     evolution: EvolutionConfig = EvolutionConfig()
-    random_samples: Annotated[int, Field(ge=1)] = 20000  # baseline (and plotted, thinned)
+    random_samples: Annotated[int, Field(ge=1)] = 20000  # uniform baseline (and plotted, thinned)
+    # Distinct candidates the whole search may evaluate (accuracy lookups; null: no bound).
+    max_evaluations: Annotated[int, Field(ge=1)] | None = None
     extra_objectives: list[Literal["macs", "params"]] = []  # further NSGA-II objectives
     evaluate_selected: bool = True  # measure each pick on the supernet (BN recalibrated, val)
 

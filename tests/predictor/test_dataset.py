@@ -10,6 +10,7 @@ import pytest
 
 from onceflow.data.prepared import load_prepared
 from onceflow.predictor.dataset import (
+    COLUMNS,
     MeasureSettings,
     SubnetMeter,
     build_dataset,
@@ -94,13 +95,13 @@ def test_csv_of_an_older_layout_is_remeasured_not_an_error(tmp_path: Path, tiny_
     calls: list[Arch] = []
     build_dataset(archs, fake_measure(tiny_space, calls), csv, "ctx")
     assert calls == archs
-    assert csv.read_text().splitlines()[0] == "arch,accuracy,accuracy_a,accuracy_b,seconds,context"
+    assert csv.read_text().splitlines()[0] == ",".join(COLUMNS)
 
 
 def test_subnet_meter_measures_real_accuracy(tmp_path: Path, tiny_space, tiny_prepared):
     net = load_supernet(write_supernet(tmp_path / "supernet", tiny_space))
     data = load_prepared(tiny_prepared)
-    meter = SubnetMeter(net, data, MeasureSettings(40, 30, 16, 0))
+    meter = SubnetMeter(net, data, MeasureSettings(40, 30, 16, 0, None, 0))
     a, b = tiny_space.min_arch(), tiny_space.max_arch()
     acc_a, acc_b = meter(a), meter(b)
     assert 0.0 <= acc_a <= 1.0 and 0.0 <= acc_b <= 1.0
@@ -110,4 +111,4 @@ def test_subnet_meter_measures_real_accuracy(tmp_path: Path, tiny_space, tiny_pr
     assert m.accuracy == acc_b
     # The whole-set accuracy is the mean of the two fixed halves (15 images each).
     assert math.isclose(m.accuracy, (m.accuracy_a + m.accuracy_b) / 2)
-    assert SubnetMeter(net, data, MeasureSettings(40, None, 16, 0)).n_eval == len(data.val)
+    assert SubnetMeter(net, data, MeasureSettings(40, None, 16, 0, None, 0)).n_eval == len(data.val)

@@ -111,7 +111,7 @@ def test_constrained_evolution_finds_exact_optimum(budget: float) -> None:
     assert best.x is not None and lat(best.x[None])[0] <= budget
     assert best.fitness == pytest.approx(optimum, abs=1e-12)
     assert best.generations <= 40
-    rnd = random_search(space, acc, lat, budget, 500, seed=0)
+    rnd = random_search(space, acc, lat, budget, 500, seed=0, feasible_only=True)
     assert rnd.x is not None and rnd.fitness <= optimum + 1e-12
     assert lat(rnd.x[None])[0] <= budget
 

@@ -1,13 +1,14 @@
 """The predictor's dataset: which subnets to measure, how to measure one, and the resumable CSV.
 
-``data/predictor/arch_acc.csv`` has one row per measured subnet (``arch`` string, ``accuracy``,
-``accuracy_a`` and ``accuracy_b`` on two fixed halves of the evaluation images, ``seconds``,
-``context``), appended and fsynced as each is measured. The halves estimate how much of the
-spread between subnets is measurement noise (:mod:`onceflow.predictor.noise`).
-``context`` fingerprints what the accuracy depends on (supernet weights, space, measurement
-settings): a rerun keeps the rows of its own context and skips those archs, so a killed run
-resumes where it stopped, and rows measured on another supernet or with other settings are
-dropped instead of reused.
+``data/predictor/arch_acc.csv`` has one row per measured subnet (``arch`` string, ``accuracy``
+and mean cross-entropy ``loss`` on the evaluation images, both also on two fixed halves of them
+(``_a``, ``_b``), ``seconds``, ``context``), appended and fsynced as each is measured. The
+halves estimate how much of the spread between subnets is measurement noise
+(:mod:`onceflow.predictor.noise`). ``context`` fingerprints everything a measurement depends on
+(sha256 of the supernet weights, the space, the prepared data's content hash, every measurement
+setting): a rerun keeps the rows of its own context and skips those archs, so a killed run
+resumes where it stopped, and rows measured on another supernet, other data or with other
+settings are dropped instead of reused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,16 +39,29 @@ from onceflow.train import to_input
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("arch", "accuracy", "accuracy_a", "accuracy_b", "seconds", "context")
+VALUES = (
+    "accuracy", "accuracy_a", "accuracy_b", "loss", "loss_a", "loss_b", "accuracy_r", "loss_r"
+)  # fmt: skip
+COLUMNS = ("arch", *VALUES, "seconds", "context")
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One subnet's accuracy on the evaluation images, and on each of their two fixed halves."""
+    """One subnet's accuracy and mean cross-entropy on the evaluation images, and on each of
+    their two fixed halves."""
 
     accuracy: float
     accuracy_a: float = float("nan")
     accuracy_b: float = float("nan")
+    loss: float = float("nan")
+    loss_a: float = float("nan")
+    loss_b: float = float("nan")
+    # Re-measured after BN calibration on an independent train subset (retest subnets only).
+    accuracy_r: float = float("nan")
+    loss_r: float = float("nan")
+
+    def values(self) -> tuple[float, ...]:
+        return tuple(getattr(self, k) for k in VALUES)
 
 
 @dataclass(frozen=True)
@@ -57,13 +72,7 @@ class Row:
     seconds: float
 
     def cells(self, arch: str, context: str) -> tuple[str, ...]:
-        m = self.m
-        return (
-            arch,
-            *(f"{v:.6f}" for v in (m.accuracy, m.accuracy_a, m.accuracy_b)),
-            f"{self.seconds:.3f}",
-            context,
-        )
+        return (arch, *(f"{v:.6f}" for v in self.m.values()), f"{self.seconds:.3f}", context)
 
 
 def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
@@ -89,11 +98,26 @@ def context_digest(parts: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def file_digest(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
+def file_digest(path: str | os.PathLike[str], h: Any = None) -> str:
+    """sha256 of a file's bytes (fed into ``h`` when given)."""
+    h = hashlib.sha256() if h is None else h
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def data_digest(directory: str | os.PathLike[str]) -> str:
+    """The prepared data's content hash: ``content_sha256`` of its meta.json when prepare wrote
+    one, else sha256 over meta.json and every array file (names and bytes)."""
+    d = Path(directory)
+    meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    if isinstance(meta.get("content_sha256"), str):
+        return meta["content_sha256"]
+    h = hashlib.sha256()
+    for f in sorted(d.glob("*.npy")) + [d / "meta.json"]:
+        h.update(f.name.encode() + b"\0")
+        file_digest(f, h)
     return h.hexdigest()
 
 
@@ -137,7 +161,7 @@ def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:
         try:
             if r["context"] != context:
                 raise ValueError
-            m = Measurement(float(r["accuracy"]), float(r["accuracy_a"]), float(r["accuracy_b"]))
+            m = Measurement(*(float(r[k]) for k in VALUES))
             if not 0.0 <= m.accuracy <= 1.0:  # also drops NaN; the halves may be NaN
                 raise ValueError
             rows[r["arch"]] = Row(m, float(r["seconds"]))
@@ -216,8 +240,14 @@ class MeasureSettings:
 
     calib_images: int  # train images for BN recalibration (a fixed subset)
     eval_images: int | None  # val images the accuracy is measured on (None: all)
-    batch_size: int
+    batch_size: int  # evaluation batch
     seed: int
+    # BN statistics from batches of this many calibration images (None: all in one batch, the
+    # exact mean/variance of the fixed subset, the same set for every subnet).
+    calib_batch_size: int | None
+    # The first this many subnets are measured a second time after BN calibration on another
+    # train subset: the label noise then includes the calibration's (metrics tau_ceiling).
+    retest: int
 
 
 def _mean(correct: torch.Tensor) -> float:
@@ -236,9 +266,15 @@ class SubnetMeter:
         if n_val == 0 or n_train == 0:
             raise DataError("prepared data has an empty train or val split; rerun prepare")
         n_eval = n_val if s.eval_images is None else min(s.eval_images, n_val)
-        ci = np.sort(rng.permutation(n_train)[: min(s.calib_images, n_train)])
+        cperm = rng.permutation(n_train)
+        n_cal = min(s.calib_images, n_train)
+        ci = np.sort(cperm[:n_cal])
         vi = np.sort(rng.permutation(n_val)[:n_eval])
         self._calib_u8 = np.asarray(data.train.images[ci])
+        # The retest's calibration subset: the next n_cal of the permutation (disjoint when the
+        # train split has room, else a fresh draw that overlaps).
+        ri = cperm[n_cal : 2 * n_cal] if 2 * n_cal <= n_train else rng.permutation(n_train)[:n_cal]
+        self._retest_u8 = np.asarray(data.train.images[np.sort(ri)])
         self._val_u8 = np.asarray(data.val.images[vi])
         self._val_y = torch.from_numpy(np.asarray(data.val.labels[vi]).astype(np.int64))
         self._half_a = torch.from_numpy(rng.permutation(n_eval) < n_eval // 2)
@@ -248,23 +284,35 @@ class SubnetMeter:
     def _input(self, which: str, resolution: int) -> torch.Tensor:
         key = (which, resolution)
         if key not in self._inputs:
-            u8 = self._calib_u8 if which == "calib" else self._val_u8
+            u8 = {"calib": self._calib_u8, "retest": self._retest_u8, "val": self._val_u8}[which]
             self._inputs[key] = to_input(u8, self.meta, resolution)
         return self._inputs[key]
 
     @torch.inference_mode()
-    def _correct(self, x: torch.Tensor) -> torch.Tensor:
+    def _correct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: whether the top-1 class is right, and the cross-entropy."""
         bs = self.s.batch_size
         self.net.eval()
-        pred = torch.cat([self.net(x[i : i + bs]).argmax(1) for i in range(0, len(x), bs)])
-        return pred == self._val_y
+        logits = torch.cat([self.net(x[i : i + bs]) for i in range(0, len(x), bs)])
+        loss = torch.nn.functional.cross_entropy(logits, self._val_y, reduction="none")
+        return logits.argmax(1) == self._val_y, loss
 
-    def measure(self, arch: Arch) -> Measurement:
+    def _run(self, arch: Arch, calib: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._input(calib, arch.resolution)
+        recalibrate_bn(self.net, x, len(x), batch_size=self.s.calib_batch_size or len(x))
+        return self._correct(self._input("val", arch.resolution))
+
+    def measure(self, arch: Arch, retest: bool = False) -> Measurement:
+        """Accuracy and loss (whole set and halves); with ``retest`` also both after BN
+        calibration on the independent subset."""
         self.net.set_active(arch)
-        x = self._input("calib", arch.resolution)
-        recalibrate_bn(self.net, x, len(x), batch_size=self.s.batch_size)
-        ok = self._correct(self._input("val", arch.resolution))
-        return Measurement(_mean(ok), _mean(ok[self._half_a]), _mean(ok[~self._half_a]))
+        ok, loss = self._run(arch, "calib")
+        a = self._half_a
+        r_ok, r_loss = self._run(arch, "retest") if retest else (ok[:0], loss[:0])
+        return Measurement(
+            _mean(ok), _mean(ok[a]), _mean(ok[~a]), _mean(loss), _mean(loss[a]), _mean(loss[~a]),
+            _mean(r_ok), _mean(r_loss),
+        )  # fmt: skip
 
     def __call__(self, arch: Arch) -> float:
         return self.measure(arch).accuracy

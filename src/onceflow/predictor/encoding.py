@@ -9,7 +9,8 @@ column per ``SearchSpace.dimensions()`` entry). Features:
 * derived: log MACs and log parameter count of the subnet, from per-block dense tables over the
   choices that determine each layer (stem, every block position, head) -- a gather and a sum;
 * per-resolution: every feature above except the resolution one-hot again, once per resolution
-  (zero unless the arch runs at that resolution). A weight-sharing supernet trains each input
+  (zero unless the arch runs at that resolution); skipped when the space has one resolution.
+  A weight-sharing supernet trains each input
   resolution on a different mix of subnets, so how much a choice is worth depends on the
   resolution (on the default space a small subnet loses 4 points at 24 px against 20 px, while
   large ones gain from 28 px); these crossed features let even a linear model express that.
@@ -65,10 +66,11 @@ class ArchEncoder:
         self.offsets = np.concatenate([[0], np.cumsum(self.cards)[:-1]]).astype(np.int64)
         self.n_onehot = int(self.cards.sum())
         self.derived = derived
-        self.per_resolution = per_resolution
         if self.names[0] != "resolution":
             raise ConfigError(f"the encoding starts with the resolution, got {self.names[0]!r}")
         self.n_res = int(self.cards[0])
+        # With one resolution the crossing would only duplicate every feature.
+        self.per_resolution = per_resolution and self.n_res > 1
         col = {n: i for i, n in enumerate(self.names)}
         # Block b runs iff its stage's depth exceeds b's position in the stage; its kernel and
         # expand columns (gated) are then live. SearchSpace.dimensions() puts kernel.b0.. and
@@ -102,7 +104,7 @@ class ArchEncoder:
             k: np.array([[fn(space.head_spec(r, w)) for w in ws] for r in res]) for k, fn in costs
         }
         self._n_base = self.n_onehot + (2 if derived else 0)
-        crossed = self.n_res * (self._n_base - self.n_res) if per_resolution else 0
+        crossed = self.n_res * (self._n_base - self.n_res) if self.per_resolution else 0
         self.n_features = self._n_base + crossed
 
     # ------------------------------------------------------------------ layout

@@ -16,15 +16,17 @@ import numpy as np
 from onceflow.config import PredictorConfig
 from onceflow.data.prepared import PreparedData
 from onceflow.predictor.dataset import (
+    Measurement,
     MeasureSettings,
     SubnetMeter,
     build_dataset,
     context_digest,
+    data_digest,
     file_digest,
     sample_archs,
 )
 from onceflow.predictor.encoding import ArchEncoder
-from onceflow.predictor.fit import Selection, select_and_fit
+from onceflow.predictor.fit import Selection, rank_metrics, select_and_fit
 from onceflow.predictor.noise import label_noise
 from onceflow.predictor.predictor import AccuracyPredictor
 from onceflow.supernet import Arch
@@ -34,24 +36,45 @@ log = logging.getLogger(__name__)
 
 
 def measure_settings(cfg: PredictorConfig, seed: int) -> MeasureSettings:
-    return MeasureSettings(cfg.calib_images, cfg.eval_images, cfg.batch_size, seed)
+    return MeasureSettings(
+        cfg.calib_images, cfg.eval_images, cfg.batch_size, seed, cfg.calib_batch_size, cfg.retest
+    )
 
 
 def measurement_context(
     supernet_dir: str | os.PathLike[str],
     supernet: Supernet,
-    data: PreparedData,
+    data_dir: str | os.PathLike[str],
     settings: MeasureSettings,
 ) -> str:
-    """Fingerprint of supernet weights, space, data and measurement settings (CSV resume key)."""
+    """Fingerprint of the supernet weights (sha256), space, the prepared data's content hash
+    and every measurement setting: the CSV's resume key."""
     return context_digest(
         {
             "weights": file_digest(Path(supernet_dir) / WEIGHTS_FILE),
             "space": supernet.space.to_json(),
-            "data": data.meta.to_json(),
+            "data": data_digest(data_dir),
             "settings": asdict(settings),
         }
     )
+
+
+def labels(measured: list[Measurement], target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N,) training labels, (N, 2) their values on the two evaluation halves and (N,) on the
+    BN-calibration retest (NaN where none).
+
+    ``accuracy``: the measured accuracy. ``loss``: accuracy predicted from the mean
+    cross-entropy by a least-squares line over the measured subnets (the halves mapped by the
+    same line), so the label is in accuracy units but carries the loss's lower noise."""
+    acc = np.array([m.accuracy for m in measured])
+    if target == "accuracy":
+        halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
+        return acc, halves, np.array([m.accuracy_r for m in measured])
+    loss = np.array([m.loss for m in measured])
+    halves = np.array([(m.loss_a, m.loss_b) for m in measured]).reshape(-1, 2)
+    retest = np.array([m.loss_r for m in measured])
+    slope, icept = np.polyfit(loss, acc, 1) if np.ptp(loss) > 0 else (0.0, float(acc.mean()))
+    return icept + slope * loss, icept + slope * halves, icept + slope * retest
 
 
 @dataclass(frozen=True)
@@ -59,8 +82,12 @@ class PredictorRun:
     predictor: AccuracyPredictor
     selection: Selection
     archs: list[Arch]
-    accuracy: np.ndarray
+    accuracy: np.ndarray  # measured
     halves: np.ndarray  # (N, 2) accuracy on the two fixed halves of the evaluation images
+    y: np.ndarray  # the training labels (cfg.target)
+    y_halves: np.ndarray  # (N, 2) the labels on the halves
+    y_retest: np.ndarray  # (N,) the labels after the BN-calibration retest (NaN where none)
+    acc_retest: np.ndarray  # (N,) measured accuracy after the retest (NaN where none)
     seconds_measure: float
     seconds_fit: float
 
@@ -79,9 +106,14 @@ def train_predictor(
     archs = sample_archs(space, cfg.n_samples, seed)
     meter = SubnetMeter(supernet.eval(), data, measure_settings(cfg, seed))
     t0 = time.perf_counter()
-    archs, measured = build_dataset(archs, meter.measure, dataset_csv, context)
+    retest = {str(a) for a in archs[: cfg.retest]}  # the first few, min and max included
+    archs, measured = build_dataset(
+        archs, lambda a: meter.measure(a, str(a) in retest), dataset_csv, context
+    )
     acc = np.array([m.accuracy for m in measured])
     halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
+    y, y_halves, y_retest = labels(measured, cfg.target)
+    acc_retest = np.array([m.accuracy_r for m in measured])
     t1 = time.perf_counter()
     encoder = ArchEncoder(
         space, derived=cfg.derived_features, per_resolution=cfg.per_resolution_features
@@ -89,7 +121,7 @@ def train_predictor(
     X = encoder.features(space.encode_batch(archs))
     model, sel = select_and_fit(
         X,
-        acc,
+        y,
         cfg.models,
         p=cfg,
         seed=seed,
@@ -99,19 +131,27 @@ def train_predictor(
         "predictor: chose %s (held-out tau %.3f)", sel.model, sel.holdout[sel.model]["kendall_tau"]
     )
     return PredictorRun(
-        AccuracyPredictor(encoder, model), sel, archs, acc, halves, t1 - t0, t2 - t1
-    )
+        AccuracyPredictor(encoder, model), sel, archs, acc, halves, y, y_halves, y_retest,
+        acc_retest, t1 - t0, t2 - t1,
+    )  # fmt: skip
 
 
-def predictor_metrics(run: PredictorRun) -> dict[str, Any]:
-    """metrics/predictor.json: the chosen model's held-out numbers first, then every model's."""
+def predictor_details(run: PredictorRun, target: str) -> dict[str, Any]:
+    """metrics/predictor.details.json: every model's numbers, the label noise of the target
+    and of the measured accuracy, the learning curve (if any), timings."""
     sel = run.selection
     chosen = sel.holdout[sel.model]
-    noise = label_noise(run.accuracy, run.halves[:, 0], run.halves[:, 1])
+    hold_acc = run.accuracy[sel.hold_index]
+    noise = label_noise(run.y, run.y_halves[:, 0], run.y_halves[:, 1], run.y_retest)
+    noise_acc = label_noise(run.accuracy, run.halves[:, 0], run.halves[:, 1], run.acc_retest)
     return {
         "n_samples": len(run.archs),
         "model": sel.model,
+        "target": target,
         "kendall_tau": chosen["kendall_tau"],
+        # The chosen model's held-out predictions ranked against measured accuracy (with
+        # target "accuracy" the same as kendall_tau).
+        "kendall_tau_vs_accuracy": rank_metrics(hold_acc, sel.hold_pred[sel.model])["kendall_tau"],
         "spearman": chosen["spearman"],
         "rmse": chosen["rmse_pp"] / 100.0,  # accuracy units (fraction)
         "rmse_pp": chosen["rmse_pp"],
@@ -120,6 +160,7 @@ def predictor_metrics(run: PredictorRun) -> dict[str, Any]:
         "accuracy_range": [float(run.accuracy.min()), float(run.accuracy.max())],
         # Measurement noise of the labels and the held-out tau a perfect predictor would reach.
         "label_noise": {k: _finite(v) for k, v in noise.items()},
+        "label_noise_accuracy": {k: _finite(v) for k, v in noise_acc.items()},
         "cv_kendall_tau": sel.cv_tau,
         "holdout": sel.holdout,
         "learning_curve": {k: [[n, t] for n, t in v] for k, v in sel.curve.items()},
@@ -128,29 +169,63 @@ def predictor_metrics(run: PredictorRun) -> dict[str, Any]:
     }
 
 
+def predictor_metrics(details: dict[str, Any]) -> dict[str, Any]:
+    """metrics/predictor.json: the headline scalars of :func:`predictor_details`."""
+    return {
+        "kendall_tau": round(details["kendall_tau"], 4),
+        "tau_ceiling": details["label_noise"]["tau_ceiling"],
+        "kendall_tau_vs_accuracy": round(details["kendall_tau_vs_accuracy"], 4),
+        "cv_kendall_tau": round(details["cv_kendall_tau"][details["model"]], 4),
+        "rmse_pp": round(details["rmse_pp"], 4),
+        "noise_pp": details["label_noise"]["noise_pp"],
+        "n_samples": details["n_samples"],
+        "seconds": round(details["seconds_measure"] + details["seconds_fit"], 1),
+    }
+
+
 def _finite(v: float) -> float | None:
     return None if not np.isfinite(v) else round(float(v), 4)
 
 
-def learning_curve_png(sel: Selection, tau_ceiling: float | None = None) -> bytes:
+def learning_curve_png(run: PredictorRun, tau_ceiling: float | None = None) -> bytes:
     """Held-out Kendall tau against training samples, one line per model, and the label-noise
-    ceiling when known (PNG bytes)."""
+    ceiling when known; without a learning curve, the chosen model's held-out predictions
+    against their labels (PNG bytes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    sel = run.selection
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for kind, pts in sel.curve.items():
-        n, tau = zip(*pts, strict=True) if pts else ((), ())
-        style = "-o" if kind == sel.model else "--o"
-        ax.plot(n, tau, style, ms=3, label=f"{kind}{' (chosen)' if kind == sel.model else ''}")
-    ax.axhline(0.9, c="0.5", lw=0.7, ls=":", label="target tau 0.9")
-    if tau_ceiling is not None:
-        ax.axhline(tau_ceiling, c="C3", lw=0.8, ls="--", label="label-noise ceiling")
-    ax.set_xlabel("training subnets")
-    ax.set_ylabel(f"Kendall tau on {sel.n_holdout} held-out subnets")
-    ax.set_title("accuracy predictor learning curve")
+    if any(sel.curve.values()):
+        for kind, pts in sel.curve.items():
+            n, tau = zip(*pts, strict=True) if pts else ((), ())
+            style = "-o" if kind == sel.model else "--o"
+            ax.plot(n, tau, style, ms=3, label=f"{kind}{' (chosen)' if kind == sel.model else ''}")
+        ax.axhline(0.9, c="0.5", lw=0.7, ls=":", label="target tau 0.9")
+        if tau_ceiling is not None:
+            ax.axhline(tau_ceiling, c="C3", lw=0.8, ls="--", label="label-noise ceiling")
+        ax.set_xlabel("training subnets")
+        ax.set_ylabel(f"Kendall tau on {sel.n_holdout} held-out subnets")
+        ax.set_title("accuracy predictor learning curve")
+    else:
+        y, pred = 100 * run.y[sel.hold_index], 100 * sel.hold_pred[sel.model]
+        ax.plot(
+            y,
+            pred,
+            "o",
+            ms=4,
+            label=f"{sel.model}: tau {sel.holdout[sel.model]['kendall_tau']:.3f}",
+        )
+        lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], c="0.5", lw=0.7, ls=":")
+        ax.set_xlabel("label (accuracy %, held out)")
+        ax.set_ylabel("predicted accuracy (%)")
+        title = "accuracy predictor on held-out subnets"
+        if tau_ceiling is not None:
+            title += f" (tau ceiling {tau_ceiling:.3f})"
+        ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

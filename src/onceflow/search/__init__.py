@@ -5,6 +5,7 @@ constraints are batch functions ``f(encoded (N, D) int64) -> (N,)``. Algorithms:
 (pymoo) for Pareto fronts, a constrained evolution for one budget, random search as baseline.
 """
 
+from onceflow.search.archive import Archive, Lookup
 from onceflow.search.bounds import (
     Extremum,
     Range,
@@ -27,6 +28,8 @@ from onceflow.search.specialize import (
 )
 
 __all__ = [
+    "Archive",
+    "Lookup",
     "BatchFn",
     "Best",
     "CategoricalSpace",

@@ -3,6 +3,8 @@
 Coordinate descent: from a few starting rows, sweep over dimensions; for each dimension try every
 choice with the others fixed and keep the best. For a separable (additive) function one sweep is
 exact; for others it is a strong local optimum. Every loop is bounded (sweeps x dimensions).
+A function answered through an :class:`~onceflow.search.archive.Archive` returns NaN for rows
+its budget left unevaluated; those are never taken.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def coordinate_descent(
         x = start.copy()
         v = sign * float(fn(x[None, :])[0])
         n_evals += 1
+        if not np.isfinite(v):
+            continue
         for _ in range(max_sweeps):
             improved = False
             for d in range(space.n_dims):
@@ -55,6 +59,7 @@ def coordinate_descent(
                 trial[:, d] = np.arange(card[d])
                 trial = space.canonical(trial)
                 vals = sign * np.asarray(fn(trial), dtype=np.float64)
+                vals = np.where(np.isfinite(vals), vals, np.inf)
                 n_evals += card[d]
                 k = int(np.argmin(vals))
                 if vals[k] < v - 1e-12 * max(1.0, abs(v)):
@@ -63,7 +68,8 @@ def coordinate_descent(
                 break
         if v < best_v:
             best_x, best_v = x, v
-    assert best_x is not None
+    if best_x is None:
+        raise SearchError("coordinate descent: no starting row could be evaluated (budget spent)")
     return Extremum(best_x, sign * best_v, n_evals)
 
 

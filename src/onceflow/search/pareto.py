@@ -4,8 +4,6 @@ maximized objectives (accuracy) before and after."""
 from __future__ import annotations
 
 import numpy as np
-from pymoo.indicators.hv import HV
-from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 
 def non_dominated(F: np.ndarray) -> np.ndarray:
@@ -20,6 +18,8 @@ def non_dominated(F: np.ndarray) -> np.ndarray:
         f1 = F[order, 1]
         prev_min = np.minimum.accumulate(np.concatenate([[np.inf], f1[:-1]]))
         return order[f1 < prev_min]
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
     idx = NonDominatedSorting().do(F, only_non_dominated_front=True)
     _, first = np.unique(F[idx], axis=0, return_index=True)
     idx = idx[np.sort(first)]
@@ -34,6 +34,12 @@ def hypervolume(F: np.ndarray, ref_point: np.ndarray) -> float:
     F = F[np.all(ref > F, axis=1)]
     if len(F) == 0:
         return 0.0
+    if F.shape[1] == 2:  # exact: slabs between consecutive front points sorted by f0
+        P = F[non_dominated(F)]  # f0 ascending, f1 descending
+        right = np.concatenate([P[1:, 0], [ref[0]]])
+        return float(np.sum((right - P[:, 0]) * (ref[1] - P[:, 1])))
+    from pymoo.indicators.hv import HV
+
     return float(HV(ref_point=ref)(F))
 
 

@@ -38,9 +38,10 @@ class Front:
 
     x: np.ndarray  # (K, D) int64, sorted by the first objective
     values: dict[str, np.ndarray]  # objective name -> (K,)
-    n_evaluations: int
+    n_evaluations: int  # distinct candidates this search evaluated
     seconds: float
     generations: int
+    rows: int = 0  # rows looked up, repeats and archive hits included
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Best:
     x: np.ndarray | None  # (D,) int64
     fitness: float
     constraint: float
-    n_evaluations: int
+    n_evaluations: int  # distinct candidates this search evaluated
     seconds: float
     generations: int
     history: list[float] = field(default_factory=list)  # best feasible fitness per generation
+    rows: int = 0  # rows looked up, repeats and archive hits included

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from onceflow.config import BudgetConfig
 from onceflow.search.specialize import Specialization
+
+if TYPE_CHECKING:
+    from onceflow.config import BudgetConfig
 
 Describe = Callable[[np.ndarray], tuple[str, dict[str, Any]]]
 
@@ -105,7 +107,7 @@ def pareto_png(
         100 * result.samples_accuracy[::step],
         s=4,
         c="0.7",
-        label=f"random ({len(result.samples_x)} sampled, predicted)",
+        label=f"uniform random ({len(result.samples_x)} sampled, predicted)",
     )
     f = result.front
     o = np.argsort(f.values["latency"])
@@ -149,11 +151,12 @@ def pareto_png(
     return buf.getvalue()
 
 
-def search_metrics(
+def search_details(
     result: Specialization, target: str, real_accuracy: list[float] | None = None
 ) -> dict[str, Any]:
-    """metrics/search/<target>.json: hypervolume, evaluations, time, and per budget the
-    predicted vs measured accuracy of the pick and what random search found."""
+    """metrics/search/<target>.details.json: everything behind the headline -- per budget the
+    predicted vs measured accuracy of the pick, its search's evaluations and what uniform
+    random sampling found, the reference point and the latency range."""
     picks = []
     for i, p in enumerate(result.picks):
         d: dict[str, Any] = {
@@ -163,23 +166,41 @@ def search_metrics(
             "random_best_accuracy": p.random_best_accuracy,
             "gain_over_random_pp": 100.0 * (p.accuracy - p.random_best_accuracy),
             "search_evaluations": p.search.n_evaluations,
+            "search_rows": p.search.rows,
             "search_seconds": round(p.search.seconds, 3),
         }
         if real_accuracy is not None:
             d["real_accuracy"] = real_accuracy[i]
             d["prediction_error_pp"] = 100.0 * (p.accuracy - real_accuracy[i])
         picks.append(d)
-    out: dict[str, Any] = {
+    return {
         "target": target,
-        "hypervolume": result.hypervolume,
+        **search_metrics(result, target, real_accuracy),
         "hv_reference": {"accuracy": result.hv_reference[0], "latency_ms": result.hv_reference[1]},
-        "front_size": len(result.front.x),
-        "n_evaluations": result.n_evaluations,
-        "seconds": round(result.seconds, 3),
         "latency_range_ms": [result.latency_range.low.value, result.latency_range.high.value],
+        "random_samples": len(result.samples_x),
+        "latency_rows": result.latency_rows,
         "selected": picks,
     }
-    if real_accuracy is not None and real_accuracy:
-        err = np.abs([p["prediction_error_pp"] for p in picks])
-        out["mean_abs_prediction_error_pp"] = float(err.mean())
+
+
+def search_metrics(
+    result: Specialization, target: str, real_accuracy: list[float] | None = None
+) -> dict[str, Any]:
+    """metrics/search/<target>.json: the headline scalars only (``dvc metrics show`` stays one
+    line per target); :func:`search_details` has the rest."""
+    gains = [100.0 * (p.accuracy - p.random_best_accuracy) for p in result.picks]
+    out: dict[str, Any] = {
+        "hypervolume": round(result.hypervolume, 6),
+        "front_size": len(result.front.x),
+        "n_evaluations": result.n_evaluations,
+        "rows": result.rows,
+        "seconds": round(result.seconds, 3),
+        "min_gain_over_random_pp": round(float(np.nanmin(gains)), 4) if gains else None,
+    }
+    if real_accuracy:
+        err = [
+            abs(100.0 * (p.accuracy - r)) for p, r in zip(result.picks, real_accuracy, strict=True)
+        ]
+        out["mean_abs_prediction_error_pp"] = round(float(np.mean(err)), 4)
     return out

@@ -82,6 +82,53 @@ class CategoricalSpace:
         x = rng.binomial(np.broadcast_to(self.card - 1, (n, self.n_dims)), p)
         return self.canonical(x.astype(np.int64))
 
+    def sample_distinct(
+        self,
+        rng: np.random.Generator,
+        n: int,
+        *,
+        exclude: Callable[[np.ndarray], np.ndarray] | None = None,
+        accept: Callable[[np.ndarray], np.ndarray] | None = None,
+        max_draws: int | None = None,
+    ) -> np.ndarray:
+        """Up to ``n`` distinct canonical rows drawn uniformly without replacement.
+
+        ``exclude(x) -> bool mask`` drops rows already known (e.g. an archive's ``contains``);
+        ``accept(x) -> bool mask`` keeps only acceptable rows (e.g. feasible under a cheap
+        constraint). Small spaces (<= 4M rows) are drawn from a random permutation, so every
+        row is reachable and the draw ends when the space does; big ones by rejection of
+        repeats, bounded by ``max_draws`` rows (default 50 n + 10,000)."""
+        size = self.size()
+        limit = max_draws if max_draws is not None else 50 * n + 10_000
+        small = size <= 4_000_000
+        perm = rng.permutation(size) if small else None
+        seen: set[bytes] = set()
+        out: list[np.ndarray] = []
+        got, drawn = 0, 0
+        while got < n and drawn < (size if small else limit):
+            m = min(max(2 * (n - got), 1024), (size - drawn) if small else limit - drawn)
+            if small:
+                assert perm is not None
+                x = np.stack(np.unravel_index(perm[drawn : drawn + m], self.cardinalities), 1)
+                x = self.canonical(x.astype(np.int64))
+            else:
+                x = self.sample(rng, m)
+            drawn += m
+            keep = np.ones(len(x), bool)
+            if exclude is not None:
+                keep &= ~np.asarray(exclude(x), bool)
+            if accept is not None and keep.any():
+                keep[keep] = np.asarray(accept(x[keep]), bool)
+            for i in np.flatnonzero(keep):
+                k = x[i].tobytes()
+                if k not in seen:
+                    seen.add(k)
+                    out.append(x[i])
+                    got += 1
+                    if got == n:
+                        break
+        return np.stack(out) if out else np.zeros((0, self.n_dims), np.int64)
+
     def extremes(self) -> np.ndarray:
         """The all-smallest and the all-largest rows, shape (2, D)."""
         return self.canonical(np.stack([np.zeros(self.n_dims, np.int64), self.card - 1]))

@@ -20,6 +20,7 @@ from onceflow.config import (
     SearchConfig,
 )
 from onceflow.errors import ConfigError
+from onceflow.search.archive import Archive
 from onceflow.search.bounds import (
     Range,
     check_budget,
@@ -31,7 +32,7 @@ from onceflow.search.evolution import constrained_evolution
 from onceflow.search.nsga import nsga2
 from onceflow.search.pareto import accuracy_latency_hv, non_dominated
 from onceflow.search.problem import Best, Counter, Front, Objective
-from onceflow.search.space import BatchFn, CategoricalSpace, unique_rows
+from onceflow.search.space import BatchFn, CategoricalSpace
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Pick:
     accuracy: float  # predicted
     latency: float  # estimated
     search: Best  # the constrained evolution's record
-    random_best_accuracy: float  # best predicted accuracy among random feasible samples
+    random_best_accuracy: float  # best predicted accuracy among the uniform random samples
 
 
 @dataclass(frozen=True)
@@ -56,42 +57,52 @@ class Specialization:
     latency_range: Range
     hypervolume: float  # see ``front_hypervolume``
     hv_reference: tuple[float, float]  # (accuracy, latency) of the reference point
-    samples_x: np.ndarray  # random baseline rows (spread over the size range)
+    samples_x: np.ndarray  # random baseline rows (uniform, without replacement)
     samples_accuracy: np.ndarray
     samples_latency: np.ndarray
-    n_evaluations: int
+    n_evaluations: int  # distinct candidates whose accuracy the search evaluated
     seconds: float
+    rows: int = 0  # rows the search looked up (repeats and archive hits included)
+    latency_rows: int = 0  # rows the cheap latency function was asked (range, feasibility)
 
 
 def front_hypervolume(
     front_acc: np.ndarray, front_lat: np.ndarray, rng_: Range, acc_ref: float
 ) -> float:
     """Area dominated by the front in (accuracy, latency fraction of the reachable range) up to
-    the reference (accuracy of the fastest subnet, slowest latency): 0 = nothing better than
-    the fastest subnet; 1 = +100 accuracy points at zero latency."""
+    the reference (``acc_ref``, slowest latency): 1 = +100 accuracy points at zero latency.
+    :func:`specialize` takes ``acc_ref`` = the median accuracy of the uniform random samples (a
+    typical subnet), which a degenerate fastest subnet cannot drag down."""
     span = max(rng_.span, 1e-12)
     return accuracy_latency_hv(front_acc, front_lat, acc_ref, rng_.high.value, span)
 
 
-def _merge_into_front(front: Front, x: np.ndarray, objectives: Sequence[Objective]) -> Front:
-    """The front with rows ``x`` added (the picks can beat the NSGA-II front near a budget)."""
-    allx = np.concatenate([front.x, x])
-    vals = {
-        o.name: np.concatenate([front.values[o.name], np.asarray(o.fn(x), np.float64)])
-        for o in objectives
-    }
-    F = np.stack(
-        [-v if o.maximize else v for o, v in zip(objectives, vals.values(), strict=True)], 1
-    )
-    allx, first = unique_rows(allx)
-    keep = first[non_dominated(F[first])]
+def _merge_into_front(front: Front, archive: Archive, names: Sequence[str], signs: np.ndarray):
+    """The non-dominated set of the whole archive (the picks can beat NSGA-II near a budget)."""
+    F = np.stack([archive.value(n) for n in names], axis=1) * signs
+    keep = non_dominated(F)
     return Front(
-        np.concatenate([front.x, x])[keep],
-        {k: v[keep] for k, v in vals.items()},
-        front.n_evaluations + len(x),
+        archive.x[keep],
+        {n: archive.value(n)[keep] for n in names},
+        archive.n,
         front.seconds,
         front.generations,
+        archive.rows,
     )
+
+
+def _shares(total: int | None, spent: int, n_budgets: int) -> tuple[int | None, int | None]:
+    """(NSGA-II's, each budget's evolution's) share of what is left of ``total``: half for the
+    front, the other half split over the budgets."""
+    if total is None:
+        return None, None
+    left = max(total - spent, 0)
+    nsga = left // 2
+    return max(nsga, 1), max((left - nsga) // max(n_budgets, 1), 1)
+
+
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def specialize(
@@ -101,24 +112,51 @@ def specialize(
     budgets: Sequence[float],
     unit: str,
     *,
-    nsga: NsgaConfig,
-    evolution: EvolutionConfig,
-    random_samples: int,
+    nsga: NsgaConfig | None = None,
+    evolution: EvolutionConfig | None = None,
+    random_samples: int = 10_000,
     extra_objectives: Sequence[Objective] = (),
     seed: int = 0,
     describe: Callable[[np.ndarray], str] | None = None,
+    max_evaluations: int | None = None,
 ) -> Specialization:
-    """Raises SearchError before any search when a budget is below the lowest reachable
-    latency (found by coordinate descent over the dimensions)."""
+    """The front, one pick per budget and the uniform random baseline.
+
+    Accuracy is treated as the expensive objective: every candidate whose accuracy is asked goes
+    through one archive shared by every phase (best-accuracy descent, NSGA-II, each budget's
+    evolution, their polish), so none is evaluated twice, and ``max_evaluations`` bounds the
+    distinct candidates of the whole search (NSGA-II gets half of what the descent leaves, the
+    budgets share the rest). Latency is cheap (a table): the latency range and feasibility
+    checks call it directly. The random baseline is drawn apart and not counted.
+
+    Raises SearchError before any search when a budget is below the lowest reachable latency
+    (found by coordinate descent over the dimensions)."""
     t0 = time.perf_counter()
-    acc_c, lat_c = Counter(accuracy), Counter(latency)
+    nsga = nsga or NsgaConfig()
+    evolution = evolution or EvolutionConfig()
+    lat_c = Counter(latency)
     rng = np.random.default_rng(seed)
     lat_range = value_range(space, lat_c, rng)
     resolved = [resolve_budget(b, unit, lat_range) for b in budgets]
     for b in resolved:
         check_budget(b, lat_range.low, describe=describe)
+    # The uniform random baseline, drawn apart from the search (and not counted).
+    sx = space.sample_distinct(rng, random_samples)
+    s_acc, s_lat = np.asarray(accuracy(sx), np.float64), np.asarray(latency(sx), np.float64)
+    objectives = [
+        Objective("accuracy", accuracy, True),
+        Objective("latency", latency),
+        *extra_objectives,
+    ]
+    archive = Archive({o.name: o.fn for o in objectives}, max_evaluations)
+    names = [o.name for o in objectives]
+    signs = np.array([-1.0 if o.maximize else 1.0 for o in objectives])
+    descent_cap = None if max_evaluations is None else max(1, max_evaluations // 10)
     best_acc = coordinate_descent(
-        space, acc_c, np.concatenate([space.extremes(), lat_range.high.x[None]]), maximize=True
+        space,
+        archive.fn("accuracy", descent_cap),
+        np.concatenate([space.extremes(), lat_range.high.x[None]]),
+        maximize=True,
     )
     log.info(
         "latency range %.4g..%.4g ms; budgets %s ms",
@@ -126,29 +164,40 @@ def specialize(
         lat_range.high.value,
         ", ".join(f"{b:.4g}" for b in resolved),
     )
-    objectives = [
-        Objective("accuracy", acc_c, True),
-        Objective("latency", lat_c),
-        *extra_objectives,
-    ]
+    nsga_share, evo_share = _shares(max_evaluations, archive.n, len(resolved))
     front = nsga2(
         space,
         objectives,
         pop_size=nsga.pop_size,
         generations=nsga.generations,
+        mutation_prob=nsga.mutation_prob,
         time_limit_s=nsga.time_limit_s,
         seed=seed,
         polish_sweeps=nsga.polish_sweeps,
         initial=np.stack([lat_range.low.x, lat_range.high.x, best_acc.x]),
+        max_evaluations=_min(nsga.max_evaluations, nsga_share),
+        archive=archive,
     )
-    sx = space.sample_spread(rng, random_samples)
-    s_acc, s_lat = acc_c(sx), lat_c(sx)
     picks = []
     for spec, b in zip(budgets, resolved, strict=True):
-        ok = front.values["latency"] <= b
-        seeds = np.concatenate([lat_range.low.x[None], front.x[ok]])
-        best = constrained_evolution(space, acc_c, lat_c, b, evolution, seed=seed, initial=seeds)
-        assert best.x is not None  # the lowest-latency row is feasible and seeded
+        seeds = lat_range.low.x[None]
+        if evolution.seed_from_front:  # the best front points under the budget
+            ok = front.values["latency"] <= b
+            order = np.argsort(-front.values["accuracy"][ok], kind="stable")
+            seeds = np.concatenate([seeds, front.x[ok][order][: evolution.population // 2]])
+        params = evolution.model_copy(
+            update={"max_evaluations": _min(evolution.max_evaluations, evo_share)}
+        )
+        best = constrained_evolution(
+            space, accuracy, lat_c, b, params, seed=seed, initial=seeds, archive=archive,
+            names=("accuracy", "latency"),
+        )  # fmt: skip
+        if best.x is None:  # only when the budget left nothing to evaluate even the seed
+            x = lat_range.low.x
+            got = archive.evaluate(x[None])
+            a = float(got["accuracy"][0]) if got.ok[0] else float(accuracy(x[None])[0])
+            best = Best(x, a, lat_range.low.value, best.n_evaluations, best.seconds, 0)
+        assert best.x is not None
         feas = s_lat <= b
         rnd = float(s_acc[feas].max()) if feas.any() else float("nan")
         picks.append(Pick(b, float(spec), best.x, best.fitness, best.constraint, best, rnd))
@@ -159,13 +208,13 @@ def specialize(
             best.constraint,
             rnd,
         )
-    front = _merge_into_front(front, np.stack([p.x for p in picks]), objectives)
-    acc_ref = float(acc_c(lat_range.low.x[None])[0])
+    front = _merge_into_front(front, archive, names, signs)
+    acc_ref = float(np.median(s_acc)) if len(s_acc) else float(best_acc.value)
     f2 = non_dominated(np.stack([-front.values["accuracy"], front.values["latency"]], 1))
     hv = front_hypervolume(
         front.values["accuracy"][f2], front.values["latency"][f2], lat_range, acc_ref
     )
-    n_evals = max(acc_c.n, lat_c.n)
+    log.info("search: %d distinct candidates evaluated, %d rows", archive.n, archive.rows)
     return Specialization(
         front,
         picks,
@@ -175,8 +224,10 @@ def specialize(
         sx,
         s_acc,
         s_lat,
-        n_evals,
+        archive.n,
         time.perf_counter() - t0,
+        archive.rows,
+        lat_c.n,
     )
 
 
@@ -221,6 +272,7 @@ def run_search(
         nsga=cfg.nsga,
         evolution=cfg.evolution,
         random_samples=cfg.random_samples,
+        max_evaluations=cfg.max_evaluations,
         extra_objectives=[Objective(n, extra[n]) for n in cfg.extra_objectives],
         seed=seed,
         describe=describe,
