@@ -13,7 +13,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir, read_json
-from onceflow.metrics import package_headline, write_metrics
+from onceflow.metrics import details_path, package_headline, write_metrics
 from onceflow.package.lineage import collect_lineage
 from onceflow.package.pipeline import package_metrics, package_target
 from onceflow.supernet import load_supernet
@@ -23,10 +23,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.package", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--target", required=True, help="a name under latency.targets")
-    for name in ("supernet", "data", "selection", "latency", "out", "metrics", "details"):
+    for name in ("supernet", "data", "selection", "latency", "out", "metrics"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--predictor", default="models/predictor", help="recorded in the lineage only")
+    ap.add_argument(
+        "--details",
+        default=None,
+        help="JSON behind the headline metrics (default: <metrics>.details.json)",
+    )
     args = ap.parse_args(argv)
+    args.details = args.details or details_path(args.metrics)
 
     params = load_params(args.params)
     torch.set_num_threads(params.base.threads)

@@ -13,6 +13,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir, write_bytes_atomic, write_json_atomic
+from onceflow.metrics import details_path
 from onceflow.predictor import pipeline, save_predictor
 from onceflow.supernet.supernet import load_supernet
 
@@ -25,9 +26,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--dataset", required=True, help="arch,accuracy CSV (appended, resumable)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
-    ap.add_argument("--details", required=True, help="JSON behind the headline metrics")
     ap.add_argument("--plot", required=True, help="learning-curve PNG")
+    ap.add_argument(
+        "--details",
+        default=None,
+        help="JSON behind the headline metrics (default: <metrics>.details.json)",
+    )
     args = ap.parse_args(argv)
+    args.details = args.details or details_path(args.metrics)
 
     params = load_params(args.params)
     cfg = params.predictor

@@ -13,6 +13,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import write_bytes_atomic, write_json_atomic
+from onceflow.metrics import details_path
 from onceflow.specialization.plot import specialization_png
 from onceflow.specialization.report import specialization_report
 from onceflow.supernet import load_supernet
@@ -21,10 +22,16 @@ from onceflow.supernet import load_supernet
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.specialize_report", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    names = ("supernet", "data", "latency", "search", "artifacts", "metrics", "details", "plot")
+    names = ("supernet", "data", "latency", "search", "artifacts", "metrics", "plot")
     for name in names:
         ap.add_argument(f"--{name}", required=True)
+    ap.add_argument(
+        "--details",
+        default=None,
+        help="JSON behind the headline metrics (default: <metrics>.details.json)",
+    )
     args = ap.parse_args(argv)
+    args.details = args.details or details_path(args.metrics)
     params = load_params(args.params)
     torch.set_num_threads(params.base.threads)
     headline, details = specialization_report(

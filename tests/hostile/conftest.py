@@ -12,7 +12,10 @@ from tests.conftest import write_prepared
 from tests.data.conftest import write_cifar_dataset, write_idx_dataset, write_imagefolder
 from tests.hostile.harness import Workspace
 
-PREPARE_OUTS = ("data/prepared", "metrics/data.json", "reports/v.json", "reports/v.md")
+PREPARE_OUTS = (
+    "data/prepared", "metrics/data.json", "metrics/data.details.json", "reports/v.json",
+    "reports/v.md",
+)  # fmt: skip
 
 
 def prepare_args() -> list[str]:

@@ -94,7 +94,12 @@ def test_supernet_dir(tmp_path: Path, supernet_dir: Path, row: Row) -> None:
     ws = Workspace(tmp_path, params={"base": {"threads": 1}})
     shutil.copytree(supernet_dir, ws.path("supernet"))
     row.build(ws)
-    outs = ["latency/ort-cpu", "metrics/latency.json", "plots/latency.png"]
+    outs = [
+        "latency/ort-cpu",
+        "metrics/latency.json",
+        "metrics/latency.details.json",
+        "plots/latency.png",
+    ]
     args = ["--target", "ort-cpu", "--supernet", "supernet", "--data", "data/prepared"]
     args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2]]
     proc = run_stage(ws, "latency_table", args)
@@ -109,7 +114,12 @@ TRAIN_PARAMS = {
     "train": dict(TINY_TRAIN, phases=[{"name": "all", "epochs": 0.2, "lr": 0.1}],
                   epoch_eval_images=20, bn_calib_images=40, eval_batch_size=20),
 }  # fmt: skip
-TRAIN_OUTS = ["models/supernet", "metrics/supernet.json", "live"]
+TRAIN_OUTS = [
+    "models/supernet",
+    "metrics/supernet.json",
+    "metrics/supernet.details.json",
+    "live",
+]
 
 
 def _train_args() -> list[str]:
@@ -227,7 +237,12 @@ def test_predictor_csv(tmp_path: Path, supernet_dir: Path, prepared: Path, row: 
     shutil.copytree(supernet_dir, ws.path("supernet"))
     shutil.copytree(prepared, ws.path("prepared"))
     row.build(ws)
-    outs = ["models/predictor", "metrics/predictor.json", "plots/predictor.png"]
+    outs = [
+        "models/predictor",
+        "metrics/predictor.json",
+        "metrics/predictor.details.json",
+        "plots/predictor.png",
+    ]
     args = ["--supernet", "supernet", "--data", "prepared", "--dataset", CSV]
     args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2]]
     proc = run_stage(ws, "predictor", args)

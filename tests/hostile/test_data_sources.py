@@ -374,5 +374,5 @@ def test_duplicates_within_the_threshold_pass(tmp_path: Path, sources: dict[str,
     row.build(ws)
     proc = run_stage(ws, "prepare", prepare_args())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "metrics/data.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/data.details.json").read_text())
     assert metrics["n_train_val_duplicates"] > 0 and metrics["validation_success"] is True
