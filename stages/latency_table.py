@@ -18,7 +18,7 @@ from onceflow.latency.calibration_data import calibration_images
 from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
 from onceflow.latency.lut import LUT_FILE
 from onceflow.latency.plot import scatter_png
-from onceflow.metrics import details_path, latency_headline, write_metrics
+from onceflow.metrics import latency_headline, parse_stage_args, write_metrics
 from onceflow.supernet import build_layer, load_supernet
 
 
@@ -26,13 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     for name in ("params", "target", "supernet", "data", "out", "metrics", "plot"):
         ap.add_argument(f"--{name}", required=True)
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
     params = load_params(args.params)
     cfg = params.latency
     if args.target not in cfg.targets:

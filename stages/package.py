@@ -13,7 +13,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir, read_json
-from onceflow.metrics import details_path, package_headline, write_metrics
+from onceflow.metrics import package_headline, parse_stage_args, write_metrics
 from onceflow.package.lineage import collect_lineage
 from onceflow.package.pipeline import package_metrics, package_target
 from onceflow.supernet import load_supernet
@@ -26,13 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("supernet", "data", "selection", "latency", "out", "metrics"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--predictor", default="models/predictor", help="recorded in the lineage only")
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
     torch.set_num_threads(params.base.threads)

@@ -13,7 +13,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir, write_bytes_atomic, write_json_atomic
-from onceflow.metrics import details_path
+from onceflow.metrics import parse_stage_args
 from onceflow.predictor import pipeline, save_predictor
 from onceflow.supernet.supernet import load_supernet
 
@@ -27,13 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--plot", required=True, help="learning-curve PNG")
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
     cfg = params.predictor

@@ -11,7 +11,7 @@ from onceflow.config import load_params
 from onceflow.data.prepare import prepare_dataset
 from onceflow.errors import ValidationFailed
 from onceflow.io import atomic_dir, write_json_atomic, write_text_atomic
-from onceflow.metrics import data_headline, details_path, write_metrics
+from onceflow.metrics import data_headline, parse_stage_args, write_metrics
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -21,13 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--report", required=True, help="validation report (JSON)")
     ap.add_argument("--summary", required=True, help="validation summary (Markdown)")
     ap.add_argument("--metrics", required=True)
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
     result = prepare_dataset(params.data, params.base.seed)

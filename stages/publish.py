@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.metrics import details_path, publish_headline, write_metrics
+from onceflow.metrics import parse_stage_args, publish_headline, write_metrics
 from onceflow.registry import StoreOptions, open_store, publish_all
 
 
@@ -17,13 +17,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--artifacts", required=True, help="artifacts/<target>/<model-id>/ packages")
     ap.add_argument("--metrics", required=True)
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
 
     cfg = load_params(args.params).publish
     options = StoreOptions(

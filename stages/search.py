@@ -20,7 +20,7 @@ from onceflow.io import (
     write_text_atomic,
 )
 from onceflow.latency import load_estimator
-from onceflow.metrics import details_path
+from onceflow.metrics import parse_stage_args
 from onceflow.predictor import load_predictor
 from onceflow.predictor.dataset import SubnetMeter
 from onceflow.predictor.pipeline import measure_settings
@@ -35,13 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("target", "supernet", "data", "predictor", "latency", "out", "metrics", "plot"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--plot-data", required=True, help="CSV of the plotted points (DVC plot)")
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
     cfg, t, seed = params.search, args.target, params.base.seed

@@ -13,7 +13,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import write_bytes_atomic, write_json_atomic
-from onceflow.metrics import details_path
+from onceflow.metrics import parse_stage_args
 from onceflow.specialization.plot import specialization_png
 from onceflow.specialization.report import specialization_report
 from onceflow.supernet import load_supernet
@@ -25,13 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = ("supernet", "data", "latency", "search", "artifacts", "metrics", "plot")
     for name in names:
         ap.add_argument(f"--{name}", required=True)
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
     params = load_params(args.params)
     torch.set_num_threads(params.base.threads)
     headline, details = specialization_report(

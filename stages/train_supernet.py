@@ -18,7 +18,7 @@ from onceflow import stage
 from onceflow.config import Params, load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir
-from onceflow.metrics import details_path, supernet_headline, write_metrics
+from onceflow.metrics import parse_stage_args, supernet_headline, write_metrics
 from onceflow.supernet import SearchSpace, save_supernet
 from onceflow.train.distributed import (
     DistContext,
@@ -37,13 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.train_supernet", description=__doc__)
     for name in ("params", "data", "out", "metrics", "live", "checkpoints"):
         ap.add_argument(f"--{name}", required=name != "params", default="params.yaml")
-    ap.add_argument(
-        "--details",
-        default=None,
-        help="JSON behind the headline metrics (default: <metrics>.details.json)",
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
+    args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
     if params.train.processes > 1 and "WORLD_SIZE" not in os.environ:
