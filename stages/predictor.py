@@ -12,8 +12,8 @@ import torch
 from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import atomic_dir, write_bytes_atomic, write_json_atomic
-from onceflow.metrics import parse_stage_args
+from onceflow.io import atomic_dir, write_bytes_atomic
+from onceflow.metrics import parse_stage_args, write_metrics
 from onceflow.predictor import pipeline, save_predictor
 from onceflow.supernet.supernet import load_supernet
 
@@ -43,9 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     metrics = pipeline.predictor_metrics(details)
     with atomic_dir(args.out) as tmp:
         save_predictor(run.predictor, tmp, {"metrics": metrics})
-    write_json_atomic(args.metrics, metrics)
-    write_json_atomic(args.details, details)
-    ceiling = metrics["tau_ceiling"]
+    write_metrics(args.metrics, metrics, details, args.details)
+    ceiling = metrics["ceiling"]
     write_bytes_atomic(args.plot, pipeline.learning_curve_png(run, ceiling))
     stage.log.info(
         "predictor %s: held-out Kendall tau %.3f on %d subnets (label-noise ceiling %s)",

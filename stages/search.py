@@ -20,7 +20,7 @@ from onceflow.io import (
     write_text_atomic,
 )
 from onceflow.latency import load_estimator
-from onceflow.metrics import parse_stage_args
+from onceflow.metrics import parse_stage_args, write_metrics
 from onceflow.predictor import load_predictor
 from onceflow.predictor.dataset import SubnetMeter
 from onceflow.predictor.pipeline import measure_settings
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with atomic_dir(args.out) as tmp:
         write_json_atomic(tmp / "pareto.json", report.pareto_doc(result, t, describe))
         write_json_atomic(tmp / "selected.json", report.selected_doc(result, t, budgets, describe))
-    write_json_atomic(args.metrics, report.search_metrics(result, t, real))
-    write_json_atomic(args.details, report.search_details(result, t, real))
+    headline = report.search_metrics(result, t, real)
+    write_metrics(args.metrics, headline, report.search_details(result, t, real), args.details)
     write_bytes_atomic(args.plot, report.pareto_png(result, f"search@{t}", real))
     write_text_atomic(args.plot_data, report.plot_rows(result))
     stage.log.info("search@%s: front %d, hv %.4f", t, len(result.front.x), result.hypervolume)

@@ -12,8 +12,8 @@ import torch
 from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import write_bytes_atomic, write_json_atomic
-from onceflow.metrics import parse_stage_args
+from onceflow.io import write_bytes_atomic
+from onceflow.metrics import parse_stage_args, write_metrics
 from onceflow.specialization.plot import specialization_png
 from onceflow.specialization.report import specialization_report
 from onceflow.supernet import load_supernet
@@ -36,10 +36,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         search_root=Path(args.search),
         artifacts_root=Path(args.artifacts),
     )
-    write_json_atomic(args.metrics, headline)
-    write_json_atomic(args.details, details)
-    write_bytes_atomic(args.plot, specialization_png(details, headline["verdict"]))
-    stage.log.info("specialization: %s", headline["verdict"])
+    write_metrics(args.metrics, headline, details, args.details)
+    write_bytes_atomic(args.plot, specialization_png(details, details["verdict"]))
+    stage.log.info("specialization: %s", details["verdict"])
 
 
 if __name__ == "__main__":

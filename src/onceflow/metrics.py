@@ -28,7 +28,10 @@ HEADLINE_KEYS: dict[str, str] = {
     "top1": "top-1 accuracy (fraction) of the stage's best model",
     "kendall_tau": "rank agreement of an estimate with measurements on held-out subnets",
     "within_10pct": "fraction of estimated latencies within ±10% of the measured ones",
-    "models": "models the stage produced (packages built; packages in the registry)",
+    "models": "models the stage produced (packages built; search picks; packages in the registry)",
+    "ceiling": "the kendall_tau a perfect predictor would reach against these noisy labels",
+    "gain_pp": "accuracy gain in pp: a pick over uniform random search (worst budget); a target's "
+    "own pick over the other targets' picks (specialization, mean)",
 }
 
 Scalar = bool | int | float | None

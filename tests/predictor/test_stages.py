@@ -45,12 +45,14 @@ def test_dvc_repro_predictor_and_search(tmp_path: Path, tiny_space: SearchSpace)
         str(tiny_space.max_arch()),
     }
     pm = json.loads((repo / "metrics/predictor.json").read_text())  # headline scalars only
-    assert pm["n_samples"] == 16 and {"kendall_tau", "tau_ceiling", "seconds"} <= set(pm)
-    assert all(v is None or isinstance(v, int | float) for v in pm.values()) and len(pm) <= 8
+    assert set(pm) == {"kendall_tau", "ceiling"}  # the rest is in the details
+    assert all(v is None or isinstance(v, int | float) for v in pm.values())
     pd = json.loads((repo / "metrics/predictor.details.json").read_text())
-    assert pd["model"] in ("mlp", "ridge", "gbm", "ensemble") and pd[
-        "kendall_tau"
-    ] == pytest.approx(pm["kendall_tau"], abs=1e-4)
+    assert (
+        pd["n_samples"] == 16
+        and pd["model"] in ("mlp", "ridge", "gbm", "ensemble")
+        and pd["kendall_tau"] == pytest.approx(pm["kendall_tau"], abs=1e-4)
+    )
     assert {"spearman", "rmse", "learning_curve", "kendall_tau_vs_accuracy"} <= set(pd)
     assert set(pd["holdout"]) == {"mlp", "ridge", "gbm", "ensemble"}
     assert {"noise_pp", "tau_ceiling", "reliability"} <= set(pd["label_noise"])
@@ -68,9 +70,10 @@ def test_dvc_repro_predictor_and_search(tmp_path: Path, tiny_space: SearchSpace)
     lat = [p["predicted_latency_ms"] for p in pareto]
     assert lat == sorted(lat)
     sm = json.loads((repo / "metrics/search/ort-cpu.json").read_text())
-    assert sm["hypervolume"] >= 0 and sm["n_evaluations"] > 0 and sm["seconds"] > 0
-    assert sm["rows"] >= sm["n_evaluations"] and "selected" not in sm  # headline only
+    assert set(sm) == {"top1", "models", "gain_pp"} and sm["models"] == 2  # headline only
     sd = json.loads((repo / "metrics/search/ort-cpu.details.json").read_text())
+    assert sd["hypervolume"] >= 0 and sd["n_evaluations"] > 0 and sd["seconds"] > 0
+    assert sd["rows"] >= sd["n_evaluations"]
     assert all(0 <= s["real_accuracy"] <= 1 for s in sd["selected"])
     assert (repo / "plots/search/ort-cpu.png").read_bytes()[:4] == b"\x89PNG"
     assert (repo / "plots/search/ort-cpu.csv").read_text().startswith("latency_ms,accuracy,kind")

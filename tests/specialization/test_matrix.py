@@ -38,22 +38,22 @@ def test_different_picks_show_budget_violations_and_accuracy_gains(tiny_space) -
         return acc[(host, str(arch))]
 
     head, det = cross_target([fp32, int8], accuracy, lambda arch, host: 2.0 if arch == a1 else 1.0)
-    assert not head["picks_coincide"] and head["cases"] == 4
-    pair = head["pairs"]["fp32->int8"]
+    assert not det["picks_coincide"] and det["cases"] == 4
+    pair = det["pairs"]["fp32->int8"]
     assert pair["budget_violations"] == 1 and pair["max_over_budget_pct"] == pytest.approx(50.0)
-    assert head["pairs"]["int8->fp32"]["budget_violations"] == 0
+    assert det["pairs"]["int8->fp32"]["budget_violations"] == 0
     cell = next(c for c in det["cells"] if c["source"] == "fp32" and c["slot"] == 1)
     assert not cell["within_budget"] and cell["specialization_gain_pp"] == pytest.approx(1.0)
     assert len(calls) == len(set(calls))  # each (arch, host) evaluated once
     assert cell["source_measured_on_host_ms"] == 2.0 and cell["host_pick_measured_ms"] == 1.0
     assert pair["measured_latency_ratio_mean"] == pytest.approx(1.5)  # slots: 1.0/1.0, 2.0/1.0
-    assert "of 4 foreign picks, 1 broke the host's budget" in head["verdict"]
+    assert "of 4 foreign picks, 1 broke the host's budget" in det["verdict"]
     # Foreign picks that met the host's budget, split by whether the host's own pick won.
     within = [c for c in det["cells"] if c["within_budget"]]
     worse = [c for c in within if c["specialization_gain_pp"] > 0]
-    assert head["foreign_within_budget_less_accurate"] == len(worse)
-    assert head["foreign_within_budget_as_accurate"] == len(within) - len(worse)
-    tau = head["latency_rank_correlation"]["fp32|int8"]
+    assert det["foreign_within_budget_less_accurate"] == len(worse)
+    assert det["foreign_within_budget_as_accurate"] == len(within) - len(worse)
+    tau = det["latency_rank_correlation"]["fp32|int8"]
     assert tau["n"] == 4 and tau["kendall_tau"] == pytest.approx(1.0)
 
 
@@ -62,9 +62,10 @@ def test_coinciding_picks_say_so_plainly(tiny_space) -> None:
     lat = {str(a[0]): 1.0, str(a[1]): 2.0}
     t1 = _target(tiny_space, "x", "fp32", a, lat, [1.0, 2.0])
     t2 = _target(tiny_space, "y", "fp32", a, lat, [1.0, 2.0])
-    head, _ = cross_target([t1, t2], lambda arch, host: 0.9)
-    assert head["picks_coincide"] and "coincide" in head["verdict"]
-    assert head["budget_violations"] == 0 and head["mean_specialization_gain_pp"] == 0.0
+    head, det = cross_target([t1, t2], lambda arch, host: 0.9)
+    assert head == {"gain_pp": 0.0}
+    assert det["picks_coincide"] and "coincide" in det["verdict"]
+    assert det["budget_violations"] == 0 and det["mean_specialization_gain_pp"] == 0.0
     with pytest.raises(ValueError, match="two targets"):
         cross_target([t1], lambda arch, host: 0.9)
 

@@ -68,17 +68,18 @@ def test_report_stage_writes_matrix_details_and_plot(tmp_path: Path, tiny_space)
 
     head = json.loads((tmp_path / "m.json").read_text())
     det = json.loads((tmp_path / "d.json").read_text())
-    assert head["targets"] == ["cpu", "cpu-int8"] and head["n_slots"] == 2
-    assert not head["picks_coincide"] and set(head["pairs"]) == {"cpu->cpu-int8", "cpu-int8->cpu"}
-    assert head["pairs"]["cpu->cpu-int8"]["same_picks"] == 1  # slot 0: both chose the min arch
-    corr = head["latency_rank_correlation"]["cpu|cpu-int8"]
+    assert det["target_names"] == ["cpu", "cpu-int8"] and det["n_slots"] == 2
+    assert set(head) == {"gain_pp"}
+    assert not det["picks_coincide"] and set(det["pairs"]) == {"cpu->cpu-int8", "cpu-int8->cpu"}
+    assert det["pairs"]["cpu->cpu-int8"]["same_picks"] == 1  # slot 0: both chose the min arch
+    corr = det["latency_rank_correlation"]["cpu|cpu-int8"]
     assert corr["n"] == 3 and -1.0 <= corr["kendall_tau"] <= 1.0  # same validation subnets
     cells = det["cells"]
     assert len(cells) == 4 and all(0.0 <= c["source_accuracy_on_host"] <= 1.0 for c in cells)
     assert all(
         c["source_measured_on_host_ms"] > 0 and c["host_pick_measured_ms"] > 0 for c in cells
     )
-    assert head["pairs"]["cpu->cpu-int8"]["measured_latency_ratio_mean"] > 0
+    assert det["pairs"]["cpu->cpu-int8"]["measured_latency_ratio_mean"] > 0
     # Each distinct (arch, precision) was evaluated once: 3 archs x 2 precisions.
     assert len(det["evaluated_here"]) == 6
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

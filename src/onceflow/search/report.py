@@ -175,7 +175,7 @@ def search_details(
         picks.append(d)
     return {
         "target": target,
-        **search_metrics(result, target, real_accuracy),
+        **search_summary(result, real_accuracy),
         "hv_reference": {"accuracy": result.hv_reference[0], "latency_ms": result.hv_reference[1]},
         "latency_range_ms": [result.latency_range.low.value, result.latency_range.high.value],
         "random_samples": len(result.samples_x),
@@ -187,8 +187,23 @@ def search_details(
 def search_metrics(
     result: Specialization, target: str, real_accuracy: list[float] | None = None
 ) -> dict[str, Any]:
-    """metrics/search/<target>.json: the headline scalars only (``dvc metrics show`` stays one
-    line per target); :func:`search_details` has the rest."""
+    """metrics/search/<target>.json: the best pick's accuracy (measured when the picks were
+    evaluated, else predicted), how many picks, and the worst budget's gain over uniform random
+    search; :func:`search_details` has the rest."""
+    best = real_accuracy if real_accuracy else [p.accuracy for p in result.picks]
+    summary = search_summary(result, real_accuracy)
+    return {
+        "top1": max(best) if best else None,
+        "models": len(result.picks),
+        "gain_pp": summary["min_gain_over_random_pp"],
+    }
+
+
+def search_summary(
+    result: Specialization, real_accuracy: list[float] | None = None
+) -> dict[str, Any]:
+    """The search's figures: front, hypervolume, distinct evaluations and rows, gain over
+    random, prediction error of the evaluated picks."""
     gains = [100.0 * (p.accuracy - p.random_best_accuracy) for p in result.picks]
     out: dict[str, Any] = {
         "hypervolume": round(result.hypervolume, 6),

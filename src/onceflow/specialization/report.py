@@ -138,7 +138,6 @@ def specialization_report(
     measure = host_measurer(supernet, data, params) if measure_latency else None
     headline, details = cross_target(picks, accuracy, measure)
     drops = quantization_drops(artifacts_root, list(targets))
-    headline["quantization_drop_pp"] = drops
     details["quantization_drop_pp"] = drops
     details["evaluated_here"] = evaluated
     return headline, details
