@@ -58,13 +58,18 @@ def _of(target: str) -> set[str]:
     return {f"{s}@{target}" for s in ("latency_table", "search", "package")}
 
 
+# Stages that compare or show every target: a new target is one of their inputs by design.
+CROSS_TARGET = {"specialize_report", "report"}
+
+
 def test_adding_editing_removing_a_target_leaves_the_others_clean(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo")
     raw = repo / "raw"
     raw.mkdir()
     (raw / "images.idx").write_text("placeholder dataset\n")
     _edit_params(repo, lambda p: p["data"].update(path="raw"))
-    assert list(yaml.safe_load((repo / "params.yaml").read_text())["latency"]["targets"]) == [A]
+    targets = list(yaml.safe_load((repo / "params.yaml").read_text())["latency"]["targets"])
+    assert A in targets and B not in targets
     _placeholder_outs(repo)
     run_dvc(repo, "commit", "-f")
     assert _changed(repo) == set()
@@ -74,7 +79,7 @@ def test_adding_editing_removing_a_target_leaves_the_others_clean(tmp_path: Path
         p["latency"]["targets"][B] = dict(p["latency"]["targets"][A], threads=1)
 
     _edit_params(repo, add_b)
-    assert _changed(repo) == _of(B)
+    assert _changed(repo) - CROSS_TARGET == _of(B)
     _placeholder_outs(repo)
     run_dvc(repo, "commit", "-f")
     assert _changed(repo) == set()
@@ -84,7 +89,7 @@ def test_adding_editing_removing_a_target_leaves_the_others_clean(tmp_path: Path
         p["latency"]["targets"][B]["budgets"] = {"unit": "ms", "values": [1.0]}
 
     _edit_params(repo, edit_b)
-    assert _changed(repo) == _of(B)  # the stages depend on B's whole entry
+    assert _changed(repo) - CROSS_TARGET == _of(B)  # B's stages depend on B's whole entry
     run_dvc(repo, "commit", "-f")
 
     # remove B: A is still clean

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from onceflow.predictor.dataset import COLUMNS
 from onceflow.supernet import SearchSpace, Supernet, save_supernet
 from tests.conftest import tiny_supernet_config
 from tests.hostile.harness import Row, Workspace, check, run_stage
@@ -97,8 +98,8 @@ def test_supernet_dir(tmp_path: Path, supernet_dir: Path, row: Row) -> None:
     outs = [
         "latency/ort-cpu",
         "metrics/latency.json",
-        "metrics/latency.details.json",
         "plots/latency.png",
+        "metrics/latency.details.json",  # the stage's default: next to --metrics
     ]
     args = ["--target", "ort-cpu", "--supernet", "supernet", "--data", "data/prepared"]
     args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2]]
@@ -117,8 +118,8 @@ TRAIN_PARAMS = {
 TRAIN_OUTS = [
     "models/supernet",
     "metrics/supernet.json",
-    "metrics/supernet.details.json",
     "live",
+    "metrics/supernet.details.json",  # the stage's default: next to --metrics
 ]
 
 
@@ -213,7 +214,7 @@ PREDICTOR_PARAMS = {
                   "k_folds": 2, "curve_points": 2, "models": ["ridge"]},
 }  # fmt: skip
 CSV = "arch_acc.csv"
-HEADER = "arch,accuracy,accuracy_a,accuracy_b,seconds,context\n"
+HEADER = ",".join(COLUMNS) + "\n"  # the library's own layout
 
 
 def _csv(data: bytes):
@@ -222,10 +223,11 @@ def _csv(data: bytes):
 
 CSV_ROWS = [
     Row("csv-binary-garbage", _csv(b"\x89\xff\x00\x13garbage" * 50), "not a text CSV", code=0),
-    Row("csv-nul-byte", _csv(HEADER.encode() + b"r1,0.5\x00,0.5,0.5,1,c\n"), "not a text CSV",
+    Row("csv-nul-byte", _csv(HEADER.encode() + b"r1,0.5\x00,0.5,0.5,1,1,1,1,1,1,c\n"),
+        "not a text CSV",
         code=0),
-    Row("csv-malformed-rows", _csv(HEADER.encode() + b'r1,nan,0,0,1,c\n"unterminated,1\n'),
-        "dropped", code=0),
+    Row("csv-malformed-rows",
+        _csv(HEADER.encode() + b'r1,nan,0,0,1,1,1,1,1,1,c\n"unterminated,1\n'), "dropped", code=0),
     Row("csv-foreign-columns", _csv(b"model,score\nx,1\n"), "columns", code=0),
     Row("csv-is-a-directory", lambda ws: ws.path(CSV).mkdir(), "a directory where"),
 ]  # fmt: skip
@@ -240,8 +242,8 @@ def test_predictor_csv(tmp_path: Path, supernet_dir: Path, prepared: Path, row: 
     outs = [
         "models/predictor",
         "metrics/predictor.json",
-        "metrics/predictor.details.json",
         "plots/predictor.png",
+        "metrics/predictor.details.json",  # the stage's default: next to --metrics
     ]
     args = ["--supernet", "supernet", "--data", "prepared", "--dataset", CSV]
     args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2]]

@@ -78,7 +78,8 @@ ROWS = [
     Row("target-dotdot", _target(".."), "'..'"),
     Row("target-underscore", _target("ort_cpu"), "'ort_cpu'"),
     Row("tensorrt-on-cpu", _target("trt", backend="tensorrt", device="cpu"), "tensorrt needs"),
-    Row("ort-int8", _target("ort", precision="int8"), "int8"),
+    Row("torch-int8", _target("t", backend="torch", precision="int8"), "int8 needs backend"),
+    Row("ort-fp16", _target("ort", precision="fp16"), "onnxruntime targets run fp32 or int8"),
     # budgets
     Row("budget-old-place", _set("search", budgets={"ort-cpu": {"unit": "ms", "values": [1.0]}}),
         "search.budgets moved"),
@@ -111,7 +112,7 @@ ROWS = [
     # secrets never echoed back
     Row("endpoint-with-credentials",
         _set("publish", endpoint_url=f"http://AKIAHOSTILE00000:{SECRET}@127.0.0.1:9000"),
-        "endpoint_url must not hold credentials"),
+        "credentials do not belong in the URL"),
     Row("unknown-key-holding-secret", _set("publish", secret_key=SECRET), "publish.secret_key"),
     Row("secret-url-in-wrong-type", _set("publish", max_attempts=f"s3://AK:{SECRET}@bucket/p"),
         "publish.max_attempts"),

@@ -159,7 +159,8 @@ def test_int8_target_ships_the_quantized_model_with_its_accuracy_drop(
 
     def build(cfg: object, out: str) -> PackageResult:
         return build_package(
-            small_cnn, candidate(), data=data, target=TargetInfo("ort-int8", precision="int8"),
+            small_cnn, candidate(), data=data,
+            target=TargetInfo("ort-int8", LatencyTarget(precision="int8")),
             cfg=cfg, identity=IDENTITY, lineage={}, measure=measure, out_root=tmp_path / out,
             created_at="2024-01-01T00:00:00+00:00", engine_skip_reason=skip, quantize=quantize,
         )  # fmt: skip

@@ -64,7 +64,7 @@ def test_dvc_repro_default_int8_target_table_and_package(tmp_path: Path) -> None
     lut = json.loads((repo / "latency" / "ort-cpu-int8" / "lut.json").read_text())
     assert lut["environment"]["quantization"]["format"] == "QDQ"
     assert lut["target_config"]["options"]["int8_calibration_images"] == 64
-    metrics = json.loads((repo / "metrics" / "package" / "ort-cpu-int8.json").read_text())
+    metrics = json.loads((repo / "metrics" / "package" / "ort-cpu-int8.details.json").read_text())
     assert metrics["n_packages"] == 2 and metrics["all_parity_passed"]
     assert metrics["int8_min_agreement_vs_fp32"] >= 0.5
     for p in metrics["packages"]:
