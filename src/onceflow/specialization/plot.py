@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,7 +62,7 @@ def specialization_png(details: Mapping[str, Any], title: str) -> bytes:
         ax.set_ylabel(f"test accuracy under {host}'s precision")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(textwrap.fill(title, 110), fontsize=9)  # the verdict is a sentence
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
