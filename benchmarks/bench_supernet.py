@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onceflow.config import load_params
+from onceflow.config import KNOWN_SOURCES, load_params
 from onceflow.supernet import SearchSpace, Supernet
 from onceflow.train.loop import sandwich_step, step_archs
 from onceflow.train.schedule import make_optimizer
@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--sandwich-steps", type=int, default=6)
+    ap.add_argument("--channels", type=int, help="input channels (default: from params data)")
+    ap.add_argument("--classes", type=int, help="classes (default: from params data.source)")
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -50,17 +52,26 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = params.train
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    space = SearchSpace(params.supernet, 1, 10, max(params.supernet.resolutions))
+    # The input the configured data gives (synthetic tensors of that shape): channels, classes and
+    # the largest resolution; image folders need --classes (their class count is in the files).
+    channels = (
+        args.channels or params.data.channels or (3 if params.data.source == "cifar10" else 1)
+    )
+    classes = args.classes or KNOWN_SOURCES.get(params.data.source, (0, 0))[1]
+    if not classes:
+        ap.error(f"data.source {params.data.source}: pass --classes")
+    side = max(params.supernet.resolutions)
+    space = SearchSpace(params.supernet, channels, classes, side)
     net = Supernet(space).to(memory_format=mem).train()
     rng = np.random.default_rng(0)
     archs = [space.max_arch(), space.min_arch()] + [
         space.sample(rng) for _ in range(args.archs - 2)
     ]
-    y = torch.randint(0, 10, (args.batch,))
+    y = torch.randint(0, classes, (args.batch,))
 
     ratios = []
     for arch in archs:
-        x = torch.randn(args.batch, 1, arch.resolution, arch.resolution).contiguous(
+        x = torch.randn(args.batch, channels, arch.resolution, arch.resolution).contiguous(
             memory_format=mem
         )
         net.set_active(arch)
@@ -75,8 +86,8 @@ def main() -> None:
         ratios.append(statistics.median(dyn) / statistics.median(sta))
 
     opt = make_optimizer(net, 0.01, cfg.momentum, cfg.weight_decay)
-    x_native = torch.randn(cfg.batch_size, 1, 28, 28)
-    yb = torch.randint(0, 10, (cfg.batch_size,))
+    x_native = torch.randn(cfg.batch_size, channels, side, side)
+    yb = torch.randint(0, classes, (cfg.batch_size,))
     phase = cfg.phases[-1]
     sandwich_step(net, opt, x_native, yb, step_archs(space, phase, cfg.n_random, 0, 0), cfg)
     t = time.perf_counter()

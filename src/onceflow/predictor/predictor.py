@@ -17,7 +17,7 @@ from onceflow.errors import ConfigError, DataError
 from onceflow.io import read_json, write_bytes_atomic, write_json_atomic
 from onceflow.predictor.encoding import ArchEncoder
 from onceflow.predictor.models import Model, model_from_state, state_digest
-from onceflow.supernet.space import Arch, SearchSpace
+from onceflow.supernet.space import SearchSpace
 
 PREDICTOR_FILE = "predictor.json"
 WEIGHTS_FILE = "model.npz"
@@ -39,9 +39,6 @@ class AccuracyPredictor:
         return self.model.predict(self.encoder.features(encoded))
 
     __call__ = predict
-
-    def predict_archs(self, space: SearchSpace, archs: list[Arch]) -> np.ndarray:
-        return self.predict(space.encode_batch(archs))
 
 
 def save_predictor(

@@ -7,7 +7,7 @@ batch and return one value per row. Everything here is numpy-vectorized over row
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -170,13 +170,3 @@ def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, idx = np.unique(x, axis=0, return_index=True)
     idx = np.sort(idx)
     return x[idx], idx
-
-
-def as_batch(x: np.ndarray | Sequence[Sequence[int]], n_dims: int) -> np.ndarray:
-    """Validate and return an (N, D) int64 batch."""
-    arr = np.asarray(x, dtype=np.int64)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != n_dims:
-        raise ConfigError(f"expected candidates of shape (N, {n_dims}), got {arr.shape}")
-    return arr
