@@ -170,14 +170,16 @@ def _fingerprinted(bad_model: dict):
     def make(p: Path) -> None:
         from onceflow.config import parse_params
         from onceflow.data.prepared import load_prepared
+        from onceflow.train.checkpoint import encode_checkpoint
         from onceflow.train.loop import fingerprint
 
         params = parse_params(TRAIN_PARAMS)
         data = load_prepared(p.parent.parent / "prepared")
         m = data.meta
         space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
-        fp = fingerprint(space, params.train, 0, len(data.train), 1)
-        torch.save({"fingerprint": fp, "model": bad_model}, p)
+        fp = fingerprint(space, params.train, 0, data, 1)
+        # A well-formed file (its digest verifies) that carries this run's identity.
+        p.write_bytes(encode_checkpoint({"fingerprint": fp, "model": bad_model}))
 
     return make
 
