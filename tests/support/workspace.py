@@ -75,7 +75,14 @@ TINY_PARAMS: dict[str, Any] = {
         "evolution": {"population": 12, "generations": 4},
         "random_samples": 300,
     },
-    "package": {"bn_calibration_images": 64, "batch_size": 64, "max_models": 1},
+    # A one-epoch toy supernet is near chance: its argmax flips under int8 rounding on a few
+    # percent of images, so the int8 parity gate (tested on its own in tests/package) is loosened.
+    "package": {
+        "bn_calibration_images": 64,
+        "batch_size": 64,
+        "max_models": 1,
+        "int8_min_agreement": 0.5,
+    },
 }
 
 
