@@ -1,13 +1,15 @@
-"""Atomic file and directory writes: a reader never sees a half-written output."""
+"""Atomic file and directory writes (a reader never sees a half-written output) and the
+sha256 digests every stage keys its outputs, resumes and registry objects by."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +83,39 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 def read_json(path: str | os.PathLike[str]) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_chunks(chunks: Iterable[bytes], h: Any = None) -> str:
+    """sha256 of a stream of byte chunks (fed into ``h`` when given, so callers can prefix it)."""
+    h = hashlib.sha256() if h is None else h
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], h: Any = None) -> str:
+    """sha256 of a file's bytes, streamed (fed into ``h`` when given)."""
+    with open(path, "rb") as fh:
+        return sha256_chunks(iter(lambda: fh.read(_CHUNK), b""), h)
+
+
+def sha256_files(named: Iterable[tuple[str, str | os.PathLike[str]]], h: Any = None) -> str:
+    """sha256 over several files in the given order: each file's name, a NUL, then its bytes.
+    The names are the caller's (a relative path, a module name), so moving the tree keeps it."""
+    h = hashlib.sha256() if h is None else h
+    for name, path in named:
+        h.update(name.encode() + b"\0")
+        sha256_file(path, h)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of JSON data in a stable form (sorted keys); a value JSON cannot hold is str()ed."""
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())

@@ -18,6 +18,7 @@ from torch import nn
 from onceflow.config import LatencyTarget
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import RegistryError
+from onceflow.io import sha256_file
 from onceflow.package.build import (
     PackageResult,
     TargetInfo,
@@ -25,7 +26,7 @@ from onceflow.package.build import (
     quantization_report,
     require_int8_parity,
 )
-from onceflow.package.manifest import load_manifest, sha256_file, validate_manifest, verify_files
+from onceflow.package.manifest import load_manifest, validate_manifest, verify_files
 from onceflow.package.parity import ParityError
 from onceflow.package.pipeline import backend_fns
 from onceflow.registry import open_store, publish_package, pull_model

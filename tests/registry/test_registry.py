@@ -13,7 +13,8 @@ import boto3
 import pytest
 
 from onceflow.errors import RegistryError
-from onceflow.package.manifest import MANIFEST, ONNX, sha256_file
+from onceflow.io import sha256_file
+from onceflow.package.manifest import MANIFEST, ONNX
 from onceflow.registry import (
     StoreOptions,
     list_models,

@@ -8,7 +8,6 @@ verified byte for byte. This module is pure: no torch, safe to import from the r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from onceflow.errors import RegistryError
+from onceflow.io import sha256_bytes, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -29,18 +29,6 @@ REQUIRED_FILES = (ONNX, CARD)
 # Model ids, target names: lower-case, no separators that could escape a directory or key.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(path: Path) -> dict[str, Any]:

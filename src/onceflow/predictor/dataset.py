@@ -14,7 +14,6 @@ settings are dropped instead of reused.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -23,14 +22,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import DataError
-from onceflow.io import write_text_atomic
+from onceflow.io import sha256_files, sha256_json, write_text_atomic
 from onceflow.progress import track
 from onceflow.search.space import CategoricalSpace, unique_rows
 from onceflow.supernet import Arch, SearchSpace
@@ -94,17 +92,7 @@ def sample_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
 
 def context_digest(parts: dict) -> str:
     """Short fingerprint of what a measurement depends on."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def file_digest(path: str | os.PathLike[str], h: Any = None) -> str:
-    """sha256 of a file's bytes (fed into ``h`` when given)."""
-    h = hashlib.sha256() if h is None else h
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_json(parts)[:16]
 
 
 def data_digest(directory: str | os.PathLike[str]) -> str:
@@ -114,11 +102,7 @@ def data_digest(directory: str | os.PathLike[str]) -> str:
     meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
     if isinstance(meta.get("content_sha256"), str):
         return meta["content_sha256"]
-    h = hashlib.sha256()
-    for f in sorted(d.glob("*.npy")) + [d / "meta.json"]:
-        h.update(f.name.encode() + b"\0")
-        file_digest(f, h)
-    return h.hexdigest()
+    return sha256_files((f.name, f) for f in sorted(d.glob("*.npy")) + [d / "meta.json"])
 
 
 def read_rows(path: str | os.PathLike[str], context: str) -> dict[str, Row]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from onceflow.config import PredictorConfig
 from onceflow.data.prepared import PreparedData
+from onceflow.io import sha256_file
 from onceflow.predictor.dataset import (
     Measurement,
     MeasureSettings,
@@ -22,7 +23,6 @@ from onceflow.predictor.dataset import (
     build_dataset,
     context_digest,
     data_digest,
-    file_digest,
     sample_archs,
 )
 from onceflow.predictor.encoding import ArchEncoder
@@ -51,7 +51,7 @@ def measurement_context(
     and every measurement setting: the CSV's resume key."""
     return context_digest(
         {
-            "weights": file_digest(Path(supernet_dir) / WEIGHTS_FILE),
+            "weights": sha256_file(Path(supernet_dir) / WEIGHTS_FILE),
             "space": supernet.space.to_json(),
             "data": data_digest(data_dir),
             "settings": asdict(settings),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from onceflow.errors import RegistryError
-from onceflow.package.manifest import sha256_bytes, sha256_file
+from onceflow.io import sha256_bytes, sha256_file
 from onceflow.registry.store import INDEX, IndexConflict
 
 log = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onceflow.errors import RegistryError
+from onceflow.io import sha256_file
 from onceflow.package.manifest import (
     MANIFEST,
     PAYLOAD_FILES,
     check_name,
-    sha256_file,
     validate_manifest,
 )
 from onceflow.registry.index import IndexEntry, select

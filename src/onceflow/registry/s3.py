@@ -12,7 +12,6 @@ replace. Error messages name the bucket, key and endpoint, never credentials.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from botocore.exceptions import (
 )
 
 from onceflow.errors import RegistryError
+from onceflow.io import sha256_bytes, sha256_chunks
 from onceflow.package.manifest import NAME_RE
 from onceflow.registry.store import INDEX, IndexConflict, StoreOptions
 from onceflow.uri import redact
@@ -136,13 +136,10 @@ class S3Store:
             resp = self._call("read", key, self.client.get_object, Key=self._key(key))
         except FileNotFoundError:
             return None
-        h = hashlib.sha256()
         try:
-            for chunk in resp["Body"].iter_chunks(1 << 20):
-                h.update(chunk)
+            return sha256_chunks(resp["Body"].iter_chunks(1 << 20))
         except BotoCoreError as err:
             raise RegistryError(f"read {self.uri}/{key}: {type(err).__name__}; retry") from None
-        return h.hexdigest()
 
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         with open(path, "rb") as body:
@@ -158,7 +155,7 @@ class S3Store:
             )
 
     def put_if(self, key: str, data: bytes, token: str | None) -> None:
-        sha = hashlib.sha256(data).hexdigest()
+        sha = sha256_bytes(data)
         cond = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
         self._call(
             "write",

@@ -11,7 +11,6 @@ reported and skipped, never loaded. The payload is a dict of tensors and plain v
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from onceflow.io import write_bytes_atomic
+from onceflow.io import sha256_bytes, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +39,7 @@ def encode_checkpoint(state: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getvalue()
-    return (
-        b"onceflow-checkpoint sha256=%s\n" % hashlib.sha256(payload).hexdigest().encode() + payload
-    )
+    return b"onceflow-checkpoint sha256=%s\n" % sha256_bytes(payload).encode() + payload
 
 
 def verified_payload(blob: bytes) -> bytes:
@@ -51,7 +48,7 @@ def verified_payload(blob: bytes) -> bytes:
     if m is None:
         raise CorruptCheckpoint("no onceflow-checkpoint digest header")
     payload = blob[m.end() :]
-    if hashlib.sha256(payload).hexdigest().encode() != m.group(1):
+    if sha256_bytes(payload).encode() != m.group(1):
         raise CorruptCheckpoint("sha256 mismatch: the file is corrupt")
     return payload
 

@@ -18,7 +18,6 @@ checkpoint continues exactly where the checkpoint was taken.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from onceflow.config import PhaseConfig, TrainConfig
 from onceflow.data.prepared import PreparedData, data_identity
 from onceflow.errors import DataError
+from onceflow.io import sha256_bytes, sha256_files, sha256_json
 from onceflow.progress import Progress
 from onceflow.supernet import Arch, SearchSpace, Supernet
 from onceflow.train import checkpoint as ckpt
@@ -94,11 +94,12 @@ def _code_digest() -> str:
     import onceflow.supernet
     import onceflow.train
 
-    h = hashlib.sha256(torch.__version__.encode())
-    for pkg in (onceflow.train, onceflow.supernet):
-        for f in sorted(Path(next(iter(pkg.__path__))).glob("*.py")):
-            h.update(f"{pkg.__name__}/{f.name}\0".encode() + f.read_bytes())
-    return h.hexdigest()
+    sources = [
+        (f"{pkg.__name__}/{f.name}", f)
+        for pkg in (onceflow.train, onceflow.supernet)
+        for f in sorted(Path(next(iter(pkg.__path__))).glob("*.py"))
+    ]
+    return sha256_files(sources, hashlib.sha256(torch.__version__.encode()))
 
 
 def fingerprint(
@@ -114,7 +115,7 @@ def fingerprint(
     content (``content_sha256``), the number of ranks and the device kind, and the training
     code and torch version. A checkpoint of another identity is never resumed."""
     train = cfg.model_dump(mode="json", exclude={"checkpoint_every_steps", "keep_checkpoints"})
-    blob = json.dumps(
+    return sha256_json(
         {
             "space": space.to_json(),
             "train": train,
@@ -124,10 +125,8 @@ def fingerprint(
             "world": world,
             "device": torch.device(device).type,
             "code": _code_digest(),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        }
+    )[:16]
 
 
 def step_archs(
@@ -320,7 +319,7 @@ def train_supernet(
     fp = fingerprint(space, cfg, seed, data, ctx.world_size, device)
     if only_arch is not None:
         space.validate(only_arch)
-        fp = hashlib.sha256(f"{fp}:{only_arch}".encode()).hexdigest()[:16]
+        fp = sha256_bytes(f"{fp}:{only_arch}".encode())[:16]
     _resume(sess, directory, fp, ctx, device)
     first_step = sess.global_step
     if on_epoch is not None and ctx.is_main:
