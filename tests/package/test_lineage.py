@@ -138,3 +138,31 @@ def test_lineage_outside_a_dvc_repo_uses_dvc_hashing(tmp_path: Path) -> None:
     assert (rec["stage"], rec["md5"], rec["matches_workspace"]) == (None, None, None)
     assert hashes == {"data": rec["workspace_md5"]} and rec["workspace_md5"].endswith(".dir")
     assert lineage["stages"] == {}
+
+
+def test_lineage_of_paths_inside_a_directory_out_is_dvcs_record(tmp_path: Path) -> None:
+    """A file or folder inside a directory out: its md5 is the one DVC's recorded listing
+    holds (no second hashing scheme), and a changed workspace says so."""
+    repo = tmp_path / "r"
+    (repo / "out" / "sub").mkdir(parents=True)
+    _git(repo, "init", "-q")
+    run_dvc(repo, "init", "-q")
+    (repo / "dvc.yaml").write_text("stages:\n  make:\n    cmd: 'true'\n    outs: [out]\n")
+    (repo / "out" / "a.txt").write_text("a\n")
+    (repo / "out" / "sub" / "b.txt").write_text("b\n")
+    run_dvc(repo, "commit", "--force", "make")
+    inputs = {"file": "out/a.txt", "folder": "out/sub", "whole": "out"}
+
+    lineage, _ = collect_lineage(inputs, {}, repo)
+    roles = lineage["dvc_lock"]
+    for role, rec in roles.items():
+        assert rec["stage"] == "make" and rec["matches_workspace"] is True, role
+        assert rec["md5"] == rec["workspace_md5"], role
+    lock = load_yaml(repo / "dvc.lock")["stages"]["make"]["outs"]
+    assert roles["whole"]["md5"] == lock[0]["md5"]
+    assert roles["file"]["md5"] == "60b725f10c9c85c70d97880dfe8191b3"  # md5 of "a\n"
+    assert roles["folder"]["md5"].endswith(".dir")
+
+    (repo / "out" / "sub" / "b.txt").write_text("changed\n")
+    roles = collect_lineage(inputs, {}, repo)[0]["dvc_lock"]
+    assert [roles[r]["matches_workspace"] for r in inputs] == [True, False, False]

@@ -57,6 +57,24 @@ def _standalone_md5(path: Path) -> str | None:
     return str(obj.hash_info.value)
 
 
+def _out_hashes(out: Any, full: str) -> tuple[str | None, str | None]:
+    """(the md5 dvc.lock records for ``full``, DVC's md5 of it in the workspace), where
+    ``full`` is a DVC out or a file or directory inside a directory out. The record of a path
+    inside a directory out comes from the directory's listing in DVC's cache (None when the
+    cache lacks it); the workspace hash from DVC's state, so nothing unchanged is read again."""
+    if str(out.fs_path) == full:
+        recorded = out.hash_info.value if out.hash_info else None
+        return recorded, (out.get_hash().value if out.exists else None)
+    from dvc_data.hashfile.build import build
+
+    obj = out.get_obj(filter_info=full) if out.hash_info and out.hash_info.isdir else None
+    recorded = obj.hash_info.value if obj is not None and obj.hash_info else None
+    if not os.path.exists(full):
+        return recorded, None
+    _, _, now = build(out.cache, full, out.fs, out.hash_name, ignore=out.dvcignore, dry_run=True)
+    return recorded, str(now.hash_info.value)
+
+
 def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
@@ -120,11 +138,7 @@ def dvc_records(
                 continue
             stage, out = match[0]
             producers.append(stage)
-            recorded = out.hash_info.value if out.hash_info else None
-            current = out.get_hash().value if out.exists else None  # DVC's state cache
-            if str(out.fs_path) != full:  # a file inside a directory out: its own hash
-                current = _standalone_md5(Path(full))
-                recorded = None
+            recorded, current = _out_hashes(out, full)
             roles[role] = {
                 "path": p,
                 "stage": stage.name,
