@@ -12,13 +12,14 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
 from onceflow.errors import ConfigError
-from onceflow.io import atomic_dir, write_bytes_atomic, write_json_atomic
+from onceflow.io import atomic_dir, write_bytes_atomic, write_json_atomic, write_text_atomic
 from onceflow.latency import build_latency_table, make_backend
 from onceflow.latency.calibration_data import calibration_images
 from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
 from onceflow.latency.lut import LUT_FILE
-from onceflow.latency.plot import scatter_png
+from onceflow.latency.plot import plot_rows
 from onceflow.metrics import latency_headline, parse_stage_args, write_metrics
+from onceflow.plots import latency_png
 from onceflow.supernet import build_layer, load_supernet
 
 
@@ -26,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     for name in ("params", "target", "supernet", "data", "out", "metrics", "plot"):
         ap.add_argument(f"--{name}", required=True)
+    ap.add_argument("--plot-data", required=True, help="the plot's points (CSV) for dvc plots")
     args = parse_stage_args(ap, argv)
     params = load_params(args.params)
     cfg = params.latency
@@ -53,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.target}: within ±10% {result.metrics['within_10pct']:.0%}, "
         f"Kendall τ {result.metrics['kendall_tau']:.3f}"
     )
-    write_bytes_atomic(args.plot, scatter_png(result.records, title))
+    write_bytes_atomic(args.plot, latency_png(result.records, title))
+    write_text_atomic(args.plot_data, plot_rows(result.records))
 
 
 if __name__ == "__main__":

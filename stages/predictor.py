@@ -12,7 +12,7 @@ import torch
 from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import atomic_dir, write_bytes_atomic
+from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
 from onceflow.metrics import parse_stage_args, write_metrics
 from onceflow.predictor import pipeline, save_predictor
 from onceflow.supernet.supernet import load_supernet
@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--metrics", required=True)
     ap.add_argument("--plot", required=True, help="learning-curve PNG")
+    ap.add_argument("--plot-data", required=True, help="the held-out points (CSV) for dvc plots")
     args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     write_metrics(args.metrics, metrics, details, args.details)
     ceiling = metrics["ceiling"]
     write_bytes_atomic(args.plot, pipeline.learning_curve_png(run, ceiling))
+    write_text_atomic(args.plot_data, pipeline.plot_rows(run))
     stage.log.info(
         "predictor %s: held-out Kendall tau %.3f on %d subnets (label-noise ceiling %s)",
         details["model"],

@@ -132,6 +132,17 @@ def run_dvc(repo: Path, *args: str, check: bool = True, **env: str):
     return proc
 
 
+def dvc_plot(repo: Path, path: str) -> tuple[str, str, list[dict]]:
+    """(x field, y field, data rows) of the plot ``dvc plots show --json`` renders for ``path``."""
+    import json
+
+    doc = json.loads(run_dvc(repo, "plots", "show", "--json", path).stdout)
+    [plot] = doc["data"][path]
+    content = plot["content"]
+    enc = content["encoding"]
+    return enc["x"]["field"], enc["y"]["field"], content["data"]["values"]
+
+
 # --- tiny search spaces shared by the latency, predictor and search tests ---
 def tiny_supernet_config() -> SupernetConfig:
     return SupernetConfig(

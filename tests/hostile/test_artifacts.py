@@ -100,9 +100,10 @@ def test_supernet_dir(tmp_path: Path, supernet_dir: Path, row: Row) -> None:
         "metrics/latency.json",
         "plots/latency.png",
         "metrics/latency.details.json",  # the stage's default: next to --metrics
+        "plots/latency.csv",
     ]
     args = ["--target", "ort-cpu", "--supernet", "supernet", "--data", "data/prepared"]
-    args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2]]
+    args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2], "--plot-data", outs[4]]
     proc = run_stage(ws, "latency_table", args)
     check(proc, row, [tmp_path / o for o in outs], tmp_path)
     assert not (tmp_path / "pwned").exists()
@@ -246,9 +247,10 @@ def test_predictor_csv(tmp_path: Path, supernet_dir: Path, prepared: Path, row: 
         "metrics/predictor.json",
         "plots/predictor.png",
         "metrics/predictor.details.json",  # the stage's default: next to --metrics
+        "plots/predictor.csv",
     ]
     args = ["--supernet", "supernet", "--data", "prepared", "--dataset", CSV]
-    args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2]]
+    args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2], "--plot-data", outs[4]]
     proc = run_stage(ws, "predictor", args)
     check(proc, row, [tmp_path / o for o in outs], tmp_path)
     if row.code == 0:  # the CSV was rewritten and holds only fresh, well-formed rows

@@ -12,7 +12,7 @@ from onceflow import stage
 from onceflow.latency import load_estimator
 from onceflow.supernet import Supernet, load_supernet, save_supernet
 from stages import latency_table
-from tests.conftest import copy_repo, run_dvc, write_prepared
+from tests.conftest import copy_repo, dvc_plot, run_dvc, write_prepared
 
 TINY = {
     "latency": {
@@ -39,6 +39,14 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
     assert round(metrics["kendall_tau"], 4) == headline["kendall_tau"]
     assert metrics["lut_entries"] == len(tiny_space.unique_layer_specs())
     assert (repo / "plots" / "latency" / "ort-cpu.png").read_bytes()[:4] == b"\x89PNG"
+    # The PNG's points as data that `dvc plots show` renders: one per validated subnet.
+    x, y, rows = dvc_plot(repo, "plots/latency/ort-cpu.csv")
+    records = json.loads((out / "validation.json").read_text())
+    assert (x, y) == ("measured_ms", "predicted_ms") and len(rows) == len(records) > 0
+    for row, rec in zip(rows, records, strict=True):
+        assert (row["role"], row["arch"]) == (rec["role"], rec["arch"])
+        assert float(row[x]) == pytest.approx(rec["measured_ms"], rel=1e-5)
+        assert float(row[y]) == pytest.approx(rec["predicted_ms"], rel=1e-5)
     lut = json.loads((out / "lut.json").read_text())
     assert lut["schema_version"] == 1 and lut["protocol"]["repeats"] == 12
     assert "onnxruntime" in lut["environment"]["versions"]
@@ -56,7 +64,7 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
 def test_stage_rejects_unknown_target(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("latency: {}\n")
     argv = ["--params", str(tmp_path / "params.yaml"), "--target", "nope"]
-    names = ("supernet", "data", "out", "metrics", "details", "plot")
+    names = ("supernet", "data", "out", "metrics", "details", "plot", "plot-data")
     argv += [f"--{k}={tmp_path / k}" for k in names]
     assert stage.run(latency_table.main, argv) == 2
     assert not (tmp_path / "out").exists()

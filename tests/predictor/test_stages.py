@@ -13,7 +13,7 @@ from onceflow import stage
 from onceflow.config import PredictorConfig
 from onceflow.supernet import Arch, SearchSpace
 from stages import search
-from tests.conftest import copy_repo, run_dvc, write_prepared
+from tests.conftest import copy_repo, dvc_plot, run_dvc, write_prepared
 from tests.predictor.conftest import write_latency_dir, write_supernet
 
 TINY = {
@@ -58,6 +58,10 @@ def test_dvc_repro_predictor_and_search(tmp_path: Path, tiny_space: SearchSpace)
     assert {"noise_pp", "tau_ceiling", "reliability"} <= set(pd["label_noise"])
     assert (repo / "models/predictor/predictor.json").is_file()
     assert (repo / "plots/predictor_learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    x, y, rows = dvc_plot(repo, "plots/predictor_holdout.csv")  # the held-out points as data
+    assert (x, y) == ("label_pct", "predicted_pct") and len(rows) == pd["n_holdout"]
+    assert {r["model"] for r in rows} == {pd["model"]}
+    assert all(0 <= float(r[x]) <= 100 for r in rows)
 
     sel = json.loads((repo / "search/ort-cpu/selected.json").read_text())["selected"]
     pareto = json.loads((repo / "search/ort-cpu/pareto.json").read_text())["points"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from onceflow import metrics as m
-from onceflow.latency.plot import scatter_png
+from onceflow.plots import latency_png, training_curves
 
 TARGETS = ("ort-cpu", "ort-cpu-int8")
 
@@ -95,8 +95,6 @@ def write_fake_run(root: Path, targets: tuple[str, ...] = TARGETS, gate_ok: bool
         "params": 412345,
     }
     m.write_metrics(root / "metrics/supernet.json", m.supernet_headline(sup), sup)
-    from onceflow.train.live import plot_curves
-
     recs = [
         {
             "epoch": i,
@@ -107,7 +105,7 @@ def write_fake_run(root: Path, targets: tuple[str, ...] = TARGETS, gate_ok: bool
         }
         for i in (1, 2, 3)
     ]
-    fig, buf = plot_curves(recs), io.BytesIO()
+    fig, buf = training_curves(recs), io.BytesIO()
     fig.savefig(buf, format="png", dpi=60)
     _write(root / "dvclive/train_supernet/plots/images/training_curves.png", buf.getvalue())
     pred = {
@@ -149,7 +147,7 @@ def write_fake_run(root: Path, targets: tuple[str, ...] = TARGETS, gate_ok: bool
             "total_seconds": 31.2,
         }
         m.write_metrics(root / f"metrics/latency/{t}.json", m.latency_headline(lat), lat)
-        _write(root / f"plots/latency/{t}.png", scatter_png(recs, f"{t}: within ±10% 96%"))
+        _write(root / f"plots/latency/{t}.png", latency_png(recs, f"{t}: within ±10% 96%"))
         picks = [
             {
                 "budget_ms": b,

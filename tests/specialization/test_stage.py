@@ -3,10 +3,12 @@ written by hand, no packages (so every accuracy is measured by the report itself
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from onceflow import stage
@@ -62,6 +64,7 @@ def test_report_stage_writes_matrix_details_and_plot(tmp_path: Path, tiny_space)
     for k, v in {
         "supernet": "models/supernet", "data": "data", "latency": "latency", "search": "search",
         "artifacts": "artifacts", "metrics": "m.json", "details": "d.json", "plot": "p.png",
+        "plot-data": "p.csv",
     }.items():  # fmt: skip
         argv += [f"--{k}", str(tmp_path / v)]
     assert stage.run(specialize_report.main, argv) == 0
@@ -83,6 +86,19 @@ def test_report_stage_writes_matrix_details_and_plot(tmp_path: Path, tiny_space)
     # Each distinct (arch, precision) was evaluated once: 3 archs x 2 precisions.
     assert len(det["evaluated_here"]) == 6
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    # The PNG's points as data: each host's own picks, then the other target's on it.
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    c8 = "cpu-int8"
+    assert [(r["host"], r["source"]) for r in rows] == [
+        ("cpu", "cpu"), ("cpu", "cpu"), ("cpu", c8), ("cpu", c8),
+        (c8, c8), (c8, c8), (c8, "cpu"), (c8, "cpu"),
+    ]  # fmt: skip
+    on_host = {(c["host"], c["source"], c["slot"]): c for c in cells}
+    for r in rows:
+        if r["host"] != r["source"]:
+            c = on_host[(r["host"], r["source"], int(r["slot"]))]
+            assert float(r["latency_ms"]) == pytest.approx(c["source_latency_on_host_ms"], 1e-5)
+            assert float(r["accuracy"]) == pytest.approx(c["source_accuracy_on_host"], 1e-5)
 
 
 def test_report_stage_missing_selection_is_one_clear_error(tmp_path: Path, tiny_space) -> None:
@@ -90,7 +106,7 @@ def test_report_stage_missing_selection_is_one_clear_error(tmp_path: Path, tiny_
     save_supernet(Supernet(tiny_space), tmp_path / "sn")
     write_prepared(tmp_path / "data", n_per_class=2)
     argv = ["--params", str(tmp_path / "params.yaml")]
-    for k in ("latency", "search", "artifacts", "metrics", "details", "plot"):
+    for k in ("latency", "search", "artifacts", "metrics", "details", "plot", "plot-data"):
         argv += [f"--{k}", str(tmp_path / k)]
     argv += ["--supernet", str(tmp_path / "sn"), "--data", str(tmp_path / "data")]
     assert stage.run(specialize_report.main, argv) == 2

@@ -3,7 +3,6 @@ select the model; plus its metrics document and learning-curve plot."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
@@ -13,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from onceflow import plots
 from onceflow.config import PredictorConfig
 from onceflow.data.prepared import PreparedData
 from onceflow.io import sha256_file
@@ -179,49 +179,34 @@ def _finite(v: float) -> float | None:
     return None if not np.isfinite(v) else round(float(v), 4)
 
 
+def holdout_points(run: PredictorRun) -> list[dict[str, Any]]:
+    """The chosen model's held-out subnets: label and prediction, in accuracy %."""
+    sel = run.selection
+    y, pred = 100 * run.y[sel.hold_index], 100 * sel.hold_pred[sel.model]
+    return [
+        {"model": sel.model, "label_pct": float(a), "predicted_pct": float(b)}
+        for a, b in zip(y, pred, strict=True)
+    ]
+
+
+def plot_rows(run: PredictorRun) -> str:
+    """The predictor plot's data for ``dvc plots``: the chosen model's held-out predictions
+    against their labels (x label_pct, y predicted_pct) -- the PNG itself when no learning
+    curve was asked for (``curve_points`` 0); the curve's taus are in the details file."""
+    return plots.rows_csv(holdout_points(run), ("model", "label_pct", "predicted_pct"))
+
+
 def learning_curve_png(run: PredictorRun, tau_ceiling: float | None = None) -> bytes:
     """Held-out Kendall tau against training samples, one line per model, and the label-noise
     ceiling when known; without a learning curve, the chosen model's held-out predictions
     against their labels (PNG bytes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sel = run.selection
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     if any(sel.curve.values()):
-        for kind, pts in sel.curve.items():
-            n, tau = zip(*pts, strict=True) if pts else ((), ())
-            style = "-o" if kind == sel.model else "--o"
-            ax.plot(n, tau, style, ms=3, label=f"{kind}{' (chosen)' if kind == sel.model else ''}")
-        ax.axhline(0.9, c="0.5", lw=0.7, ls=":", label="target tau 0.9")
-        if tau_ceiling is not None:
-            ax.axhline(tau_ceiling, c="C3", lw=0.8, ls="--", label="label-noise ceiling")
-        ax.set_xlabel("training subnets")
-        ax.set_ylabel(f"Kendall tau on {sel.n_holdout} held-out subnets")
-        ax.set_title("accuracy predictor learning curve")
-    else:
-        y, pred = 100 * run.y[sel.hold_index], 100 * sel.hold_pred[sel.model]
-        ax.plot(
-            y,
-            pred,
-            "o",
-            ms=4,
-            label=f"{sel.model}: tau {sel.holdout[sel.model]['kendall_tau']:.3f}",
-        )
-        lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
-        ax.plot([lo, hi], [lo, hi], c="0.5", lw=0.7, ls=":")
-        ax.set_xlabel("label (accuracy %, held out)")
-        ax.set_ylabel("predicted accuracy (%)")
-        title = "accuracy predictor on held-out subnets"
-        if tau_ceiling is not None:
-            title += f" (tau ceiling {tau_ceiling:.3f})"
-        ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+        return plots.learning_curve_png(sel.curve, sel.model, sel.n_holdout, tau_ceiling)
+    pts = holdout_points(run)
+    return plots.holdout_png(
+        [p["label_pct"] for p in pts],
+        [p["predicted_pct"] for p in pts],
+        f"{sel.model}: tau {sel.holdout[sel.model]['kendall_tau']:.3f}",
+        tau_ceiling,
+    )

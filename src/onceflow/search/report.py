@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onceflow import plots
 from onceflow.search.specialize import Specialization
 
 if TYPE_CHECKING:
@@ -94,61 +95,27 @@ def pareto_png(
     real_accuracy: list[float] | None = None,
     max_random: int = 3000,
 ) -> bytes:
-    """Scatter of random samples, the front, the budgets and the picks (PNG bytes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    """Scatter of random samples (at most ``max_random`` drawn), the front, the budgets and
+    the picks (PNG bytes)."""
     step = max(1, len(result.samples_x) // max_random)
-    ax.scatter(
-        result.samples_latency[::step],
-        100 * result.samples_accuracy[::step],
-        s=4,
-        c="0.7",
-        label=f"uniform random ({len(result.samples_x)} sampled, predicted)",
-    )
     f = result.front
     o = np.argsort(f.values["latency"])
-    ax.plot(
-        f.values["latency"][o],
-        100 * f.values["accuracy"][o],
-        "-o",
-        ms=2.5,
-        lw=1,
-        c="tab:blue",
-        label=f"NSGA-II front ({len(o)})",
+    picks = [
+        {
+            "budget": p.budget,
+            "latency": p.latency,
+            "accuracy": p.accuracy,
+            "real_accuracy": None if real_accuracy is None else real_accuracy[i],
+        }
+        for i, p in enumerate(result.picks)
+    ]
+    return plots.pareto_png(
+        (result.samples_latency[::step], result.samples_accuracy[::step]),
+        len(result.samples_x),
+        (f.values["latency"][o], f.values["accuracy"][o]),
+        picks,
+        title,
     )
-    for i, p in enumerate(result.picks):
-        ax.axvline(p.budget, c="tab:red", lw=0.6, ls="--")
-        ax.plot(
-            p.latency,
-            100 * p.accuracy,
-            "*",
-            ms=11,
-            c="tab:red",
-            label="selected (predicted)" if i == 0 else None,
-        )
-        if real_accuracy is not None:
-            ax.plot(
-                p.latency,
-                100 * real_accuracy[i],
-                "x",
-                ms=8,
-                c="k",
-                label="selected (measured)" if i == 0 else None,
-            )
-    ax.set_xlabel("latency (ms, estimated)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def search_details(

@@ -4,7 +4,7 @@ Public API::
 
     TargetPicks, cross_target(targets, accuracy) -> (headline, details)   # pure, matrix.py
     accuracy_under_target(...)                                            # accuracy.py
-    specialization_png(details) -> bytes                                  # plot.py
+    specialization_png(details, title) -> bytes, plot_rows(details) -> CSV  # plot.py
 """
 
 from onceflow.specialization.matrix import Slot, TargetPicks, cross_target, rank_correlation

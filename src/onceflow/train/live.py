@@ -11,12 +11,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from dvclive import Live
+from scmrepo.exceptions import SCMError
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from dvclive import Live  # noqa: E402
-from scmrepo.exceptions import SCMError  # noqa: E402
+from onceflow import plots
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +52,5 @@ class LiveLogger:
         for k, v in summary.items():
             self.live.summary[k] = v
         if self.records:
-            self.live.log_image(CURVES_PNG, plot_curves(self.records))
+            self.live.log_image(CURVES_PNG, plots.training_curves(self.records))
         self.live.end()
-
-
-def plot_curves(records: list[dict[str, Any]]):  # -> matplotlib Figure
-    """Two panels: training losses, and val accuracy of the max/min subnets, per epoch."""
-    ep = [r["epoch"] for r in records]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (
-        ("train_loss_max", "max subnet (CE)"),
-        ("train_loss_distill", "others (distill)"),
-    ):
-        a.plot(ep, [r.get(key, float("nan")) for r in records], marker="o", label=label)
-    a.set_xlabel("epoch")
-    a.set_ylabel("training loss")
-    a.legend()
-    for key, label in (("val_acc_max", "max subnet"), ("val_acc_min", "min subnet")):
-        if any(key in r for r in records):
-            b.plot(ep, [r.get(key, float("nan")) for r in records], marker="o", label=label)
-    b.set_xlabel("epoch")
-    b.set_ylabel("val accuracy (BN recalibrated, subset)")
-    b.legend()
-    fig.tight_layout()
-    return fig
