@@ -11,6 +11,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -104,25 +105,126 @@ def image_table(splits: dict[str, tuple[np.ndarray, np.ndarray]], n_classes: int
     return df
 
 
-def _observe(
-    df: pd.DataFrame, column: str, bad: pd.Series, fmt: Callable[[pd.DataFrame], str]
-) -> str:
-    rows = df.loc[bad]
-    return "ok" if rows.empty else fmt(rows)
+def class_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (split, label) of the image table: its images, balance ratio, split size,
+    images also in test and the split-level val-in-train duplicate count. The per-class and
+    per-split expectations run on it, so GX's result names each failing class by its row."""
+    return (
+        df.groupby(["split", "label"], sort=True)
+        .agg(
+            split_label=("split_label", "first"),
+            class_count=("class_count", "first"),
+            class_ratio=("class_ratio", "first"),
+            split_size=("split_size", "first"),
+            leaks_into_test=("leaks_into_test", "sum"),
+            train_val_duplicates=("train_val_duplicates", "first"),
+        )
+        .reset_index()
+    )
 
 
-def _counts(series: pd.Series) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in series.items())
+# How a failed expectation reads: from its GX result (``result`` fields of the SUMMARY format,
+# plus ``unexpected_index_list`` of the per-class table, whose rows are named by split, label
+# and image count) and the expectation's kwargs. Each returns what was observed and what to do.
+CLASS_KEY = ["split", "label", "class_count"]  # what names a row of the per-class table
+Words = Callable[[dict[str, Any], dict[str, Any]], str]
 
 
-def _class_list(rows: pd.DataFrame) -> str:
-    pairs = rows.groupby(["split", "label"])["class_count"].first()
-    items = [f"{s} class {lbl}: {n}" for (s, lbl), n in pairs.items()]
-    return ", ".join(items[:8]) + (" ..." if len(items) > 8 else "")
+def _values(res: dict[str, Any]) -> list[Any]:
+    return sorted({c["value"] for c in res.get("partial_unexpected_counts") or []}, key=str)
+
+
+def _images(res: dict[str, Any]) -> str:
+    return f"{res.get('unexpected_count', 0)} of {_n(res.get('element_count'), 'image')}"
+
+
+def _rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(res.get("unexpected_index_list") or [])
+
+
+def _n(k: Any, noun: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'}"
+
+
+def _per_class(res: dict[str, Any], column: str) -> str:
+    items = [f"{r['split']} class {r['label']}: {_n(r[column], 'image')}" for r in _rows(res)]
+    return ", ".join(items[:8]) + (f" ... ({len(items)} classes)" if len(items) > 8 else "")
+
+
+def _per_split(res: dict[str, Any], column: str, total: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for r in _rows(res):
+        out[r["split"]] = out.get(r["split"], 0) + r[column] if total else r[column]
+    return out
+
+
+def _bounds(kw: dict[str, Any]) -> str:
+    lo, hi = kw.get("min_value"), kw.get("max_value")
+    if lo is not None and hi is not None:
+        return f"{lo:g}..{hi:g}"
+    return f">= {lo:g}" if lo is not None else f"<= {hi:g}"
+
+
+def _words(name: str, n_classes: int) -> Words:
+    if name == "label_in_class_set":
+        return lambda res, kw: (
+            f"labels {_values(res)[:5]} in {_images(res)} (column label must be in "
+            f"0..{n_classes - 1}, the source's classes); fix or drop those images at the source"
+        )
+    if name == "every_class_present":
+        return lambda res, kw: (
+            f"missing {', '.join(res.get('partial_missing_list') or [])[:200]} "
+            f"({_n(res.get('missing_count'), 'split:class pair')} with no images); add images of "
+            "those classes, or raise data.max_train/max_test or data.val_fraction"
+        )
+    if name == "min_images_per_class":
+        return lambda res, kw: (
+            f"{_per_class(res, 'class_count')} (need {_bounds(kw)}); add images or "
+            "lower data.min_images_per_class"
+        )
+    if name == "class_balance":
+        return lambda res, kw: (
+            f"{_per_class(res, 'class_count')} (class_ratio to the split's mean "
+            f"must be {_bounds(kw)}); rebalance the source or raise data.class_balance_tolerance"
+        )
+    if name == "min_split_size":
+        return lambda res, kw: (
+            ", ".join(f"{k}: {_n(v, 'image')}" for k, v in _per_split(res, "split_size").items())
+            + f" (need {_bounds(kw)}: classes x data.min_images_per_class); add images, "
+            "change data.val_fraction or lower data.min_images_per_class"
+        )
+    if name == "expected_shape":
+        return lambda res, kw: (
+            f"shapes {_values(res)[:3]} in {_images(res)}, expected {kw['value_set'][0]}; one "
+            "source has one shape (imagefolder: set data.image_size and data.channels)"
+        )
+    if name in ("pixel_min_in_range", "pixel_max_in_range"):
+        return lambda res, kw: (
+            f"{kw['column']} {_values(res)[:3]} in {_images(res)} (must be {_bounds(kw)}); the "
+            "source must hold 8-bit images"
+        )
+    if name in ("no_nan_mean", "no_nan_std"):
+        return lambda res, kw: (
+            f"{_images(res)} with NaN {kw['column']}; the source holds unreadable images"
+        )
+    if name == "no_test_leak":
+        return lambda res, kw: (
+            f"{sum(_per_split(res, 'leaks_into_test', total=True).values())} images ("
+            + ", ".join(f"{k}: {v}" for k, v in _per_split(res, "leaks_into_test", True).items())
+            + ") also in test (same content); remove them from train or from test"
+        )
+    if name == "train_val_duplicates":
+        return lambda res, kw: (
+            f"{_values(res)[0] if _values(res) else '?'} val images duplicate train images "
+            f"(allowed: data.max_train_val_duplicates = {kw['max_value']:g}); remove the "
+            "duplicates or raise data.max_train_val_duplicates"
+        )
+    raise KeyError(name)
 
 
 def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
-    """Validate the per-image table with GX; describe each failure with its observed value."""
+    """Validate the per-image table (and its per-class summary, :func:`class_table`) with GX;
+    word each failure from GX's own result for it."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -133,76 +235,71 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
     min_split = s.n_classes * s.min_images_per_class
     tol = s.class_balance_tolerance
     E = gx.expectations
-    present = set(df["split_label"])
     n_dup = int(df["duplicates_train"].sum())
     max_dup = s.max_train_val_duplicates
-    checks: list[tuple[str, str, object, str]] = [
-        ("label_in_class_set", f"labels in 0..{s.n_classes - 1}",
-         E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(s.n_classes))),
-         _observe(df, "label", ~df["label"].between(0, s.n_classes - 1),
-                  lambda r: f"labels {sorted(set(r['label']))[:5]} ({len(r)} images)")),
-        ("every_class_present", "every class has images in train, val and test",
-         E.ExpectColumnDistinctValuesToContainSet(column="split_label", value_set=expected_pairs),
-         ("missing " + ", ".join(p for p in expected_pairs if p not in present)[:200])
-         if any(p not in present for p in expected_pairs) else "ok"),
+    IMAGES, CLASSES = "images", "classes"  # the table each expectation runs on
+    checks: list[tuple[str, str, str, Any]] = [
+        ("label_in_class_set", f"labels in 0..{s.n_classes - 1}", IMAGES,
+         E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(s.n_classes)))),
+        ("every_class_present", "every class has images in train, val and test", CLASSES,
+         E.ExpectColumnDistinctValuesToContainSet(column="split_label", value_set=expected_pairs)),
         ("min_images_per_class", f"at least {s.min_images_per_class} images per class per split",
-         E.ExpectColumnValuesToBeBetween(column="class_count", min_value=s.min_images_per_class),
-         _observe(df, "class_count", df["class_count"] < s.min_images_per_class, _class_list)),
-        ("class_balance", f"per-class counts within ±{tol:.0%} of the split's mean",
+         CLASSES,
+         E.ExpectColumnValuesToBeBetween(column="class_count", min_value=s.min_images_per_class)),
+        ("class_balance", f"per-class counts within ±{tol:.0%} of the split's mean", CLASSES,
          E.ExpectColumnValuesToBeBetween(column="class_ratio", min_value=1 - tol,
-                                         max_value=1 + tol),
-         _observe(df, "class_ratio", ~df["class_ratio"].between(1 - tol, 1 + tol), _class_list)),
-        ("min_split_size", f"each split has at least {min_split} images",
-         E.ExpectColumnValuesToBeBetween(column="split_size", min_value=min_split),
-         _observe(df, "split_size", df["split_size"] < min_split,
-                  lambda r: _counts(r.groupby("split")["split_size"].first()))),
-        ("expected_shape", f"every image is {h}x{w}x{c}",
-         E.ExpectColumnValuesToBeInSet(column="shape", value_set=[f"{h}x{w}x{c}"]),
-         _observe(df, "shape", df["shape"] != f"{h}x{w}x{c}",
-                  lambda r: f"shapes {sorted(set(r['shape']))[:3]} ({len(r)} images)")),
-        ("pixel_min_in_range", "darkest pixel within 0..255",
-         E.ExpectColumnValuesToBeBetween(column="min", min_value=0, max_value=255),
-         _observe(df, "min", ~df["min"].between(0, 255), lambda r: f"min {r['min'].min()}")),
-        ("pixel_max_in_range", "brightest pixel within 0..255",
-         E.ExpectColumnValuesToBeBetween(column="max", min_value=0, max_value=255),
-         _observe(df, "max", ~df["max"].between(0, 255), lambda r: f"max {r['max'].max()}")),
-        ("no_nan_mean", "no NaN pixel statistics (mean)",
-         E.ExpectColumnValuesToNotBeNull(column="mean"),
-         _observe(df, "mean", df["mean"].isna(), lambda r: f"{len(r)} NaN")),
-        ("no_nan_std", "no NaN pixel statistics (std)",
-         E.ExpectColumnValuesToNotBeNull(column="std"),
-         _observe(df, "std", df["std"].isna(), lambda r: f"{len(r)} NaN")),
-        ("no_test_leak", "no train/val image also in test (content hash)",
-         E.ExpectColumnValuesToBeInSet(column="leaks_into_test", value_set=[False]),
-         _observe(df, "leaks_into_test", df["leaks_into_test"].astype(bool),
-                  lambda r: f"{len(r)} images ({_counts(r['split'].value_counts())})")),
+                                         max_value=1 + tol)),
+        ("min_split_size", f"each split has at least {min_split} images", CLASSES,
+         E.ExpectColumnValuesToBeBetween(column="split_size", min_value=min_split)),
+        ("expected_shape", f"every image is {h}x{w}x{c}", IMAGES,
+         E.ExpectColumnValuesToBeInSet(column="shape", value_set=[f"{h}x{w}x{c}"])),
+        ("pixel_min_in_range", "darkest pixel within 0..255", IMAGES,
+         E.ExpectColumnValuesToBeBetween(column="min", min_value=0, max_value=255)),
+        ("pixel_max_in_range", "brightest pixel within 0..255", IMAGES,
+         E.ExpectColumnValuesToBeBetween(column="max", min_value=0, max_value=255)),
+        ("no_nan_mean", "no NaN pixel statistics (mean)", IMAGES,
+         E.ExpectColumnValuesToNotBeNull(column="mean")),
+        ("no_nan_std", "no NaN pixel statistics (std)", IMAGES,
+         E.ExpectColumnValuesToNotBeNull(column="std")),
+        ("no_test_leak", "no train/val image also in test (content hash)", CLASSES,
+         E.ExpectColumnValuesToBeBetween(column="leaks_into_test", max_value=0)),
         ("train_val_duplicates", f"at most {max_dup} val images also in train (content hash)",
-         E.ExpectColumnValuesToBeBetween(column="train_val_duplicates", max_value=max_dup),
-         "ok" if n_dup <= max_dup else
-         f"{n_dup} val images duplicate train images (allowed: data.max_train_val_duplicates = "
-         f"{max_dup}); remove the duplicates or raise data.max_train_val_duplicates"),
+         IMAGES,
+         E.ExpectColumnValuesToBeBetween(column="train_val_duplicates", max_value=max_dup)),
     ]  # fmt: skip
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch = (
-        ctx.data_sources.add_pandas("onceflow")
-        .add_dataframe_asset("images")
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": df})
-    )
-    suite = gx.ExpectationSuite(name="onceflow_images")
-    # Ephemeral suites assign no ids: tag each expectation with its name to match results back.
-    for name, _, expectation, _ in checks:
-        expectation.meta = {"onceflow_check": name}
-        suite.add_expectation(expectation)
-    validation = batch.validate(suite, result_format="SUMMARY")
-    ok = {r.expectation_config.meta["onceflow_check"]: bool(r.success) for r in validation.results}
-    results = tuple(
-        ExpectationResult(name, desc, ok[name], "ok" if ok[name] else observed)
-        for name, desc, _, observed in checks
-    )
+    source = ctx.data_sources.add_pandas("onceflow")
+    # The per-image table is large: SUMMARY (counts and a sample of values). The per-class
+    # table has a row per split and class: COMPLETE, each failing row named by split and class.
+    named = {"result_format": "COMPLETE", "unexpected_index_column_names": CLASS_KEY}
+    tables = {IMAGES: (df, "SUMMARY"), CLASSES: (class_table(df), named)}
+    found: dict[str, Any] = {}
+    success = True
+    for table, (frame, result_format) in tables.items():
+        batch = (
+            source.add_dataframe_asset(table)
+            .add_batch_definition_whole_dataframe("all")
+            .get_batch(batch_parameters={"dataframe": frame})
+        )
+        suite = gx.ExpectationSuite(name=f"onceflow_{table}")
+        # Ephemeral suites assign no ids: tag each expectation with its name to match results.
+        for name, _, on, expectation in checks:
+            if on == table:
+                expectation.meta = {"onceflow_check": name}
+                suite.add_expectation(expectation)
+        validation = batch.validate(suite, result_format=result_format)
+        success = success and bool(validation.success)
+        found.update({r.expectation_config.meta["onceflow_check"]: r for r in validation.results})
+    results = []
+    for name, desc, _, _ in checks:
+        r = found[name]
+        observed = "ok"
+        if not r.success:
+            observed = _words(name, s.n_classes)(dict(r.result), dict(r.expectation_config.kwargs))
+        results.append(ExpectationResult(name, desc, bool(r.success), observed))
     log.info("validation gate over %d images in splits %s: %s", len(df), splits,
-             "passed" if validation.success else "FAILED")  # fmt: skip
-    return GateResult(success=bool(validation.success), n_rows=len(df), expectations=results,
+             "passed" if success else "FAILED")  # fmt: skip
+    return GateResult(success=success, n_rows=len(df), expectations=tuple(results),
                       n_train_val_duplicates=n_dup)  # fmt: skip
