@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,9 @@ from onceflow.package.export import export_onnx  # noqa: E402
 from onceflow.package.pipeline import backend_fns  # noqa: E402
 from onceflow.stage import setup_logging  # noqa: E402
 from onceflow.supernet import Arch, SearchSpace, Supernet, build_layer, load_supernet  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from geometry import configured_space  # noqa: E402
 
 
 def archs_per_second(est: LatencyEstimator, space: SearchSpace, n: int = 200_000) -> float:
@@ -106,8 +110,10 @@ def main() -> None:
     if (Path(args.supernet) / "space.json").is_file():
         supernet, source = load_supernet(args.supernet), args.supernet
     else:
-        space = SearchSpace(params.supernet, in_channels=1, n_classes=10, image_size=28)
-        supernet, source = Supernet(space).eval(), "random-init (default space, 28x28x1)"
+        space = configured_space(params)
+        side, c = space.image_size, space.in_channels
+        supernet = Supernet(space).eval()
+        source = f"random-init ({side}x{side}x{c}, {space.n_classes} classes)"
     space = supernet.space
     backend = make_backend(params.latency.targets[args.target])
     t0 = time.perf_counter()

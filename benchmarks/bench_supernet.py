@@ -16,16 +16,21 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onceflow.config import KNOWN_SOURCES, load_params
-from onceflow.supernet import SearchSpace, Supernet
+from onceflow.config import load_params
+from onceflow.supernet import Supernet
 from onceflow.train.loop import sandwich_step, step_archs
 from onceflow.train.schedule import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from geometry import configured_space  # noqa: E402
 
 
 def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
@@ -54,14 +59,11 @@ def main() -> None:
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
     # The input the configured data gives (synthetic tensors of that shape): channels, classes and
     # the largest resolution; image folders need --classes (their class count is in the files).
-    channels = (
-        args.channels or params.data.channels or (3 if params.data.source == "cifar10" else 1)
-    )
-    classes = args.classes or KNOWN_SOURCES.get(params.data.source, (0, 0))[1]
-    if not classes:
-        ap.error(f"data.source {params.data.source}: pass --classes")
-    side = max(params.supernet.resolutions)
-    space = SearchSpace(params.supernet, channels, classes, side)
+    try:
+        space = configured_space(params, args.channels, args.classes)
+    except ValueError as err:
+        ap.error(f"{err} (--classes)")
+    channels, classes, side = space.in_channels, space.n_classes, space.image_size
     net = Supernet(space).to(memory_format=mem).train()
     rng = np.random.default_rng(0)
     archs = [space.max_arch(), space.min_arch()] + [
