@@ -29,7 +29,9 @@ from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.fidelity import fidelity
 from onceflow.latency.lut import Lut, lut_from_stats, lut_models
 from onceflow.latency.protocol import LatencyStats, MeasureProtocol
-from onceflow.supernet.space import Arch, LayerSpec, SearchSpace
+from onceflow.supernet.arch import Arch
+from onceflow.supernet.space import SearchSpace
+from onceflow.supernet.specs import LayerSpec
 
 log = logging.getLogger(__name__)
 
