@@ -88,6 +88,11 @@ def make_plan(n_train: int, cfg: TrainConfig) -> _Plan:
     return _Plan(spe, batch, steps, warm)
 
 
+# Modules of the train package that supernet training never runs (packaging's fine-tune):
+# editing them must not orphan a supernet run's checkpoints.
+_NOT_TRAINING_CODE = frozenset({"finetune.py"})
+
+
 def _code_digest() -> str:
     """sha256 of the training and supernet sources: a checkpoint written by other training
     code is not resumed (its weights came from a different procedure)."""
@@ -97,6 +102,8 @@ def _code_digest() -> str:
     h = hashlib.sha256(torch.__version__.encode())
     for pkg in (onceflow.train, onceflow.supernet):
         for f in sorted(Path(next(iter(pkg.__path__))).glob("*.py")):
+            if pkg is onceflow.train and f.name in _NOT_TRAINING_CODE:
+                continue
             h.update(f"{pkg.__name__}/{f.name}\0".encode() + f.read_bytes())
     return h.hexdigest()
 
