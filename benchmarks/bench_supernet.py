@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from onceflow.config import KNOWN_SOURCES, load_params
 from onceflow.supernet import SearchSpace, Supernet
-from onceflow.train.loop import sandwich_step, step_archs
+from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import make_optimizer
 
 
