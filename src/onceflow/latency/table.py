@@ -1,8 +1,8 @@
 """Build one target's latency table end to end: LUT, calibration, held-out validation.
 
-This is the library function the ``latency_table`` stage calls. It takes values (the space, a
-layer builder, a subnet extractor, a backend, the config) and returns values; the stage writes
-them. Steps:
+The ``latency_table`` stage runs it through :func:`onceflow.latency.stage.run_latency_table`.
+It takes values (the space, a layer builder, a subnet extractor, a backend, the config) and
+returns values; the stage writes them. Steps:
 
 1. sample K calibration + M validation subnets (distinct; min and max arch go to calibration so
    the fit spans the whole range) and extract them;
