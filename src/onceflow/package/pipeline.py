@@ -121,15 +121,11 @@ def backend_fns(
     Raises BackendUnavailable (with the reason) when the target cannot run on this machine.
     """
     from onceflow.latency.backends import OnnxRuntimeBackend, TensorRTBackend, make_backend
-    from onceflow.latency.calibration_data import calibration_images
+    from onceflow.latency.calibration_data import target_calibration_images
     from onceflow.latency.protocol import LatencyStats
     from onceflow.latency.table import protocol_from_config
 
-    images = None
-    if target.precision == "int8" and data is not None:
-        n = target.options.int8_calibration_images
-        images = calibration_images(data, n, params.base.seed)
-    backend = make_backend(target, images)
+    backend = make_backend(target, target_calibration_images(target, data, params.base.seed))
     backend.require(name)
     # The very protocol the target's latency table used (sessions, priming, clock), so measured
     # and predicted latency of a package describe the same warm steady state.
