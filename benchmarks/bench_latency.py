@@ -40,7 +40,7 @@ from onceflow.stage import setup_logging  # noqa: E402
 from onceflow.supernet import Arch, SearchSpace, Supernet, build_layer, load_supernet  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from geometry import configured_space  # noqa: E402
+from configured import configured_space  # noqa: E402
 
 
 def archs_per_second(est: LatencyEstimator, space: SearchSpace, n: int = 200_000) -> float:

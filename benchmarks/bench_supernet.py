@@ -26,11 +26,11 @@ import torch.nn.functional as F
 
 from onceflow.config import load_params
 from onceflow.supernet import Supernet
-from onceflow.train.loop import sandwich_step, step_archs
+from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from geometry import configured_space  # noqa: E402
+from configured import configured_space  # noqa: E402
 
 
 def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> float:

@@ -150,10 +150,12 @@ def training_check(
     data = load_prepared(data_dir, mmap=False)
     space = SearchSpace(params.supernet, 1, 10, 28)
     cfg = params.train.model_copy(update={"batch_size": 32})
-    phases = [p.model_copy(update={"epochs": 1000}) for p in cfg.phases]  # stop_at_step ends it
+    phases = [p.model_copy(update={"epochs": 1000}) for p in cfg.phases]  # should_stop ends it
     cfg = cfg.model_copy(update={"phases": phases})
     t0 = time.perf_counter()
-    out = train_supernet(data, space, cfg, device=device, stop_at_step=steps, progress=False)
+    out = train_supernet(
+        data, space, cfg, device=device, should_stop=lambda g: g >= steps, progress=False
+    )
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

@@ -5,18 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
-
-import torch
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.data.prepared import load_prepared
-from onceflow.io import atomic_dir, read_json
 from onceflow.metrics import package_headline, parse_stage_args, write_metrics
-from onceflow.package.lineage import collect_lineage
-from onceflow.package.pipeline import package_metrics, package_target
-from onceflow.supernet import load_supernet
+from onceflow.package.pipeline import package_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,32 +22,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
-    torch.set_num_threads(params.base.threads)
-    torch.manual_seed(params.base.seed)
-    inputs = {
-        "data": args.data,
-        "supernet": args.supernet,
-        "latency": args.latency,
-        "predictor": args.predictor,
-        "selection": str(args.selection).rsplit("/", 1)[0],
-    }
-    lineage, hashes = collect_lineage(inputs, params.model_dump(mode="json"))
-    with atomic_dir(args.out) as tmp:
-        results = package_target(
-            load_supernet(args.supernet),
-            read_json(args.selection),
-            load_prepared(args.data),
-            target_name=args.target,
-            params=params,
-            lineage=lineage,
-            content_hashes=hashes,
-            out_root=tmp,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            selection_source=args.selection,
-        )
-    details = package_metrics(args.target, results)
-    write_metrics(args.metrics, package_headline(details), details, args.details)
-    stage.log.info("packaged %d model(s) for %s into %s", len(results), args.target, args.out)
+    run = package_stage(
+        params,
+        args.target,
+        supernet=args.supernet,
+        data=args.data,
+        selection=args.selection,
+        latency=args.latency,
+        predictor=args.predictor,
+        out=args.out,
+    )
+    write_metrics(args.metrics, package_headline(run.details), run.details, args.details)
+    stage.log.info("packaged %d model(s) for %s into %s", len(run.results), args.target, args.out)
 
 
 if __name__ == "__main__":

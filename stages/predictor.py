@@ -7,15 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-import torch
-
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.data.prepared import load_prepared
 from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
 from onceflow.metrics import parse_stage_args, write_metrics
-from onceflow.predictor import pipeline, save_predictor
-from onceflow.supernet.supernet import load_supernet
+from onceflow.predictor.pipeline import run_predictor
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -31,30 +27,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
-    cfg = params.predictor
-    torch.set_num_threads(params.base.threads)
-    data = load_prepared(args.data)
-    supernet = load_supernet(args.supernet)
-    settings = pipeline.measure_settings(cfg, params.base.seed)
-    context = pipeline.measurement_context(args.supernet, supernet, args.data, settings)
-    run = pipeline.train_predictor(
-        supernet, data, cfg, seed=params.base.seed, dataset_csv=args.dataset, context=context
-    )
-    details = pipeline.predictor_details(run, cfg.target)
-    metrics = pipeline.predictor_metrics(details)
+    result = run_predictor(params, args.supernet, args.data, args.dataset)
     with atomic_dir(args.out) as tmp:
-        save_predictor(run.predictor, tmp, {"metrics": metrics})
-    write_metrics(args.metrics, metrics, details, args.details)
-    ceiling = metrics["ceiling"]
-    write_bytes_atomic(args.plot, pipeline.learning_curve_png(run, ceiling))
-    write_text_atomic(args.plot_data, pipeline.plot_rows(run))
-    stage.log.info(
-        "predictor %s: held-out Kendall tau %.3f on %d subnets (label-noise ceiling %s)",
-        details["model"],
-        details["kendall_tau"],
-        details["n_holdout"],
-        "n/a" if ceiling is None else f"{ceiling:.3f}",
-    )
+        result.save(tmp)
+    write_metrics(args.metrics, result.headline, result.details, args.details)
+    write_bytes_atomic(args.plot, result.plot_png)
+    write_text_atomic(args.plot_data, result.plot_csv)
+    stage.log.info("%s", result.summary)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepare import prepare_dataset
-from onceflow.errors import ValidationFailed
 from onceflow.io import atomic_dir, write_json_atomic, write_text_atomic
-from onceflow.metrics import data_headline, parse_stage_args, write_metrics
+from onceflow.metrics import parse_stage_args, write_metrics
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -28,15 +27,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     # The report is written whether or not the gate passes: it is how a user sees why.
     write_json_atomic(args.report, result.gate.to_json())
     write_text_atomic(args.summary, result.gate.summary_markdown())
-    if not result.gate.success:
-        failed = "; ".join(f"{e.name}: {e.observed}" for e in result.gate.failures)
-        raise ValidationFailed(
-            f"data validation failed ({args.report}): {failed}. Nothing was written to {args.out}."
-        )
+    result.require_passed(args.report, args.out)
     with atomic_dir(args.out) as tmp:
         result.save(tmp)
-    write_metrics(args.metrics, data_headline(result.metrics()), result.metrics(), args.details)
-    stage.log.info("prepared %s", result.metrics())
+    write_metrics(args.metrics, result.headline, result.details, args.details)
+    stage.log.info("prepared %s", result.details)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,20 @@ import sys
 from collections.abc import Sequence
 
 from onceflow import stage
-from onceflow.report import ReportPaths, write_report
+from onceflow.io import write_text_atomic
+from onceflow.report import ReportPaths, report_html
+
+INPUTS = ("validation", "metrics", "plots", "live", "artifacts")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.report", description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    for name in ("validation", "metrics", "plots", "live", "artifacts", "out"):
+    for name in (*INPUTS, "out"):
         ap.add_argument(f"--{name}", required=True)
     args = ap.parse_args(argv)
-    paths = ReportPaths(
-        params=args.params,
-        validation=args.validation,
-        metrics=args.metrics,
-        plots=args.plots,
-        live=args.live,
-        artifacts=args.artifacts,
-    )
-    out = write_report(".", args.out, paths)
+    paths = ReportPaths(params=args.params, **{name: getattr(args, name) for name in INPUTS})
+    out = write_text_atomic(args.out, report_html(".", paths))
     stage.log.info("run report: %s", out.resolve())
 
 

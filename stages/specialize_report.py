@@ -5,18 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-import torch
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.data.prepared import load_prepared
 from onceflow.io import write_bytes_atomic, write_text_atomic
 from onceflow.metrics import parse_stage_args, write_metrics
-from onceflow.specialization.plot import plot_rows, specialization_png
-from onceflow.specialization.report import specialization_report
-from onceflow.supernet import load_supernet
+from onceflow.specialization.report import run_specialization
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -27,20 +21,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--plot-data", required=True, help="the plot's points (CSV) for dvc plots")
     args = parse_stage_args(ap, argv)
-    params = load_params(args.params)
-    torch.set_num_threads(params.base.threads)
-    headline, details = specialization_report(
-        params,
-        load_supernet(args.supernet).eval(),
-        load_prepared(args.data),
-        latency_root=Path(args.latency),
-        search_root=Path(args.search),
-        artifacts_root=Path(args.artifacts),
-    )
-    write_metrics(args.metrics, headline, details, args.details)
-    write_bytes_atomic(args.plot, specialization_png(details, details["verdict"]))
-    write_text_atomic(args.plot_data, plot_rows(details))
-    stage.log.info("specialization: %s", details["verdict"])
+    result = run_specialization(
+        load_params(args.params), supernet_dir=args.supernet, data_dir=args.data,
+        latency_root=args.latency, search_root=args.search, artifacts_root=args.artifacts,
+    )  # fmt: skip
+    write_metrics(args.metrics, result.headline, result.details, args.details)
+    write_bytes_atomic(args.plot, result.plot_png)
+    write_text_atomic(args.plot_data, result.plot_csv)
+    stage.log.info("%s", result.summary)
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def _fingerprinted(bad_model: dict):
         from onceflow.config import parse_params
         from onceflow.data.prepared import load_prepared
         from onceflow.train.checkpoint import encode_checkpoint
-        from onceflow.train.loop import fingerprint
+        from onceflow.train.resume import fingerprint
 
         params = parse_params(TRAIN_PARAMS)
         data = load_prepared(p.parent.parent / "prepared")

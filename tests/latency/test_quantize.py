@@ -11,10 +11,11 @@ import pytest
 from onceflow.config import LatencyTarget, TargetOptions, parse_params
 from onceflow.errors import ConfigError
 from onceflow.latency.backends import make_backend
-from onceflow.latency.calibration_data import calibration_batches
+from onceflow.latency.calibration_data import calibration_batches, target_calibration_images
 from onceflow.latency.export import to_onnx_bytes
 from onceflow.latency.quantize import quantize_onnx
 from onceflow.supernet import Supernet, build_layer
+from tests.conftest import write_prepared
 from tests.latency.conftest import make_protocol
 
 INT8 = LatencyTarget(precision="int8", options=TargetOptions(int8_calibration_images=8))
@@ -34,6 +35,15 @@ def test_calibration_batches_real_images_resized_else_shaped_noise() -> None:
     again = calibration_batches(None, (1, 8, 5, 5), 3)
     assert all(np.array_equal(a, b) for a, b in zip(noise, again, strict=True))  # seeded
     assert len(calibration_batches(images[:1], (4, 1, 28, 28), 1)) == 1  # filled to one batch
+
+
+def test_target_calibration_images_only_for_int8(tmp_path) -> None:
+    # fp32 targets never open the data (the latency stage passes the directory unopened)
+    assert target_calibration_images(LatencyTarget(), tmp_path / "missing", seed=0) is None
+    assert target_calibration_images(INT8, None, seed=0) is None
+    data_dir = write_prepared(tmp_path / "data", n_per_class=2)
+    images = target_calibration_images(INT8, data_dir, seed=0)
+    assert images is not None and images.shape[0] == 8 and images.dtype == np.float32
 
 
 def test_quantized_subnet_is_qdq_with_every_conv_weight_int8(tiny_space) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from onceflow.config import PublishConfig
 from onceflow.errors import RegistryError
 from onceflow.io import sha256_file
 from onceflow.package.manifest import MANIFEST, ONNX
@@ -26,6 +27,7 @@ from onceflow.registry import (
 )
 from onceflow.registry import publish as publish_mod
 from onceflow.registry.index import add_revision, entry_from_manifest
+from onceflow.registry.publish import run_publish
 from onceflow.registry.pull import load_entries
 from onceflow.registry.store import INDEX, object_key
 from tests.registry.fixtures import BUCKET, SECRET, make_package
@@ -36,6 +38,19 @@ T = "ort-cpu"
 def _index_bytes(store, target: str = T) -> bytes | None:
     got = store.read(object_key(target, INDEX))
     return None if got is None else got[0]
+
+
+def test_run_publish_counts_each_status(tmp_path: Path) -> None:
+    art = tmp_path / "artifacts"
+    make_package(art, T, "r24-aaaa", accuracy=0.80, latency_ms=1.0, seed=1)
+    make_package(art, "ort-int8", "r28-bbbb", accuracy=0.86, latency_ms=2.0, seed=2)
+    cfg = PublishConfig(uri=f"file://{tmp_path / 'registry'}")
+    first = run_publish(cfg, art)
+    assert (first.details["n_published"], first.details["n_unchanged"]) == (2, 0)
+    again = run_publish(cfg, art)  # idempotent: nothing new, every package verified
+    assert (again.details["n_published"], again.details["n_unchanged"]) == (0, 2)
+    assert again.headline == {"models": 2} and again.registry == first.registry
+    assert [p["target"] for p in again.details["packages"]] == ["ort-cpu", "ort-int8"]
 
 
 def test_round_trip_publish_ls_pull(registry_uri: str, tmp_path: Path) -> None:

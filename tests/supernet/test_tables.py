@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from onceflow.supernet import SearchSpace
-from onceflow.supernet.space import LayerSpec
+from onceflow.supernet.specs import LayerSpec
 from onceflow.supernet.tables import BlockTables
 
 

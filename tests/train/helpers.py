@@ -1,6 +1,8 @@
-"""Tiny training configs for fast tests."""
+"""Tiny training configs for fast tests, and a simulated kill."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from onceflow.config import PhaseConfig, TrainConfig
 
@@ -21,3 +23,9 @@ def tiny_train(**over) -> TrainConfig:
     cfg = dict(TINY_TRAIN, **over)
     cfg["phases"] = [PhaseConfig(**p) for p in cfg["phases"]]
     return TrainConfig(**cfg)
+
+
+def kill_after(step: int) -> Callable[[int], bool]:
+    """A ``should_stop`` that ends the run after global step ``step``, as a kill would (what
+    was checkpointed by then stays; the rest is lost)."""
+    return lambda global_step: global_step >= step

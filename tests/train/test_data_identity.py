@@ -17,7 +17,8 @@ from onceflow.data.prepared import (
     load_prepared,
     save_split,
 )
-from onceflow.train.loop import fingerprint, train_supernet
+from onceflow.train.loop import train_supernet
+from onceflow.train.resume import fingerprint
 from tests.conftest import write_prepared
 from tests.supernet.helpers import tiny_space
 from tests.train.helpers import tiny_train

@@ -12,10 +12,11 @@ from onceflow.data.prepared import load_prepared
 from onceflow.supernet import Supernet
 from onceflow.train import evaluate, subnet_accuracy, to_input
 from onceflow.train.checkpoint import checkpoint_files
-from onceflow.train.loop import sandwich_step, step_archs, train_supernet
+from onceflow.train.loop import train_supernet
+from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import make_optimizer
 from tests.supernet.helpers import tiny_space
-from tests.train.helpers import tiny_train
+from tests.train.helpers import kill_after, tiny_train
 
 torch.set_num_threads(1)
 
@@ -86,7 +87,7 @@ def test_resume_after_kill_is_exact_even_past_a_corrupt_checkpoint(
     assert full.completed and full.epochs == 2.0 and len(full.history) == 2
 
     killed = train_supernet(
-        data, space, cfg, checkpoint_dir=tmp_path / "b", stop_at_step=8, progress=False
+        data, space, cfg, checkpoint_dir=tmp_path / "b", should_stop=kill_after(8), progress=False
     )
     assert not killed.completed
     names = [p.name for p in checkpoint_files(tmp_path / "b")]
@@ -110,11 +111,16 @@ def test_checkpoints_of_other_params_are_not_resumed(tiny_prepared, tmp_path, ca
     data = load_prepared(tiny_prepared)
     space = tiny_space()
     train_supernet(
-        data, space, tiny_train(), checkpoint_dir=tmp_path, stop_at_step=3, progress=False
+        data,
+        space,
+        tiny_train(),
+        checkpoint_dir=tmp_path,
+        should_stop=kill_after(3),
+        progress=False,
     )
     with caplog.at_level(logging.WARNING):
         out = train_supernet(
-            data, space, tiny_train(n_random=0), checkpoint_dir=tmp_path, stop_at_step=1,
+            data, space, tiny_train(n_random=0), checkpoint_dir=tmp_path, should_stop=kill_after(1),
             progress=False,
         )  # fmt: skip
     assert "belong to other params" in caplog.text and out.epochs == pytest.approx(1 / 6, 1e-3)
@@ -128,7 +134,7 @@ def test_stale_checkpoints_never_prune_the_new_runs_own(tiny_prepared, tmp_path,
     data = load_prepared(tiny_prepared)
     with caplog.at_level(logging.WARNING):
         train_supernet(
-            data, tiny_space(), tiny_train(), checkpoint_dir=tmp_path, stop_at_step=8,
+            data, tiny_space(), tiny_train(), checkpoint_dir=tmp_path, should_stop=kill_after(8),
             progress=False,
         )  # fmt: skip
     assert "starting fresh" in caplog.text

@@ -1,6 +1,7 @@
 """prepare: read a source, split it, compute normalization, run the validation gate.
 
-Pure with respect to outputs: :func:`prepare_dataset` returns values; the stage writes them.
+Pure with respect to outputs: :func:`prepare_dataset` returns values; the stage writes them
+(the gate's report first, then :meth:`Prepared.require_passed`, the splits and the metrics).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from onceflow.data.prepared import Meta, Split, content_hash, save_split
 from onceflow.data.sources import read_source
 from onceflow.data.split import stratified_split, stratified_subset
 from onceflow.data.validate import GateResult, GateSettings, image_table, run_gate
-from onceflow.errors import DataError
+from onceflow.errors import DataError, ValidationFailed
+from onceflow.metrics import data_headline
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,25 @@ class Prepared:
             "n_train_val_duplicates": self.gate.n_train_val_duplicates,
             "validation_success": self.gate.success,
         }
+
+    @property
+    def details(self) -> dict:
+        """metrics/data.details.json."""
+        return self.metrics()
+
+    @property
+    def headline(self) -> dict:
+        """metrics/data.json: the gate's verdict and the image count."""
+        return data_headline(self.metrics())
+
+    def require_passed(self, report: object, out: object) -> None:
+        """Raise ValidationFailed naming every failed expectation, the ``report`` file that
+        explains them and the ``out`` directory left unwritten; nothing when the gate passed."""
+        if not self.gate.success:
+            failed = "; ".join(f"{e.name}: {e.observed}" for e in self.gate.failures)
+            raise ValidationFailed(
+                f"data validation failed ({report}): {failed}. Nothing was written to {out}."
+            )
 
     def save(self, directory) -> None:  # noqa: ANN001 - a Path from atomic_dir
         import json

@@ -4,7 +4,7 @@ Public API::
 
     make_backend(target) -> Backend            # .available(), .measure(model, shape, protocol)
     MeasureProtocol, LatencyStats
-    build_latency_table(...) -> TableResult    # what the latency_table stage runs
+    build_latency_table(...) -> TableResult    # the table (latency.stage: the whole stage)
     LatencyEstimator, load_estimator(dir, space)  # .predict(encoded) / .predict_arch(arch), ms
     fit_calibration, fidelity
 """

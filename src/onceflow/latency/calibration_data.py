@@ -15,12 +15,14 @@ estimator's calibration and validation) and shipped packages always calibrate on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from onceflow.data.prepared import PreparedData, normalize
+from onceflow.config import LatencyTarget
+from onceflow.data.prepared import PreparedData, load_prepared, normalize
 from onceflow.train.data import resize
 from onceflow.train.evaluation import calibration_indices
 
@@ -30,6 +32,19 @@ def calibration_images(data: PreparedData, n: int, seed: int = 0) -> np.ndarray:
     a fixed random subset, drawn as BatchNorm recalibration draws its images."""
     idx = calibration_indices(len(data.train), n, seed)
     return normalize(np.asarray(data.train.images[idx]), data.meta)
+
+
+def target_calibration_images(
+    target: LatencyTarget, data: PreparedData | str | os.PathLike[str] | None, seed: int = 0
+) -> np.ndarray | None:
+    """The images ``target``'s backend calibrates int8 builds on: its
+    ``options.int8_calibration_images`` train images of ``data`` (:func:`calibration_images`;
+    a prepared-data directory is opened only then). None for other precisions or without data."""
+    if target.precision != "int8" or data is None:
+        return None
+    if not isinstance(data, PreparedData):
+        data = load_prepared(data)
+    return calibration_images(data, target.options.int8_calibration_images, seed)
 
 
 def calibration_batches(

@@ -17,7 +17,8 @@ from onceflow.errors import ConfigError
 from onceflow.io import read_json
 from onceflow.latency.calibration import Calibration
 from onceflow.latency.lut import LUT_FILE, Lut
-from onceflow.supernet.space import Arch, SearchSpace
+from onceflow.supernet.arch import Arch
+from onceflow.supernet.space import SearchSpace
 from onceflow.supernet.tables import BlockTables
 
 ESTIMATOR_FILE = "estimator.json"

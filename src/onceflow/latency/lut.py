@@ -1,6 +1,6 @@
 """Latency look-up tables: one measured entry per unique static layer the space can produce.
 
-The table is keyed by :class:`~onceflow.supernet.space.LayerSpec` (everything that determines
+The table is keyed by :class:`~onceflow.supernet.specs.LayerSpec` (everything that determines
 a layer's static op), so any arch's latency estimate is a sum of lookups along
 ``space.layer_specs(arch)``. ``overhead_ms`` is the latency of a trivial graph under the same
 backend and protocol: the fixed cost of one inference call, which every isolated entry pays
@@ -20,7 +20,8 @@ from torch import nn
 from onceflow.errors import ConfigError
 from onceflow.latency.backends.base import Backend
 from onceflow.latency.protocol import LatencyStats, MeasureProtocol
-from onceflow.supernet.space import LayerSpec, SearchSpace
+from onceflow.supernet.space import SearchSpace
+from onceflow.supernet.specs import LayerSpec
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Build one target's latency table end to end: LUT, calibration, held-out validation.
 
-This is the library function the ``latency_table`` stage calls. It takes values (the space, a
-layer builder, a subnet extractor, a backend, the config) and returns values; the stage writes
-them. Steps:
+The ``latency_table`` stage runs it through :func:`onceflow.latency.stage.run_latency_table`.
+It takes values (the space, a layer builder, a subnet extractor, a backend, the config) and
+returns values; the stage writes them. Steps:
 
 1. sample K calibration + M validation subnets (distinct; min and max arch go to calibration so
    the fit spans the whole range) and extract them;
@@ -29,7 +29,9 @@ from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.fidelity import fidelity
 from onceflow.latency.lut import Lut, lut_from_stats, lut_models
 from onceflow.latency.protocol import LatencyStats, MeasureProtocol
-from onceflow.supernet.space import Arch, LayerSpec, SearchSpace
+from onceflow.supernet.arch import Arch
+from onceflow.supernet.space import SearchSpace
+from onceflow.supernet.specs import LayerSpec
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,8 @@
 
 Per selected arch: extract the static subnet from the supernet, re-estimate BatchNorm
 statistics on train images (the supernet's shared statistics are wrong for any one subnet),
-optionally fine-tune it with distillation from the largest subnet, then ``build_package``.
+optionally fine-tune it with distillation from the largest subnet
+(:func:`onceflow.train.finetune.finetune`), then ``build_package``.
 Latency is measured with the latency package's backend for the target, under the same protocol
 as its lookup tables, on the exact ONNX bytes that ship (ONNX Runtime targets; for int8 targets
 the statically quantized model, quantized as the table's models were).
@@ -11,20 +12,21 @@ the statically quantized model, quantized as the table's models were).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from onceflow import __version__
 from onceflow.config import LatencyTarget, PackageConfig, Params
-from onceflow.data.prepared import PreparedData
+from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.errors import ConfigError, SearchError
+from onceflow.io import atomic_dir, read_json
 from onceflow.package.build import (
     Candidate,
     EngineFn,
@@ -34,11 +36,12 @@ from onceflow.package.build import (
     TargetInfo,
     build_package,
 )
+from onceflow.package.lineage import collect_lineage
 from onceflow.progress import track
-from onceflow.supernet import Arch, Supernet, recalibrate_bn
+from onceflow.supernet import Arch, Supernet, load_supernet, recalibrate_bn
 from onceflow.train.data import to_input
 from onceflow.train.evaluation import calibration_indices
-from onceflow.train.losses import kl_distill
+from onceflow.train.finetune import finetune
 
 log = logging.getLogger(__name__)
 
@@ -88,57 +91,16 @@ def _opt(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def finetune(
-    student: nn.Module,
-    teacher: nn.Module | None,
-    data: PreparedData,
-    *,
-    resolution: int,
-    teacher_resolution: int,
-    cfg: PackageConfig,
-    seed: int,
-) -> list[float]:
-    """SGD fine-tune on the train split: CE + kd_ratio * KL(teacher || student). Mean loss/epoch."""
-    n = len(data.train)
-    labels = torch.as_tensor(np.array(data.train.labels))
-    steps_per_epoch = math.ceil(n / cfg.finetune_batch_size)
-    total = cfg.finetune_epochs * steps_per_epoch
-    opt = torch.optim.SGD(student.parameters(), lr=cfg.finetune_lr, momentum=0.9, nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total))
-    )
-    gen = torch.Generator().manual_seed(seed)
-    if teacher is not None:
-        teacher.eval()
-    student.train()
-    losses = []
-    for _ in range(cfg.finetune_epochs):
-        perm = torch.randperm(n, generator=gen).numpy()
-        running = 0.0
-        for s in range(steps_per_epoch):
-            idx = np.sort(perm[s * cfg.finetune_batch_size : (s + 1) * cfg.finetune_batch_size])
-            u8 = data.train.images[idx]
-            logits = student(to_input(u8, data.meta, resolution))
-            loss = F.cross_entropy(logits, labels[idx])
-            if teacher is not None and cfg.kd_ratio > 0:
-                with torch.no_grad():
-                    t = teacher(to_input(u8, data.meta, teacher_resolution))
-                loss = loss + cfg.kd_ratio * kl_distill(logits, t)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            running += loss.item()
-        losses.append(running / steps_per_epoch)
-    student.eval()
-    return losses
-
-
 def calibrated_subnet(
     supernet: Supernet, arch: Arch, data: PreparedData, cfg: PackageConfig, seed: int
 ) -> nn.Module:
     """The static subnet with BN statistics re-estimated on a fixed train subset."""
-    sub = supernet.extract(arch)
+    return _recalibrated(supernet.extract(arch), arch, data, cfg, seed)
+
+
+def _recalibrated(
+    sub: nn.Module, arch: Arch, data: PreparedData, cfg: PackageConfig, seed: int
+) -> nn.Module:
     idx = calibration_indices(len(data.train), cfg.bn_calibration_images, seed)
     calib = to_input(data.train.images[idx], data.meta, arch.resolution)
     recalibrate_bn(sub, calib, len(idx), batch_size=cfg.batch_size)
@@ -159,15 +121,11 @@ def backend_fns(
     Raises BackendUnavailable (with the reason) when the target cannot run on this machine.
     """
     from onceflow.latency.backends import OnnxRuntimeBackend, TensorRTBackend, make_backend
-    from onceflow.latency.calibration_data import calibration_images
+    from onceflow.latency.calibration_data import target_calibration_images
     from onceflow.latency.protocol import LatencyStats
     from onceflow.latency.table import protocol_from_config
 
-    images = None
-    if target.precision == "int8" and data is not None:
-        n = target.options.int8_calibration_images
-        images = calibration_images(data, n, params.base.seed)
-    backend = make_backend(target, images)
+    backend = make_backend(target, target_calibration_images(target, data, params.base.seed))
     backend.require(name)
     # The very protocol the target's latency table used (sessions, priming, clock), so measured
     # and predicted latency of a package describe the same warm steady state.
@@ -250,14 +208,7 @@ def package_target(
                 seed=seed,
             )
             log.info("fine-tuned %s: loss per epoch %s", arch, [round(v, 4) for v in losses])
-            idx = calibration_indices(len(data.train), cfg.bn_calibration_images, seed)
-            recalibrate_bn(
-                sub,
-                to_input(data.train.images[idx], data.meta, arch.resolution),
-                len(idx),
-                cfg.batch_size,
-            )
-            sub.eval()
+            sub = _recalibrated(sub, arch, data, cfg, seed)
         results.append(
             build_package(
                 sub,
@@ -304,3 +255,50 @@ def package_metrics(target: str, results: list[PackageResult]) -> dict[str, Any]
         "latency_ratio_range": [min(ratios), max(ratios)] if ratios else None,
         "packages": [r.to_json() for r in results],
     }
+
+
+@dataclass(frozen=True)
+class PackageRun:
+    """What the package stage writes besides the packages: its metrics."""
+
+    results: list[PackageResult]  # one per packaged arch, in selection order
+    details: dict[str, Any]  # metrics/package/<target>.details.json (:func:`package_metrics`)
+
+
+def package_stage(
+    params: Params,
+    target: str,
+    *,
+    supernet: str,
+    data: str,
+    selection: str,
+    latency: str,
+    predictor: str,
+    out: str | Path,
+) -> PackageRun:
+    """The package stage from its input paths: lineage and content hashes of the inputs, then
+    the target's packages written whole into ``out`` (replaced only on success)."""
+    torch.set_num_threads(params.base.threads)
+    torch.manual_seed(params.base.seed)
+    inputs = {
+        "data": data,
+        "supernet": supernet,
+        "latency": latency,
+        "predictor": predictor,
+        "selection": str(selection).rsplit("/", 1)[0],
+    }
+    lineage, hashes = collect_lineage(inputs, params.model_dump(mode="json"))
+    with atomic_dir(out) as tmp:
+        results = package_target(
+            load_supernet(supernet),
+            read_json(selection),
+            load_prepared(data),
+            target_name=target,
+            params=params,
+            lineage=lineage,
+            content_hashes=hashes,
+            out_root=tmp,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            selection_source=selection,
+        )
+    return PackageRun(results, package_metrics(target, results))

@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from onceflow.errors import ConfigError
-from onceflow.supernet.space import LayerSpec, SearchSpace
+from onceflow.supernet.space import SearchSpace
+from onceflow.supernet.specs import LayerSpec
 from onceflow.supernet.tables import BlockTables
 
 

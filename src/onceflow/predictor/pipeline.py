@@ -1,20 +1,25 @@
-"""The predictor stage's work as one call: sample subnets, measure them (resumable), fit and
-select the model; plus its metrics document and learning-curve plot."""
+"""The predictor stage's work as one call (:func:`run_predictor`): sample subnets, measure them
+(resumable), fit and select the model; plus its metrics document and learning-curve plot.
+
+The measurement settings (``predictor`` params -> :class:`MeasureSettings`) are derived once, by
+:func:`run_predictor`, and passed both to the CSV's resume key and to the meter."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from onceflow import plots
-from onceflow.config import PredictorConfig
-from onceflow.data.prepared import PreparedData
+from onceflow.config import Params, PredictorConfig
+from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.io import sha256_file
 from onceflow.predictor.dataset import (
     Measurement,
@@ -28,17 +33,27 @@ from onceflow.predictor.dataset import (
 from onceflow.predictor.encoding import ArchEncoder
 from onceflow.predictor.fit import Selection, rank_metrics, select_and_fit
 from onceflow.predictor.noise import label_noise
-from onceflow.predictor.predictor import AccuracyPredictor
+from onceflow.predictor.predictor import AccuracyPredictor, save_predictor
 from onceflow.supernet import Arch
-from onceflow.supernet.supernet import WEIGHTS_FILE, Supernet
+from onceflow.supernet.supernet import WEIGHTS_FILE, Supernet, load_supernet
 
 log = logging.getLogger(__name__)
 
 
 def measure_settings(cfg: PredictorConfig, seed: int) -> MeasureSettings:
+    """How a subnet's accuracy is measured under ``cfg`` (the predictor's labels, and the search
+    stage's check of its picks)."""
     return MeasureSettings(
         cfg.calib_images, cfg.eval_images, cfg.batch_size, seed, cfg.calib_batch_size, cfg.retest
     )
+
+
+def subnet_accuracy(
+    supernet: Supernet, data: PreparedData, cfg: PredictorConfig, seed: int
+) -> Callable[[Arch], float]:
+    """arch -> its accuracy measured exactly as the predictor's labels are (BN recalibrated,
+    the same val subset): how the search stage checks its picks."""
+    return SubnetMeter(supernet, data, measure_settings(cfg, seed))
 
 
 def measurement_context(
@@ -100,11 +115,13 @@ def train_predictor(
     seed: int,
     dataset_csv: str | os.PathLike[str],
     context: str,
+    settings: MeasureSettings,
 ) -> PredictorRun:
-    """Measure ``cfg.n_samples`` subnets (resuming ``dataset_csv``), then fit, select, refit."""
+    """Measure ``cfg.n_samples`` subnets with ``settings`` (resuming ``dataset_csv`` rows of
+    ``context``), then fit, select, refit."""
     space = supernet.space
     archs = sample_archs(space, cfg.n_samples, seed)
-    meter = SubnetMeter(supernet.eval(), data, measure_settings(cfg, seed))
+    meter = SubnetMeter(supernet.eval(), data, settings)
     t0 = time.perf_counter()
     retest = {str(a) for a in archs[: cfg.retest]}  # the first few, min and max included
     archs, measured = build_dataset(
@@ -134,6 +151,59 @@ def train_predictor(
         AccuracyPredictor(encoder, model), sel, archs, acc, halves, y, y_halves, y_retest,
         acc_retest, t1 - t0, t2 - t1,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PredictorOutputs:
+    """What the predictor stage writes: the model (``save``: models/predictor/), the metrics
+    and the learning-curve plot (PNG bytes)."""
+
+    run: PredictorRun
+    details: dict[str, Any]
+    plot_png: bytes
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        return predictor_metrics(self.details)
+
+    @property
+    def plot_csv(self) -> str:
+        """The plot's data for ``dvc plots``: :func:`plot_rows`."""
+        return plot_rows(self.run)
+
+    def save(self, directory: Path) -> None:
+        save_predictor(self.run.predictor, directory, {"metrics": self.headline})
+
+    @property
+    def summary(self) -> str:
+        d, ceiling = self.details, self.headline["ceiling"]
+        return (
+            f"predictor {d['model']}: held-out Kendall tau {d['kendall_tau']:.3f} on "
+            f"{d['n_holdout']} subnets (label-noise ceiling "
+            f"{'n/a' if ceiling is None else f'{ceiling:.3f}'})"
+        )
+
+
+def run_predictor(
+    params: Params,
+    supernet_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    dataset_csv: str | os.PathLike[str],
+) -> PredictorOutputs:
+    """The ``predictor`` stage: measure (resuming ``dataset_csv``), fit and select the accuracy
+    predictor of the supernet in ``supernet_dir`` on the prepared data in ``data_dir``."""
+    cfg, seed = params.predictor, params.base.seed
+    torch.set_num_threads(params.base.threads)
+    data = load_prepared(data_dir)
+    supernet = load_supernet(supernet_dir)
+    settings = measure_settings(cfg, seed)
+    context = measurement_context(supernet_dir, supernet, data_dir, settings)
+    run = train_predictor(
+        supernet, data, cfg, seed=seed, dataset_csv=dataset_csv, context=context, settings=settings
+    )
+    details = predictor_details(run, cfg.target)
+    ceiling = predictor_metrics(details)["ceiling"]
+    return PredictorOutputs(run, details, learning_curve_png(run, ceiling))
 
 
 def predictor_details(run: PredictorRun, target: str) -> dict[str, Any]:

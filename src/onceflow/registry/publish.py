@@ -23,8 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from onceflow.config import PublishConfig
 from onceflow.errors import RegistryError
+from onceflow.metrics import publish_headline
 from onceflow.package.manifest import (
     MANIFEST,
     PAYLOAD_FILES,
@@ -40,7 +43,14 @@ from onceflow.registry.index import (
     parse_index,
     render_index,
 )
-from onceflow.registry.store import INDEX, IndexConflict, Store, object_key
+from onceflow.registry.store import (
+    INDEX,
+    IndexConflict,
+    Store,
+    StoreOptions,
+    object_key,
+    open_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,3 +212,46 @@ def publish_all(store: Store, artifacts: str | Path, *, retries: int = 10) -> li
             )
         results.append(publish_package(store, pkg, retries=retries))
     return results
+
+
+@dataclass(frozen=True)
+class PublishRun:
+    """What the ``publish`` stage reports: the registry and every package's outcome."""
+
+    registry: str  # display URI, no credentials
+    results: list[PublishResult]
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """metrics/publish.details.json: counts by status and one entry per package."""
+        results = self.results
+        return {
+            "registry": self.registry,
+            "n_packages": len(results),
+            "n_published": sum(r.status == "published" for r in results),
+            "n_unchanged": sum(r.status == "unchanged" for r in results),
+            "n_repaired": sum(r.status == "repaired" for r in results),
+            "packages": [
+                {"target": r.target, "model_id": r.model_id, "revision": r.revision, "uri": r.uri,
+                 "status": r.status, "uploaded": list(r.uploaded)}
+                for r in results
+            ],
+        }  # fmt: skip
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        return publish_headline(self.details)
+
+
+def run_publish(cfg: PublishConfig, artifacts: str | Path) -> PublishRun:
+    """The ``publish`` stage: open the registry ``cfg.uri`` and publish every package under
+    ``artifacts`` (:func:`publish_all`)."""
+    options = StoreOptions(
+        endpoint_url=cfg.endpoint_url,
+        region=cfg.region,
+        max_attempts=cfg.max_attempts,
+        connect_timeout_s=cfg.connect_timeout_s,
+        read_timeout_s=cfg.read_timeout_s,
+    )
+    store = open_store(cfg.uri, options)
+    return PublishRun(store.uri, publish_all(store, artifacts, retries=cfg.conflict_retries))

@@ -2,8 +2,8 @@
 
 ``collect_run`` reads what the stages wrote (metrics with their details, plots, validation
 report, package manifests); ``render_html`` turns that into a page that needs no network.
-``write_report`` does both and writes the page atomically; the ``report`` stage and the
-``onceflow report`` command call it.
+``report_html`` does both (the ``report`` stage writes what it returns); ``write_report`` also
+writes the page atomically (the ``onceflow report`` command).
 """
 
 from __future__ import annotations
@@ -17,13 +17,26 @@ from onceflow.report.collect import ReportPaths, RunOutputs, collect_run
 from onceflow.report.html import SECTIONS
 from onceflow.report.page import render_html
 
-__all__ = ["SECTIONS", "ReportPaths", "RunOutputs", "collect_run", "render_html", "write_report"]
+__all__ = [
+    "SECTIONS",
+    "ReportPaths",
+    "RunOutputs",
+    "collect_run",
+    "render_html",
+    "report_html",
+    "write_report",
+]
+
+
+def report_html(root: str | os.PathLike[str], paths: ReportPaths | None = None) -> str:
+    """The page of the run at ``root``, stamped with the current UTC time."""
+    run = collect_run(root, paths)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return render_html(run, stamp)
 
 
 def write_report(
     root: str | os.PathLike[str], out: str | os.PathLike[str], paths: ReportPaths | None = None
 ) -> Path:
     """Collect the run at ``root`` and write its page to ``out``; returns ``out``."""
-    run = collect_run(root, paths)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return write_text_atomic(out, render_html(run, stamp))
+    return write_text_atomic(out, report_html(root, paths))

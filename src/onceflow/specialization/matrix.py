@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from onceflow.supernet.space import Arch
+from onceflow.supernet.arch import Arch
 
 # (arch, host target name) -> test accuracy under the host's precision; None: not measurable here
 AccuracyFn = Callable[[Arch, str], float | None]

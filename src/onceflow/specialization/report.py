@@ -1,4 +1,5 @@
-"""Assemble the specialization report from the pipeline's outputs (what the stage calls).
+"""Assemble the specialization report from the pipeline's outputs (:func:`run_specialization`
+is what the ``specialize_report`` stage calls).
 
 Reads, per target T: ``<latency>/T/`` (estimator + validation subnets), ``<search>/T/
 selected.json`` (one pick per budget) and ``<artifacts>/T/*/manifest.json`` (accuracies of the
@@ -9,14 +10,17 @@ host's precision no package measured.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from onceflow.config import Params
-from onceflow.data.prepared import PreparedData
+from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.errors import SearchError
 from onceflow.io import read_json
 from onceflow.latency import load_estimator
@@ -27,7 +31,8 @@ from onceflow.specialization.accuracy import (
     precision_key,
 )
 from onceflow.specialization.matrix import Slot, TargetPicks, cross_target
-from onceflow.supernet import Arch, Supernet
+from onceflow.specialization.plot import plot_rows, specialization_png
+from onceflow.supernet import Arch, Supernet, load_supernet
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +77,12 @@ def host_measurer(
     under the host's table protocol (int8 hosts: quantized as their packages are); None when
     the host's backend cannot run on this machine."""
     from onceflow.latency.backends import make_backend
-    from onceflow.latency.calibration_data import calibration_images
+    from onceflow.latency.calibration_data import target_calibration_images
     from onceflow.latency.table import protocol_from_config
 
     def measure(arch: Arch, host: str) -> float | None:
         target = params.latency.targets[host]
-        n = target.options.int8_calibration_images
-        images = (
-            calibration_images(data, n, params.base.seed) if target.precision == "int8" else None
-        )
-        backend = make_backend(target, images)
+        backend = make_backend(target, target_calibration_images(target, data, params.base.seed))
         ok, why = backend.available()
         if not ok:
             log.info("not timing on %s here: %s", host, why)
@@ -141,3 +142,43 @@ def specialization_report(
     details["quantization_drop_pp"] = drops
     details["evaluated_here"] = evaluated
     return headline, details
+
+
+@dataclass(frozen=True)
+class SpecializationOutputs:
+    """What the ``specialize_report`` stage writes: the metrics and the plot (PNG bytes)."""
+
+    headline: dict[str, Any]
+    details: dict[str, Any]
+    plot_png: bytes
+
+    @property
+    def summary(self) -> str:
+        return f"specialization: {self.details['verdict']}"
+
+    @property
+    def plot_csv(self) -> str:
+        """The plot's points for ``dvc plots`` (x latency_ms, y accuracy)."""
+        return plot_rows(self.details)
+
+
+def run_specialization(
+    params: Params,
+    *,
+    supernet_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    latency_root: str | os.PathLike[str],
+    search_root: str | os.PathLike[str],
+    artifacts_root: str | os.PathLike[str],
+) -> SpecializationOutputs:
+    """:func:`specialization_report` on the supernet and prepared data on disk, with its plot."""
+    torch.set_num_threads(params.base.threads)
+    headline, details = specialization_report(
+        params,
+        load_supernet(supernet_dir).eval(),
+        load_prepared(data_dir),
+        latency_root=Path(latency_root),
+        search_root=Path(search_root),
+        artifacts_root=Path(artifacts_root),
+    )
+    return SpecializationOutputs(headline, details, specialization_png(details, details["verdict"]))

@@ -6,8 +6,11 @@ Public API (the contract other packages code against)::
     Supernet, recalibrate_bn, load_supernet, save_supernet         # the network
 """
 
+from onceflow.supernet.arch import Arch
+from onceflow.supernet.geometry import make_divisible
 from onceflow.supernet.layers import build_layer
-from onceflow.supernet.space import Arch, Dimension, LayerSpec, SearchSpace, make_divisible
+from onceflow.supernet.space import Dimension, SearchSpace
+from onceflow.supernet.specs import LayerSpec
 from onceflow.supernet.supernet import Supernet, load_supernet, recalibrate_bn, save_supernet
 
 __all__ = [

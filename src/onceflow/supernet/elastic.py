@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onceflow.supernet.layers import ConvBNAct, Head, MBConv, make_act
-from onceflow.supernet.space import LayerSpec
+from onceflow.supernet.specs import LayerSpec
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):

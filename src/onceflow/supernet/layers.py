@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from onceflow.errors import ConfigError
-from onceflow.supernet.space import LayerSpec
+from onceflow.supernet.specs import LayerSpec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "hswish": nn.Hardswish}
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from onceflow.errors import ConfigError, DataError
+from onceflow.supernet.arch import Arch
 from onceflow.supernet.elastic import (
     DynamicHead,
     DynamicMBConv,
@@ -27,7 +28,7 @@ from onceflow.supernet.elastic import (
     copy_stem,
 )
 from onceflow.supernet.layers import build_layer
-from onceflow.supernet.space import Arch, SearchSpace
+from onceflow.supernet.space import SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from onceflow.supernet.space import LayerSpec, SearchSpace
+from onceflow.supernet.space import SearchSpace
+from onceflow.supernet.specs import LayerSpec
 
 
 class BlockTables:

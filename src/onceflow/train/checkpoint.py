@@ -6,7 +6,7 @@ one header line ``onceflow-checkpoint sha256=<hex>`` followed by the ``torch.sav
 digest covers: a flipped bit anywhere in the payload (which ``torch.load`` would often read
 without complaint, handing back corrupted weights) fails the check on load, and the file is
 reported and skipped, never loaded. The payload is a dict of tensors and plain values only (see
-``train.loop``), so ``torch.load(..., weights_only=True)`` reads it.
+``train.resume``), so ``torch.load(..., weights_only=True)`` reads it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""Turning prepared uint8 images into network inputs: normalize, resize, augment.
+"""Turning prepared uint8 images into network inputs: normalize, resize, augment; batch order.
 
 All ops are batched torch ops on uint8 NHWC tensors (the prepared format), so a whole split
 fits in memory and a training batch costs a gather plus a few elementwise kernels.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -67,3 +69,11 @@ def augment(
         cols = (torch.arange(w, device=dev).view(1, w) + dx.view(n, 1)).view(n, 1, w)
         x = padded[torch.arange(n, device=dev).view(n, 1, 1), rows, cols]
     return x
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    """One epoch over ``n`` items: a fresh permutation from ``generator`` cut into batches of
+    ``batch_size`` (the last one may be short), each batch's indices sorted (sequential reads)."""
+    perm = torch.randperm(n, generator=generator).numpy()
+    for start in range(0, n, batch_size):
+        yield np.sort(perm[start : start + batch_size])

@@ -48,6 +48,9 @@ class DistContext:
         return self.world_size > 1
 
 
+SINGLE_PROCESS = DistContext()
+
+
 def resolve_device(device: str, ctx: DistContext) -> torch.device:
     """params base.device (cpu | cuda | auto) -> this rank's torch device."""
     if device == "auto":

@@ -1,11 +1,37 @@
-"""Learning-rate schedule and optimizer set-up (SGD Nesterov, no weight decay on BN/bias)."""
+"""Step plan, learning-rate schedule and optimizer set-up (SGD Nesterov, no weight decay on
+BN/bias)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from onceflow.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A training run in optimizer steps: params ``train`` against the train split's size."""
+
+    steps_per_epoch: int
+    batch_size: int  # global
+    phase_steps: tuple[int, ...]
+    warmup_steps: tuple[int, ...]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.phase_steps)
+
+
+def make_plan(n_train: int, cfg: TrainConfig) -> Plan:
+    batch = min(cfg.batch_size, n_train)
+    spe = max(1, n_train // batch)
+    steps = tuple(max(1, round(p.epochs * spe)) for p in cfg.phases)
+    warm = tuple(round(p.warmup_epochs * spe) for p in cfg.phases)
+    return Plan(spe, batch, steps, warm)
 
 
 class WarmupCosine:

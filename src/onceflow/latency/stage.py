@@ -1,0 +1,83 @@
+"""The ``latency_table@<target>`` stage as one call: open the supernet (and, for int8 targets,
+the prepared train images the backend calibrates on), build the table
+(:func:`~onceflow.latency.table.build_latency_table`) and return everything the stage writes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onceflow.config import Params
+from onceflow.errors import ConfigError
+from onceflow.io import write_json_atomic
+from onceflow.latency.backends import make_backend
+from onceflow.latency.calibration_data import target_calibration_images
+from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
+from onceflow.latency.lut import LUT_FILE
+from onceflow.latency.plot import plot_rows
+from onceflow.latency.table import TableResult, build_latency_table
+from onceflow.metrics import latency_headline
+from onceflow.plots import latency_png
+from onceflow.supernet import build_layer, load_supernet
+
+
+@dataclass(frozen=True)
+class LatencyTableOutputs:
+    """One target's table (``save``: latency/<T>/), its metrics and the predicted-vs-measured
+    plot (PNG bytes)."""
+
+    target: str
+    table: TableResult
+    plot_png: bytes
+
+    def save(self, directory: Path) -> None:
+        """lut.json, estimator.json and validation.json (the measured subnets)."""
+        write_json_atomic(directory / LUT_FILE, self.table.lut.to_json())
+        write_json_atomic(
+            directory / ESTIMATOR_FILE, estimator_json(self.table.calibration, self.target)
+        )
+        write_json_atomic(directory / "validation.json", self.table.records)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self.table.metrics
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        return latency_headline(self.table.metrics)
+
+    @property
+    def plot_csv(self) -> str:
+        """The plot's points for ``dvc plots`` (x measured_ms, y predicted_ms)."""
+        return plot_rows(self.table.records)
+
+
+def run_latency_table(
+    params: Params,
+    target: str,
+    supernet_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    *,
+    params_file: str | os.PathLike[str] = "params.yaml",
+) -> LatencyTableOutputs:
+    """Measure, calibrate and validate the latency table of ``latency.targets.<target>`` on this
+    machine. ConfigError (naming ``params_file``) when there is no such target."""
+    cfg = params.latency
+    if target not in cfg.targets:
+        raise ConfigError(f"{params_file}: latency.targets has no {target!r} ({list(cfg.targets)})")
+    torch.set_num_threads(params.base.threads)
+    supernet = load_supernet(supernet_dir).eval()
+    images = target_calibration_images(cfg.targets[target], data_dir, params.base.seed)
+    backend = make_backend(cfg.targets[target], images)
+    table = build_latency_table(
+        supernet.space, build_layer, supernet.extract, backend, cfg, target, params.base.seed
+    )
+    title = (
+        f"{target}: within ±10% {table.metrics['within_10pct']:.0%}, "
+        f"Kendall τ {table.metrics['kendall_tau']:.3f}"
+    )
+    return LatencyTableOutputs(target, table, latency_png(table.records, title))

@@ -1,0 +1,99 @@
+"""The ``search@<target>`` stage as one call (:func:`run_search_target`).
+
+The adapter between the engine, which knows nothing about networks, and one supernet: it opens
+the search space, the accuracy predictor and the target's latency estimator, runs
+:func:`~onceflow.search.specialize.run_search` on their batch functions, measures the picks for
+real when ``search.evaluate_selected`` asks, and returns what the stage writes. One describer
+turns an encoded row into the arch (string and JSON) for the documents and the engine's errors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from onceflow.config import BudgetConfig, Params
+from onceflow.data.prepared import load_prepared
+from onceflow.io import read_json, write_json_atomic
+from onceflow.latency import load_estimator
+from onceflow.predictor import load_predictor
+from onceflow.predictor.pipeline import subnet_accuracy
+from onceflow.search import report
+from onceflow.search.specialize import Specialization, budgets_for, run_search
+from onceflow.supernet import SearchSpace
+from onceflow.supernet.supernet import SPACE_FILE, load_supernet
+
+
+@dataclass(frozen=True)
+class SearchOutputs:
+    """One target's search: the documents (``save``: search/<T>/), metrics, the Pareto plot
+    (PNG bytes) and its data (CSV text)."""
+
+    target: str
+    budgets: BudgetConfig
+    result: Specialization
+    describe: report.Describe
+    real_accuracy: list[float] | None  # the picks measured on the supernet, if evaluated
+    plot_png: bytes
+
+    def save(self, directory: Path) -> None:
+        """pareto.json (the front) and selected.json (one arch per budget)."""
+        r, t, describe = self.result, self.target, self.describe
+        write_json_atomic(directory / "pareto.json", report.pareto_doc(r, t, describe))
+        write_json_atomic(
+            directory / "selected.json", report.selected_doc(r, t, self.budgets, describe)
+        )
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        return report.search_metrics(self.result, self.target, self.real_accuracy)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return report.search_details(self.result, self.target, self.real_accuracy)
+
+    @property
+    def plot_csv(self) -> str:
+        return report.plot_rows(self.result)
+
+    @property
+    def summary(self) -> str:
+        r = self.result
+        return f"search@{self.target}: front {len(r.front.x)}, hv {r.hypervolume:.4f}"
+
+
+def run_search_target(
+    params: Params,
+    target: str,
+    *,
+    supernet_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    predictor_dir: str | os.PathLike[str],
+    latency_dir: str | os.PathLike[str],
+) -> SearchOutputs:
+    """Search ``target``'s budgets with the predictor in ``predictor_dir`` and the estimator in
+    ``latency_dir``; the supernet's weights and ``data_dir`` are read only to measure the picks."""
+    cfg, seed = params.search, params.base.seed
+    budgets = budgets_for(cfg, params.latency.targets, target)
+    torch.set_num_threads(params.base.threads)
+    space = SearchSpace.from_json(read_json(f"{supernet_dir}/{SPACE_FILE}"))
+    pred, est = load_predictor(predictor_dir, space), load_estimator(latency_dir, space)
+    enc = pred.encoder
+    describe = report.arch_describer(space.decode)
+    result = run_search(
+        space.dimensions(), cfg, budgets, pred.predict, est.predict, seed=seed,
+        canonicalize=enc.canonicalize, extra={"macs": enc.macs, "params": enc.params},
+        describe=lambda x: describe(x)[0],
+    )  # fmt: skip
+    real = None
+    if cfg.evaluate_selected:  # close the loop: BN recalibrated, val subset as in the dataset
+        accuracy = subnet_accuracy(
+            load_supernet(supernet_dir), load_prepared(data_dir), params.predictor, seed
+        )
+        real = [accuracy(space.decode(p.x)) for p in result.picks]
+    png = report.pareto_png(result, f"search@{target}", real)
+    return SearchOutputs(target, budgets, result, describe, real, png)

@@ -1,0 +1,159 @@
+"""What a training checkpoint holds and when it is resumed.
+
+A run's identity (:func:`fingerprint`) covers everything that changes the weights it produces;
+a checkpoint of another identity is never resumed (stale files are cleared instead). The state
+(:class:`RunState`) is weights, optimizer, schedule, position (phase, step), history and the
+torch RNG: a run resumed from it continues exactly where it was taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+
+from onceflow.config import TrainConfig
+from onceflow.data.prepared import PreparedData, data_identity
+from onceflow.errors import DataError
+from onceflow.io import sha256_files, sha256_json
+from onceflow.supernet import SearchSpace, Supernet
+from onceflow.train import checkpoint as ckpt
+from onceflow.train.distributed import DistContext, barrier
+from onceflow.train.schedule import Plan, make_optimizer, make_scheduler
+
+log = logging.getLogger(__name__)
+
+# Modules of the train package that supernet training never runs (packaging's fine-tune):
+# editing them must not orphan a supernet run's checkpoints.
+_NOT_TRAINING_CODE = frozenset({"finetune.py"})
+
+
+def _code_digest() -> str:
+    """sha256 of the training and supernet sources: a checkpoint written by other training
+    code is not resumed (its weights came from a different procedure)."""
+    import onceflow.supernet
+    import onceflow.train
+
+    sources = [
+        (f"{pkg.__name__}/{f.name}", f)
+        for pkg in (onceflow.train, onceflow.supernet)
+        for f in sorted(Path(next(iter(pkg.__path__))).glob("*.py"))
+        if not (pkg is onceflow.train and f.name in _NOT_TRAINING_CODE)
+    ]
+    return sha256_files(sources, hashlib.sha256(torch.__version__.encode()))
+
+
+def fingerprint(
+    space: SearchSpace,
+    cfg: TrainConfig,
+    seed: int,
+    data: PreparedData,
+    world: int,
+    device: torch.device | str = "cpu",
+) -> str:
+    """Identity of a training run: everything that changes the weights it produces -- the
+    space, the train params (not the checkpoint cadence), the seed, the prepared data's
+    content (``content_sha256``), the number of ranks and the device kind, and the training
+    code and torch version. A checkpoint of another identity is never resumed."""
+    train = cfg.model_dump(mode="json", exclude={"checkpoint_every_steps", "keep_checkpoints"})
+    return sha256_json(
+        {
+            "space": space.to_json(),
+            "train": train,
+            "seed": seed,
+            "data": data_identity(data),
+            "n": len(data.train),
+            "world": world,
+            "device": torch.device(device).type,
+            "code": _code_digest(),
+        }
+    )[:16]
+
+
+class RunState:
+    """Mutable state of one training run (what a checkpoint holds)."""
+
+    def __init__(self, net: Supernet, cfg: TrainConfig, plan: Plan) -> None:
+        self.net, self.cfg, self.plan = net, cfg, plan
+        self.phase = 0
+        self.step_in_phase = 0
+        self.global_step = 0
+        self.history: list[dict] = []
+        self.seconds = 0.0
+        self.loss_sums = [0.0, 0.0, 0]  # max loss, others' loss, steps in current epoch
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+
+    def start_phase(self) -> None:
+        p = self.cfg.phases[self.phase]
+        self.optimizer = make_optimizer(self.net, p.lr, self.cfg.momentum, self.cfg.weight_decay)
+        self.scheduler = make_scheduler(
+            self.optimizer, self.plan.warmup_steps[self.phase], self.plan.phase_steps[self.phase]
+        )
+
+    def state(self, fp: str) -> dict:
+        assert self.optimizer is not None and self.scheduler is not None
+        return {
+            "fingerprint": fp,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "phase": self.phase,
+            "step_in_phase": self.step_in_phase,
+            "global_step": self.global_step,
+            "history": self.history,
+            "seconds": self.seconds,
+            "loss_sums": list(self.loss_sums),
+            "rng_torch": torch.get_rng_state(),
+        }
+
+    def restore(self, st: dict) -> None:
+        self.net.load_state_dict(st["model"])
+        self.phase = int(st["phase"])
+        self.step_in_phase = int(st["step_in_phase"])
+        self.global_step = int(st["global_step"])
+        self.history = list(st["history"])
+        self.seconds = float(st["seconds"])
+        self.loss_sums = list(st["loss_sums"])
+        torch.set_rng_state(st["rng_torch"])
+        self.start_phase()
+        assert self.optimizer is not None and self.scheduler is not None
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+
+
+def resume(
+    sess: RunState, directory: Path | None, fp: str, ctx: DistContext, device: torch.device
+) -> bool:
+    """Restore ``sess`` from the newest checkpoint in ``directory`` carrying fingerprint ``fp``;
+    False (a fresh start) when there is none."""
+    if directory is None:
+        return False
+    found = ckpt.load_latest_checkpoint(directory, map_location=device)
+    if found is None or found[0].get("fingerprint") != fp:
+        if ckpt.checkpoint_files(directory):
+            # Stale files must go: left in place they would outrank (and prune) this run's own
+            # checkpoints, which are numbered by step.
+            log.warning(
+                "checkpoints in %s are unreadable or belong to other params/data/code; "
+                "starting fresh",
+                directory,
+            )
+            barrier(ctx)
+            if ctx.is_main:
+                ckpt.clear_checkpoints(directory)
+            barrier(ctx)
+        return False
+    state, path = found
+    try:
+        sess.restore(state)
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(
+            f"{path}: carries this run's fingerprint but its contents do not fit it "
+            f"({type(err).__name__}: {first}); delete it (or {directory}/) to start fresh"
+        ) from None
+    log.info("resumed from %s (phase %d, step %d)", path, sess.phase, sess.global_step)
+    return True
