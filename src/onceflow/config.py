@@ -196,7 +196,7 @@ class PhaseConfig(StrictModel):
 
 
 def _default_phases() -> list[PhaseConfig]:
-    return [PhaseConfig(name="full", epochs=7, lr=0.15, warmup_epochs=0.2)]
+    return [PhaseConfig(name="full", epochs=5, lr=0.15, warmup_epochs=0.2)]
 
 
 class TrainConfig(StrictModel):
