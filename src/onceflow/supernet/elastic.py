@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onceflow.supernet.dwconv import depthwise_conv2d
 from onceflow.supernet.layers import ConvBNAct, Head, MBConv, make_act
 from onceflow.supernet.specs import LayerSpec
 
@@ -99,7 +100,7 @@ class DynamicDepthwise(nn.Module):
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
         ch = x.size(1)
-        return F.conv2d(x, self.active_weight(ch, kernel), None, self.stride, kernel // 2, 1, ch)
+        return depthwise_conv2d(x, self.active_weight(ch, kernel), self.stride, kernel // 2)
 
 
 class DynamicSE(nn.Module):

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+import numba
 import torch
 
 from onceflow.config import TrainConfig
@@ -42,7 +43,8 @@ def _code_digest() -> str:
         for f in sorted(Path(next(iter(pkg.__path__))).glob("*.py"))
         if not (pkg is onceflow.train and f.name in _NOT_TRAINING_CODE)
     ]
-    return sha256_files(sources, hashlib.sha256(torch.__version__.encode()))
+    versions = f"torch {torch.__version__}, numba {numba.__version__}"  # kernels: supernet/dwconv
+    return sha256_files(sources, hashlib.sha256(versions.encode()))
 
 
 def fingerprint(
