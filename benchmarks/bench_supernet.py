@@ -3,7 +3,9 @@
 - dynamic_over_static: median over archs of (train-step time of the supernet with arch A
   active) / (train-step time of extract(A)); same batch, same process, interleaved repeats.
   A train step is forward + cross-entropy + backward + SGD step.
-- sandwich_images_per_s: training throughput of full sandwich steps (max + min + n_random).
+- sandwich_images_per_s: training throughput of full sandwich steps (max + min + n_random);
+  fast_depthwise_speedup: the same steps with torch's own depthwise weight gradient, timed
+  interleaved, over these (supernet/dwconv.py).
 - peak_rss_mb: peak resident memory of this process.
 
 Usage: python benchmarks/bench_supernet.py [--params params.yaml] [--archs 10] [--batch 128]
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 
 from onceflow.config import load_params
 from onceflow.supernet import Supernet
+from onceflow.supernet.dwconv import fast_depthwise
 from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import make_optimizer
 
@@ -91,17 +94,28 @@ def main() -> None:
     x_native = torch.randn(cfg.batch_size, channels, side, side)
     yb = torch.randint(0, classes, (cfg.batch_size,))
     phase = cfg.phases[-1]
-    sandwich_step(net, opt, x_native, yb, step_archs(space, phase, cfg.n_random, 0, 0), cfg)
-    t = time.perf_counter()
-    for g in range(1, args.sandwich_steps + 1):
+
+    def sandwich_s(g: int) -> float:
+        t = time.perf_counter()
         sandwich_step(net, opt, x_native, yb, step_archs(space, phase, cfg.n_random, 0, g), cfg)
-    ips = cfg.batch_size * args.sandwich_steps / (time.perf_counter() - t)
+        return time.perf_counter() - t
+
+    sandwich_s(0)  # warm-up (compiles the depthwise kernel)
+    fast, native = [], []
+    for g in range(1, args.sandwich_steps + 1):  # interleaved, the same sandwich for both
+        fast.append(sandwich_s(g))
+        with fast_depthwise(False):
+            native.append(sandwich_s(g))
+    ips = cfg.batch_size * len(fast) / sum(fast)
 
     print(json.dumps({
         "dynamic_over_static": round(statistics.median(ratios), 4),
         "dynamic_over_static_max": round(max(ratios), 4),
         "n_archs": len(archs),
         "sandwich_images_per_s": round(ips, 1),
+        # torch's own depthwise weight gradient vs supernet/dwconv.py's (median step time ratio)
+        "fast_depthwise_speedup": round(statistics.median(native) / statistics.median(fast), 3),
+        "sandwich_images_per_s_torch_dw": round(cfg.batch_size * len(native) / sum(native), 1),
         "sandwich_subnets_per_step": 2 + cfg.n_random,
         "batch_size": cfg.batch_size,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

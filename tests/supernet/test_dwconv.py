@@ -66,3 +66,17 @@ def test_falls_back_to_torch_where_not_faster_or_not_float32(case):
         y = depthwise_conv2d(x, w, 1, w.size(-1) // 2)
     assert y.grad_fn is None or "DepthwiseConv" not in type(y.grad_fn).__name__
     torch.testing.assert_close(y, F.conv2d(x, w, None, 1, w.size(-1) // 2, 1, 8))
+
+
+def test_static_depthwise_layer_trains_with_the_kernel_and_exports_as_conv2d():
+    from torch import nn
+
+    from onceflow.supernet.dwconv import DepthwiseConv2d
+
+    layer = DepthwiseConv2d(16, 7, stride=2)
+    assert isinstance(layer, nn.Conv2d) and layer.padding == (3, 3) and layer.bias is None
+    x = torch.randn(2, 16, 9, 9).contiguous(memory_format=torch.channels_last)
+    y = layer.train()(x)
+    assert "DepthwiseConv" in type(y.grad_fn).__name__
+    torch.testing.assert_close(y, F.conv2d(x, layer.weight, None, 2, 3, 1, 16))
+    assert "DepthwiseConv" not in type(layer.eval()(x).grad_fn).__name__

@@ -8,7 +8,9 @@ computes the weight gradient with a compiled loop over channels-last data that a
 kernel tap in a small ``k x k x C`` buffer (0.7 ms for the layer above).
 
 It applies only where it is faster and exact in float32 (CPU, float32, kernel >= 5, autograd
-recording a weight gradient); everything else, CUDA included, is plain ``F.conv2d``.
+recording a weight gradient); everything else, CUDA included, is plain ``F.conv2d``. The elastic
+depthwise layer and the static one (:class:`DepthwiseConv2d`, extracted subnets trained alone)
+both use it.
 ``fast_depthwise(False)`` switches it off (benchmarks and tests compare the two).
 """
 
@@ -21,6 +23,7 @@ import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 MIN_KERNEL = 5  # oneDNN is as fast as the loop below for 3x3 kernels
 _enabled = True
@@ -111,6 +114,7 @@ def depthwise_conv2d(
         and weight.size(-1) >= MIN_KERNEL
         and weight.requires_grad
         and torch.is_grad_enabled()
+        and type(x) is torch.Tensor  # not a fake/functional tensor of export tracing
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and not torch.jit.is_tracing()
@@ -118,3 +122,18 @@ def depthwise_conv2d(
     ):
         return _DepthwiseConv.apply(x, weight, stride, padding)
     return F.conv2d(x, weight, None, stride, padding, 1, weight.size(0))
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` ('same' padding, no bias) that trains with
+    :func:`depthwise_conv2d`; in eval mode (export, inference) it is exactly ``nn.Conv2d``."""
+
+    def __init__(self, channels: int, kernel: int, stride: int = 1) -> None:
+        super().__init__(
+            channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return depthwise_conv2d(x, self.weight, self.stride[0], self.padding[0])  # type: ignore[index]
+        return super().forward(x)
