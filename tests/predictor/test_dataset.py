@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from onceflow.data.prepared import load_prepared
 from onceflow.predictor.dataset import (
     COLUMNS,
     MeasureSettings,
+    MeterPool,
     SubnetMeter,
     build_dataset,
     read_rows,
@@ -112,3 +114,44 @@ def test_subnet_meter_measures_real_accuracy(tmp_path: Path, tiny_space, tiny_pr
     # The whole-set accuracy is the mean of the two fixed halves (15 images each).
     assert math.isclose(m.accuracy, (m.accuracy_a + m.accuracy_b) / 2)
     assert SubnetMeter(net, data, MeasureSettings(40, None, 16, 0, None, 0)).n_eval == len(data.val)
+
+
+def test_parallel_workers_write_the_same_rows_in_order(tmp_path: Path, tiny_space) -> None:
+    archs = sample_archs(tiny_space, 10, seed=1)
+    serial, parallel = tmp_path / "serial.csv", tmp_path / "parallel.csv"
+    build_dataset(archs, fake_measure(tiny_space, []), serial, "ctx")
+    calls: list[Arch] = []
+    got, acc = build_dataset(archs, fake_measure(tiny_space, calls), parallel, "ctx", workers=3)
+    assert sorted(map(str, calls)) == sorted(map(str, archs)) and got == archs
+    strip = lambda p: [line.rsplit(",", 2)[0] for line in p.read_text().splitlines()]  # noqa: E731
+    assert strip(parallel) == strip(serial)  # same archs and values, same order (not seconds)
+
+
+def test_parallel_error_keeps_the_rows_before_it(tmp_path: Path, tiny_space) -> None:
+    csv = tmp_path / "arch_acc.csv"
+    archs = sample_archs(tiny_space, 12, seed=0)
+    inner = fake_measure(tiny_space, [])
+
+    def measure(arch: Arch) -> float:
+        if arch == archs[6]:
+            raise Killed
+        return inner(arch)
+
+    with pytest.raises(Killed):
+        build_dataset(archs, measure, csv, "ctx", workers=2)
+    kept = read_rows(csv, "ctx")
+    assert list(kept) == [str(a) for a in archs[:6]]  # in order, none after the failure
+
+
+def test_meter_pool_measures_like_one_meter(tmp_path: Path, tiny_space, tiny_prepared) -> None:
+    """Two supernet copies on two threads give the measurements of one meter, in order."""
+    net = load_supernet(write_supernet(tmp_path / "supernet", tiny_space))
+    data = load_prepared(tiny_prepared)
+    settings = MeasureSettings(40, 30, 16, 0, None, 0)
+    archs = sample_archs(tiny_space, 8, seed=2)
+    one = SubnetMeter(net, data, settings)
+    want = [one.measure(a) for a in archs]
+    pool = MeterPool([SubnetMeter(copy.deepcopy(net), data, settings) for _ in range(2)])
+    _, got = build_dataset(archs, pool.measure, tmp_path / "pool.csv", "ctx", workers=2)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.values()[:6], w.values()[:6], atol=1e-6)

@@ -18,8 +18,10 @@ import io
 import json
 import logging
 import os
+import queue
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,25 +198,42 @@ def build_dataset(
     measure: Callable[[Arch], Measurement | float],
     csv_path: str | os.PathLike[str],
     context: str,
+    workers: int = 1,
 ) -> tuple[list[Arch], list[Measurement]]:
     """Measure every arch not yet in ``csv_path`` (for ``context``), appending as it goes.
-    Returns the archs and their measurements, in the order of ``archs``."""
+    Returns the archs and their measurements, in the order of ``archs``.
+
+    With ``workers`` > 1, ``measure`` runs on that many threads at once (it must be thread-safe:
+    :class:`MeterPool`); rows are still appended in the order of ``archs``."""
     path = Path(csv_path)
     done = read_rows(path, context)
     todo = [a for a in archs if str(a) not in done]
     log.info(
-        "predictor dataset: %d archs, %d already measured, %d to go",
+        "predictor dataset: %d archs, %d already measured, %d to go (%d at a time)",
         len(archs),
         len(archs) - len(todo),
         len(todo),
+        workers,
     )
-    for arch in track(todo, "predictor: measuring subnets", unit="subnets"):
+
+    def timed(arch: Arch) -> Row:
         t0 = time.perf_counter()
         got = measure(arch)
         m = got if isinstance(got, Measurement) else Measurement(float(got))
-        row = Row(m, time.perf_counter() - t0)
-        append_row(path, str(arch), row, context)
-        done[str(arch)] = row
+        return Row(m, time.perf_counter() - t0)
+
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(todo) > 1 else None
+    try:
+        rows = pool.map(timed, todo) if pool else map(timed, todo)
+        for arch, row in track(
+            zip(todo, rows, strict=True), "predictor: measuring subnets", total=len(todo),
+            unit="subnets",
+        ):  # fmt: skip
+            append_row(path, str(arch), row, context)
+            done[str(arch)] = row
+    finally:
+        if pool:  # on an error, drop the measurements not started yet
+            pool.shutdown(wait=True, cancel_futures=True)
     return list(archs), [done[str(a)].m for a in archs]
 
 
@@ -300,3 +319,23 @@ class SubnetMeter:
 
     def __call__(self, arch: Arch) -> float:
         return self.measure(arch).accuracy
+
+
+class MeterPool:
+    """Thread-safe measurement over several meters (each with its own copy of the supernet):
+    a call takes a free meter, measures, and returns it. Torch releases the GIL inside its ops,
+    so ``n`` single-threaded meters on ``n`` threads keep ``n`` cores busy, where one meter with
+    ``n`` intra-op threads keeps about one busy (its batches are too small to split well)."""
+
+    def __init__(self, meters: Sequence[SubnetMeter]) -> None:
+        self._free: queue.SimpleQueue[SubnetMeter] = queue.SimpleQueue()
+        for m in meters:
+            self._free.put(m)
+        self.size = len(meters)
+
+    def measure(self, arch: Arch, retest: bool = False) -> Measurement:
+        meter = self._free.get()
+        try:
+            return meter.measure(arch, retest)
+        finally:
+            self._free.put(meter)

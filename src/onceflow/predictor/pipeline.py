@@ -6,10 +6,12 @@ The measurement settings (``predictor`` params -> :class:`MeasureSettings`) are 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from onceflow.io import sha256_file
 from onceflow.predictor.dataset import (
     Measurement,
     MeasureSettings,
+    MeterPool,
     SubnetMeter,
     build_dataset,
     context_digest,
@@ -116,17 +119,21 @@ def train_predictor(
     dataset_csv: str | os.PathLike[str],
     context: str,
     settings: MeasureSettings,
+    workers: int = 1,
 ) -> PredictorRun:
     """Measure ``cfg.n_samples`` subnets with ``settings`` (resuming ``dataset_csv`` rows of
-    ``context``), then fit, select, refit."""
+    ``context``; ``workers`` at a time, each on its own copy of the supernet), then fit,
+    select, refit."""
     space = supernet.space
     archs = sample_archs(space, cfg.n_samples, seed)
-    meter = SubnetMeter(supernet.eval(), data, settings)
+    nets = [supernet] + [copy.deepcopy(supernet) for _ in range(workers - 1)]
+    meters = MeterPool([SubnetMeter(net.eval(), data, settings) for net in nets])
     t0 = time.perf_counter()
     retest = {str(a) for a in archs[: cfg.retest]}  # the first few, min and max included
-    archs, measured = build_dataset(
-        archs, lambda a: meter.measure(a, str(a) in retest), dataset_csv, context
-    )
+    with _torch_threads(1 if workers > 1 else torch.get_num_threads()):
+        archs, measured = build_dataset(
+            archs, lambda a: meters.measure(a, str(a) in retest), dataset_csv, context, workers
+        )
     acc = np.array([m.accuracy for m in measured])
     halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
     y, y_halves, y_retest = labels(measured, cfg.target)
@@ -151,6 +158,16 @@ def train_predictor(
         AccuracyPredictor(encoder, model), sel, archs, acc, halves, y, y_halves, y_retest,
         acc_retest, t1 - t0, t2 - t1,
     )  # fmt: skip
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -199,8 +216,9 @@ def run_predictor(
     settings = measure_settings(cfg, seed)
     context = measurement_context(supernet_dir, supernet, data_dir, settings)
     run = train_predictor(
-        supernet, data, cfg, seed=seed, dataset_csv=dataset_csv, context=context, settings=settings
-    )
+        supernet, data, cfg, seed=seed, dataset_csv=dataset_csv, context=context,
+        settings=settings, workers=params.base.threads,
+    )  # fmt: skip
     details = predictor_details(run, cfg.target)
     ceiling = predictor_metrics(details)["ceiling"]
     return PredictorOutputs(run, details, learning_curve_png(run, ceiling))
