@@ -196,7 +196,7 @@ class PhaseConfig(StrictModel):
 
 
 def _default_phases() -> list[PhaseConfig]:
-    return [PhaseConfig(name="full", epochs=5, lr=0.15, warmup_epochs=0.2)]
+    return [PhaseConfig(name="full", epochs=8, lr=0.15, warmup_epochs=0.2)]
 
 
 class TrainConfig(StrictModel):
@@ -206,6 +206,9 @@ class TrainConfig(StrictModel):
     batch_size: Annotated[int, Field(ge=1)] = 256  # global (split across DDP ranks)
     n_random: Annotated[int, Field(ge=0)] = 1  # random subnets per step besides max and min
     distill: Literal["none", "kl", "alpha"] = "kl"  # loss of non-max subnets vs max's soft labels
+    # Weight of the (label-smoothed) label cross-entropy added to the distillation loss of the
+    # non-max subnets (Once-for-All: 1; 0: distillation alone). Ignored with distill "none".
+    student_ce: Annotated[float, Field(ge=0.0)] = 1.0
     alpha_min: float = -1.0  # alpha-divergence range (AlphaNet)
     alpha_max: float = 1.0
     alpha_clip: Annotated[float, Field(gt=0)] = 5.0  # importance-ratio clip of the alpha loss

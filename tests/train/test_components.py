@@ -70,6 +70,21 @@ def test_distillation_losses() -> None:
     assert torch.isfinite(alpha_distill(s, t, 0.5, 0.5))
 
 
+def test_student_loss_adds_weighted_label_loss_to_distillation() -> None:
+    from onceflow.config import TrainConfig
+    from onceflow.train.sandwich import distill_loss
+
+    g = torch.Generator().manual_seed(0)
+    s, t, y = torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g), torch.arange(8)
+    ce = torch.nn.functional.cross_entropy(s, y, label_smoothing=0.1)
+    kl = kl_distill(s, t)
+    torch.testing.assert_close(distill_loss(s, t, y, TrainConfig(student_ce=0.0)), kl)
+    torch.testing.assert_close(distill_loss(s, t, y, TrainConfig(student_ce=0.5)), kl + 0.5 * ce)
+    torch.testing.assert_close(distill_loss(s, t, y, TrainConfig(distill="none")), ce)
+    cfg = TrainConfig(distill="none", student_ce=2.0)  # "none" is the label loss, once
+    torch.testing.assert_close(distill_loss(s, t, y, cfg), ce)
+
+
 def test_warmup_cosine_and_scheduler() -> None:
     f = WarmupCosine(warmup=4, total=20)
     vals = [f(i) for i in range(20)]

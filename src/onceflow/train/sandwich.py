@@ -2,8 +2,9 @@
 
 One step (every rank, same subnets): the max subnet learns from the labels (label-smoothed CE);
 the min subnet and ``n_random`` random subnets learn from the max subnet's soft labels (KL or
-alpha-divergence: in-place distillation). Each subnet sees the batch at its own resolution.
-Gradients of all passes are summed, averaged over ranks, clipped, and one optimizer step taken.
+alpha-divergence: in-place distillation), plus ``student_ce`` times the label loss. Each subnet
+sees the batch at its own resolution. Gradients of all passes are summed, averaged over ranks,
+clipped, and one optimizer step taken.
 """
 
 from __future__ import annotations
@@ -32,11 +33,19 @@ def step_archs(
 def distill_loss(
     student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
 ) -> torch.Tensor:
+    """A non-max subnet's loss: distillation from the max subnet's logits (``cfg.distill``)
+    plus ``cfg.student_ce`` times the label cross-entropy; the label loss alone with "none"."""
+    if cfg.distill == "none":
+        return F.cross_entropy(student, y, label_smoothing=cfg.label_smoothing)
     if cfg.distill == "kl":
-        return kl_distill(student, teacher)
-    if cfg.distill == "alpha":
-        return alpha_distill(student, teacher, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
-    return F.cross_entropy(student, y, label_smoothing=cfg.label_smoothing)
+        loss = kl_distill(student, teacher)
+    else:
+        loss = alpha_distill(student, teacher, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
+    if cfg.student_ce:
+        loss = loss + cfg.student_ce * F.cross_entropy(
+            student, y, label_smoothing=cfg.label_smoothing
+        )
+    return loss
 
 
 def sandwich_step(
