@@ -26,6 +26,7 @@ from flows.tasks import (
 from onceflow.errors import ConfigError
 from onceflow.orchestration import dvc as od
 from onceflow.orchestration.dvc import StageFailed, Transient
+from onceflow.orchestration.pools import Watch, wait_for_pool_run
 from onceflow.orchestration.targets import read_targets, work_pools
 from onceflow.orchestration.worktree import Workspace
 
@@ -65,20 +66,21 @@ def check_deployments(pools: dict[str, str], suffix: str) -> None:
 @task(task_run_name="target {target} on pool {pool}", retries=1,
       retry_condition_fn=lambda task, run, state: isinstance(  # noqa: ARG005
           state.result(raise_on_failure=False), Transient))  # fmt: skip
-def run_on_pool(target: str, pool: str, suffix: str, params: dict, poll_seconds: float) -> None:
-    """Run a target's stages through its pool's deployment and wait; a crashed run (worker
-    lost) is retried, a failed one is not."""
-    run = run_deployment(
-        target_deployment(pool, suffix), parameters=params, poll_interval=poll_seconds
-    )
+def run_on_pool(target: str, pool: str, suffix: str, params: dict, watch: Watch) -> None:
+    """Run a target's stages through its pool's deployment and wait; a crashed or lost run
+    (worker or machine gone) is retried, a failed one is not, and a pool without a live worker
+    fails the run instead of hanging it (see :mod:`onceflow.orchestration.pools`)."""
+    from prefect.client.orchestration import get_client
+
+    what = f"target '{target}' on work pool '{pool}'"
+    started = run_deployment(target_deployment(pool, suffix), parameters=params, timeout=0)
+    with get_client(sync_client=True) as client:
+        run = wait_for_pool_run(client, started.id, pool, what, watch)
     state = run.state
-    if state is not None and state.is_completed():
+    if state.is_completed():
         return
-    what = (
-        f"target '{target}' on work pool '{pool}': flow run '{run.name}' ended"
-        f" {state.name if state else 'without a state'}: {state.message if state else ''}"
-    )
-    raise (Transient if state is not None and state.is_crashed() else StageFailed)(what)
+    text = f"{what}: flow run '{run.name}' ended {state.name}: {state.message or ''}"
+    raise (Transient if state.is_crashed() else StageFailed)(text)
 
 
 @flow(name="nas-pipeline")
@@ -90,6 +92,7 @@ def nas_pipeline(
     poll_seconds: float = 5.0,
     target_deployment_suffix: str = "",
     keep_workspace: bool = False,
+    worker_lost_after_s: float = 120.0,
 ) -> dict:
     """Reproduce the pipeline of ``repo`` at ``rev`` in a workspace of its own.
 
@@ -97,17 +100,20 @@ def nas_pipeline(
     workspace; its dvc.lock records what each stage used. ``push``: ``dvc push --run-cache`` at
     the end when the repo has a default DVC remote. ``target_deployment_suffix``: which
     deployments run pool targets (``""``: those of ``prefect deploy``; ``serve`` sets its own).
+    ``worker_lost_after_s``: how long a pool may have no live worker (no heartbeat) before its
+    target run counts as lost (retried once) or, never started, fails this run.
     """
     overrides = list(set_params or [])
     ws = open_run_workspace(str(Path(repo).resolve()), rev, overrides)
     try:
-        return _run(ws, overrides, push, poll_seconds, target_deployment_suffix)
+        watch = Watch(poll_s=poll_seconds, lost_after_s=worker_lost_after_s)
+        return _run(ws, overrides, push, watch, target_deployment_suffix)
     finally:
         if not keep_workspace:
             close_run_workspace(ws)
 
 
-def _run(ws: Workspace, overrides: list[str], push: bool, poll: float, suffix: str) -> dict:
+def _run(ws: Workspace, overrides: list[str], push: bool, watch: Watch, suffix: str) -> dict:
     log = get_run_logger()
     targets = list(read_targets(ws.path / "params.yaml"))
     pools = work_pools(read_targets(ws.path / "params.yaml"))
@@ -128,7 +134,7 @@ def _run(ws: Workspace, overrides: list[str], push: bool, poll: float, suffix: s
         for t, pool in pools.items():
             log.info("target %s -> work pool %s (%s)", t, pool, target_deployment(pool, suffix))
             params = {"target": t, "commit": ws.commit, "lock": lock, "set_params": overrides}
-            futures[t] = run_on_pool.submit(t, pool, suffix, params, poll)
+            futures[t] = run_on_pool.submit(t, pool, suffix, params, watch)
         local = [s for t in targets if t not in pools for s in groups[t].stages]
         if local:
             dvc_repro(ws, local, label="local targets")

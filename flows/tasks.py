@@ -58,19 +58,19 @@ def close_run_workspace(ws: Workspace) -> None:
 def dvc_repro(ws: Workspace, targets: Sequence[str], label: str, single_item: bool = False) -> None:
     """``dvc repro [targets]`` in the workspace: DVC decides what runs and in which order."""
     args = ["repro", *(["--single-item", "--pull"] if single_item else []), *targets]
-    od.run_dvc(ws.path, args, on_line=get_run_logger().info)
+    od.run_dvc(ws.path, args, on_line=get_run_logger().info, project=ws.repo)
 
 
 @task(task_run_name="dvc {verb}", **_retry)
 def dvc_transfer(ws: Workspace, verb: str, args: Sequence[str] = ()) -> None:
     """``dvc pull``/``dvc push`` (``args``: stage names, ``--run-cache``)."""
-    od.run_dvc(ws.path, [verb, *args], on_line=get_run_logger().info)
+    od.run_dvc(ws.path, [verb, *args], on_line=get_run_logger().info, project=ws.repo)
 
 
 @task(task_run_name="run cache {verb} {stages}", **_retry)
 def run_cache(ws: Workspace, verb: str, stages: Sequence[str]) -> None:
     """``push`` a worker's results to the remote's run cache, or ``restore`` them here."""
-    od.run_cache(ws.path, verb, list(stages), on_line=get_run_logger().info)
+    od.run_cache(ws.path, verb, list(stages), on_line=get_run_logger().info, project=ws.repo)
 
 
 @task(task_run_name="tell the run's story")

@@ -2,7 +2,8 @@
 
 Single process: ``python -m stages.train_supernet ...``; data-parallel: ``torchrun
 --nproc_per_node=K -m stages.train_supernet ...`` (gloo on CPU, NCCL on GPU). Reruns resume
-from ``--checkpoints``. Only rank 0 writes outputs.
+from ``--checkpoints`` (default: this machine's onceflow cache, outside any workspace, so a
+flow run that died resumes in the next one). Only rank 0 writes outputs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from onceflow import stage
+from onceflow import hostcache, stage
 from onceflow.config import load_params
 from onceflow.io import atomic_dir
 from onceflow.metrics import parse_stage_args, supernet_headline, write_metrics
@@ -21,8 +22,9 @@ from onceflow.train.pipeline import supernet_training
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="stages.train_supernet", description=__doc__)
-    for name in ("params", "data", "out", "metrics", "live", "checkpoints"):
+    for name in ("params", "data", "out", "metrics", "live"):
         ap.add_argument(f"--{name}", required=name != "params", default="params.yaml")
+    ap.add_argument("--checkpoints", help="default: <onceflow cache>/checkpoints/supernet")
     args = parse_stage_args(ap, argv)
 
     params = load_params(args.params)
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         params,
         data=args.data,
         live=args.live,
-        checkpoints=args.checkpoints,
+        checkpoints=args.checkpoints or hostcache.checkpoints_dir(),
         outputs=(args.out, args.metrics, args.details, args.live),
         relaunch=("stages.train_supernet", sys.argv[1:] if argv is None else argv),
     ) as trained:

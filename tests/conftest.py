@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 from onceflow.config import StageConfig, SupernetConfig
 from onceflow.data.prepared import Meta, Split, save_split
 from onceflow.supernet import SearchSpace
+from tests.support.s3server import BUCKET as S3_BUCKET
+from tests.support.s3server import S3Server, seaweed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +21,24 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS's ``weed mini`` on 127.0.0.1, signatures checked) for the
+    whole session, with the bucket :data:`S3_BUCKET`. Tests take unique prefixes in it."""
+    with seaweed(tmp_path_factory.mktemp("seaweedfs")) as server:
+        server.create_bucket(S3_BUCKET)
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def host_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own onceflow host cache (checkpoints, predictor rows, flow workspaces), so
+    no test resumes another's work; the variable is restored afterwards."""
+    path = tmp_path_factory.mktemp("host-cache")
+    monkeypatch.setenv("ONCEFLOW_CACHE_DIR", str(path))
+    return path
 
 
 def synthetic_images(

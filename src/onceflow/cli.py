@@ -135,28 +135,9 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def project_root(start: Path | None = None) -> Path | None:
-    """The nearest folder at or above ``start`` holding dvc.yaml and params.yaml, if any."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
-            return folder
-    return None
-
-
-def resolve_registry(uri: str, start: Path | None = None) -> str:
-    """A relative ``file://`` URI made absolute against the project root (else the cwd)."""
-    from onceflow.registry import parse_uri
-
-    scheme, location, _ = parse_uri(uri)
-    if scheme != "file" or Path(location).is_absolute():
-        return uri
-    base = project_root(start) or (start or Path.cwd()).resolve()
-    return f"file://{base / location}"
-
-
 def _store(registry: str, max_attempts: int, endpoint_url: str | None = None) -> Any:
     from onceflow.registry import StoreOptions, open_store
+    from onceflow.registry.store import resolve_registry
 
     options = StoreOptions(endpoint_url=endpoint_url, max_attempts=max_attempts)
     return open_store(resolve_registry(registry), options)

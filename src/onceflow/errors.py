@@ -39,3 +39,13 @@ class RegistryError(OnceflowError):
     """Object storage or registry content is unreachable, malformed or fails verification."""
 
     exit_code = 2
+
+
+# EX_TEMPFAIL: the failure is transient (a service did not answer); the flows retry it.
+TRANSIENT_EXIT = 75
+
+
+class StoreUnreachable(RegistryError):
+    """The object store did not answer (endpoint down, network): worth retrying, not bad input."""
+
+    exit_code = TRANSIENT_EXIT

@@ -7,7 +7,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import onceflow
 from onceflow.errors import OnceflowError
 
 log = logging.getLogger("onceflow")
@@ -49,11 +51,35 @@ def setup_logging(level: str | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class WrongLibrary(OnceflowError):
+    """The stage imported an ``onceflow`` other than the one in its working tree."""
+
+    exit_code = 3
+
+
+def check_library(tree: str | os.PathLike[str] | None = None) -> None:
+    """Refuse to run when ``tree`` (default: the working directory, where DVC runs a stage)
+    holds onceflow's sources but the imported library is not those: the outputs would be
+    credited to this tree's revision while another revision's code made them."""
+    root = Path(tree if tree is not None else os.getcwd()).resolve()
+    own = root / "src" / "onceflow" / "__init__.py"
+    if not own.is_file():
+        return  # a project that uses an installed onceflow: nothing to compare with
+    imported = Path(onceflow.__file__).resolve()
+    if imported != own.resolve():
+        raise WrongLibrary(
+            f"{root}: this stage imported onceflow from {imported.parent}, not from this tree's"
+            f" {own.parent}; run it with `{root / 'src'}` first on PYTHONPATH (the flows do) or"
+            " through `python -m stages.<name>` in this tree"
+        )
+
+
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's ``main``; a user-facing error becomes one log line and a non-zero exit."""
     setup_logging()
     record_outcome("start")
     try:
+        check_library()
         main(argv)
     except OnceflowError as err:
         log.error("%s", err)

@@ -1,5 +1,5 @@
 """Fixtures for the flow tests: a quiet Prefect home, the test harness, a real Prefect server,
-an S3 endpoint (moto) for DVC remotes, and the toy DVC pipeline."""
+the real S3 server (SeaweedFS, tests/conftest.py) for DVC remotes, and the toy DVC pipeline."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ PREFECT_ENV = {
 os.environ.update(PREFECT_ENV)
 
 from tests.flows.toy import write_toy_repo  # noqa: E402
+from tests.support.s3server import BUCKET as BUCKET  # noqa: E402
+from tests.support.s3server import S3Server  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUCKET = "onceflow-test"
 
 
 @pytest.fixture(scope="session")
@@ -106,24 +107,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on loopback with the test bucket; AWS credentials in the env."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    creds = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    os.environ.update(creds)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
+def s3_endpoint(s3_server: S3Server) -> Iterator[str]:
+    """The session's real S3 server (SeaweedFS) for DVC remotes and registries, its AWS
+    credentials in the environment while the flow tests run (restored afterwards)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var, value in s3_server.env.items():
+            mp.setenv(var, value)
+        yield s3_server.endpoint
 
 
 def dvc(root: Path, *args: str) -> None:
@@ -136,7 +126,7 @@ def dvc(root: Path, *args: str) -> None:
 
 
 def add_s3_remote(root: Path, endpoint: str, prefix: str) -> None:
-    """Make an S3 bucket on moto the repo's default DVC remote."""
+    """Make a prefix of the test bucket on the S3 server the repo's default DVC remote."""
     dvc(root, "remote", "add", "-d", "s3", f"s3://{BUCKET}/{prefix}")
     dvc(root, "remote", "modify", "s3", "endpointurl", endpoint)
 

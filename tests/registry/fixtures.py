@@ -1,6 +1,8 @@
-"""Registry test helpers and fixtures, shared by conftest.py and other test packages: a moto
-S3 server on loopback, registries parametrized over file:// and s3://, and small fake packages
-(random bytes standing in for ONNX; the registry never parses it)."""
+"""Registry test helpers and fixtures, shared by conftest.py and other test packages: registries
+parametrized over file:// and s3:// (the session's real S3 server, SeaweedFS; see
+``tests/conftest.py``), moto's server only where a test injects a fault the real one cannot
+produce, and small fake packages (random bytes standing in for ONNX; the registry never parses
+it)."""
 
 from __future__ import annotations
 
@@ -13,14 +15,16 @@ import numpy as np
 import pytest
 
 from onceflow.package.manifest import CARD, FORMAT_VERSION, ONNX, write_manifest
+from tests.support.s3server import ACCESS_KEY, SECRET_KEY, S3Server
+from tests.support.s3server import BUCKET as S3_BUCKET
 
-SECRET = "sEcReT-test-key-do-not-leak-123"  # dummy secret: must never show up in output
-BUCKET = "onceflow-test"
+SECRET = SECRET_KEY  # the test secret: must never show up in output
+BUCKET = S3_BUCKET
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """A real HTTP S3 endpoint (moto's threaded server on 127.0.0.1, random port)."""
+    """moto's S3 server on 127.0.0.1 (a mock): only for faults the real server cannot inject."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -31,7 +35,7 @@ def moto_endpoint() -> Iterator[str]:
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="testing",
+        aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET,
     ).create_bucket(Bucket=BUCKET)
     yield endpoint
@@ -41,7 +45,7 @@ def moto_endpoint() -> Iterator[str]:
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Dummy credentials through the standard chain; no real AWS config is read."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
@@ -54,7 +58,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def registry_uri(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> str:
-    """A fresh, empty registry: a temp dir, or a unique prefix in the moto bucket.
+    """A fresh, empty registry: a temp dir, or a unique prefix in the real S3 server's bucket.
 
     For s3 the endpoint is given the standard way (AWS_ENDPOINT_URL), so subprocesses and the
     CLI find it too.
@@ -65,9 +69,10 @@ def registry_uri(
 
 
 @pytest.fixture
-def s3_uri(moto_endpoint: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh prefix in the moto bucket; the endpoint set the standard way (AWS_ENDPOINT_URL)."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+def s3_uri(s3_server: S3Server, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh prefix in the real S3 server's bucket; the endpoint set the standard way
+    (AWS_ENDPOINT_URL)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
     return f"s3://{BUCKET}/reg-{uuid.uuid4().hex[:10]}"
 
 

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from onceflow.config import PublishConfig
-from onceflow.errors import RegistryError
+from onceflow.errors import RegistryError, StoreUnreachable
 from onceflow.io import sha256_file
 from onceflow.package.manifest import MANIFEST, ONNX
 from onceflow.registry import (
@@ -31,6 +31,7 @@ from onceflow.registry.publish import run_publish
 from onceflow.registry.pull import load_entries
 from onceflow.registry.store import INDEX, object_key
 from tests.registry.fixtures import BUCKET, SECRET, make_package
+from tests.support.s3server import ACCESS_KEY, S3Server
 
 T = "ort-cpu"
 
@@ -305,20 +306,40 @@ def test_unreachable_endpoint_gives_clear_error(aws_env: None, tmp_path: Path) -
     msg = str(err.value)
     assert f"cannot reach the S3 endpoint http://127.0.0.1:{port} after 2 attempt(s)" in msg
     assert SECRET not in msg
+    # Transient, not bad input: the stage exits 75 (EX_TEMPFAIL) and the flows retry it.
+    assert isinstance(err.value, StoreUnreachable) and err.value.exit_code == 75
     pkg = make_package(tmp_path / "art", T, "r24-aaaa", accuracy=0.8, latency_ms=1.0)
     with pytest.raises(RegistryError, match="cannot reach"):
         publish_package(store, pkg)
 
 
-def test_missing_bucket_and_bad_credentials(
-    aws_env: None, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+def test_missing_bucket_and_bad_credentials_on_the_real_server(
+    aws_env: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = open_store(
-        "s3://no-such-bucket/x", StoreOptions(endpoint_url=moto_endpoint, max_attempts=1)
-    )
+    """SeaweedFS checks signatures: each failure is one RegistryError naming the bucket and the
+    endpoint, never the secret, and bad input (exit code 2), not a transient failure."""
+    opts = StoreOptions(endpoint_url=s3_server.endpoint, max_attempts=1)
     with pytest.raises(RegistryError, match="bucket 'no-such-bucket' does not exist") as err:
-        list_models(store)
-    assert SECRET not in str(err.value)
+        list_models(open_store("s3://no-such-bucket/x", opts))
+    assert SECRET not in str(err.value) and err.value.exit_code == 2
+    cases = [
+        ({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, r"access denied \(SignatureDoesNotMatch\)"),
+        ({"AWS_ACCESS_KEY_ID": "nobody"}, r"access denied \(InvalidAccessKeyId\)"),
+        ({"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, "no usable AWS credentials"),
+    ]
+    for env, expected in cases:
+        for var, value in env.items():
+            if value is None:
+                monkeypatch.delenv(var, raising=False)
+            else:
+                monkeypatch.setenv(var, value)
+        with pytest.raises(RegistryError, match=expected) as err:
+            list_models(open_store(f"s3://{BUCKET}/x", opts))
+        msg = str(err.value)
+        assert s3_server.endpoint in msg or "credentials" in msg, msg
+        assert SECRET not in msg and err.value.exit_code == 2
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
 
 
 def test_s3_objects_carry_sha256_checksums(s3_uri: str, tmp_path: Path) -> None:

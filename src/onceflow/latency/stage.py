@@ -13,6 +13,7 @@ import torch
 
 from onceflow.config import Params
 from onceflow.errors import ConfigError
+from onceflow.hostlock import timed_on_host
 from onceflow.io import write_json_atomic
 from onceflow.latency.backends import make_backend
 from onceflow.latency.calibration_data import target_calibration_images
@@ -23,6 +24,8 @@ from onceflow.latency.table import TableResult, build_latency_table
 from onceflow.metrics import latency_headline
 from onceflow.plots import latency_png
 from onceflow.supernet import build_layer, load_supernet
+
+HOST_FILE = "host.json"
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,14 @@ class LatencyTableOutputs:
     plot_png: bytes
 
     def save(self, directory: Path) -> None:
-        """lut.json, estimator.json and validation.json (the measured subnets)."""
+        """lut.json, estimator.json, validation.json (the measured subnets) and host.json (the
+        machine and its load while it was timed)."""
         write_json_atomic(directory / LUT_FILE, self.table.lut.to_json())
         write_json_atomic(
             directory / ESTIMATOR_FILE, estimator_json(self.table.calibration, self.target)
         )
         write_json_atomic(directory / "validation.json", self.table.records)
+        write_json_atomic(directory / HOST_FILE, self.table.metrics["host"])
 
     @property
     def details(self) -> dict[str, Any]:
@@ -73,9 +78,11 @@ def run_latency_table(
     supernet = load_supernet(supernet_dir).eval()
     images = target_calibration_images(cfg.targets[target], data_dir, params.base.seed)
     backend = make_backend(cfg.targets[target], images)
-    table = build_latency_table(
-        supernet.space, build_layer, supernet.extract, backend, cfg, target, params.base.seed
-    )
+    with timed_on_host(f"latency_table@{target}") as host:
+        table = build_latency_table(
+            supernet.space, build_layer, supernet.extract, backend, cfg, target, params.base.seed
+        )
+    table.metrics["host"] = host  # the machine it was timed on, and its load around the timing
     title = (
         f"{target}: within ±10% {table.metrics['within_10pct']:.0%}, "
         f"Kendall τ {table.metrics['kendall_tau']:.3f}"

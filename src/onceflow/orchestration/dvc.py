@@ -26,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onceflow.errors import ConfigError, OnceflowError
+from onceflow.errors import TRANSIENT_EXIT, ConfigError, OnceflowError
+from onceflow.registry.store import PROJECT_ROOT_ENV
 from onceflow.stage import OUTCOME_ENV
+from onceflow.uri import redact
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,24 @@ class Transient(StageFailed):
     """The object store, the network or the machine failed: worth retrying."""
 
 
-def dvc_env() -> dict[str, str]:
-    """Environment for DVC subprocesses: analytics off, this interpreter first on PATH (stage
-    commands say ``python -m stages.x``)."""
+def dvc_env(
+    root: str | os.PathLike[str] | None = None, project: Path | None = None
+) -> dict[str, str]:
+    """Environment for DVC subprocesses in ``root``: analytics off, this interpreter first on
+    PATH (stage commands say ``python -m stages.x``), ``root``'s own library first on
+    ``PYTHONPATH`` (a workspace of revision X runs X's code, never the checkout's editable
+    install), and ``project`` (the user's checkout) as the folder a relative ``file://``
+    registry resolves against."""
     env = dict(os.environ)
     env.setdefault("DVC_NO_ANALYTICS", "1")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if root is not None:
+        tree = Path(root).resolve()
+        own = [str(tree / "src"), str(tree)]
+        rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p not in own]
+        env["PYTHONPATH"] = os.pathsep.join(own + rest)
+    if project is not None:
+        env[PROJECT_ROOT_ENV] = str(Path(project).resolve())
     return env
 
 
@@ -67,6 +81,9 @@ def classify(verb: str, outcomes: Sequence[dict], what: str) -> StageFailed:
     bad = [o for o in ended.values() if o.get("exit_code") == 2]
     if bad:
         return BadInput(f"stage '{bad[0]['stage']}' rejected its input: {bad[0]['error']}")
+    unreachable = [o for o in ended.values() if o.get("exit_code") == TRANSIENT_EXIT]
+    if unreachable:
+        return Transient(f"stage '{unreachable[0]['stage']}': {unreachable[0]['error']}")
     if verb in TRANSFER_VERBS:
         return Transient(what)
     if any(s not in ended for s in started):
@@ -81,10 +98,12 @@ def run_dvc(
     root: str | os.PathLike[str],
     args: Sequence[str],
     on_line: Callable[[str], None] | None = None,
+    project: Path | None = None,
 ) -> None:
     """Run ``dvc <args>`` in ``root``, streaming each output line to ``on_line``; raise a
-    classified :class:`StageFailed` (quoting the last lines) on a non-zero exit."""
-    _run(root, ["dvc", *args], on_line)
+    classified :class:`StageFailed` (quoting the last lines) on a non-zero exit. ``project``:
+    the user's checkout, when ``root`` is a run's workspace (see :func:`dvc_env`)."""
+    _run(root, ["dvc", *args], on_line, project)
 
 
 def run_cache(
@@ -92,14 +111,18 @@ def run_cache(
     verb: str,
     stages: Sequence[str],
     on_line: Callable[[str], None] | None = None,
+    project: Path | None = None,
 ) -> None:
     """``push`` (on a worker) or ``restore`` (where the flow runs) ``stages`` through the DVC
     remote's run cache (see :mod:`onceflow.orchestration.run_cache`)."""
-    _run(root, [_RUN_CACHE, verb, *stages], on_line)
+    _run(root, [_RUN_CACHE, verb, *stages], on_line, project)
 
 
 def _run(
-    root: str | os.PathLike[str], module_args: Sequence[str], on_line: Callable[[str], None] | None
+    root: str | os.PathLike[str],
+    module_args: Sequence[str],
+    on_line: Callable[[str], None] | None,
+    project: Path | None = None,
 ) -> None:
     emit = on_line or log.info
     args = list(module_args[1:])
@@ -109,7 +132,7 @@ def _run(
         proc = subprocess.Popen(
             [sys.executable, "-m", *module_args],
             cwd=os.fspath(root),
-            env={**dvc_env(), OUTCOME_ENV: str(outcome_file)},
+            env={**dvc_env(root, project), OUTCOME_ENV: str(outcome_file)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -127,6 +150,12 @@ def _run(
             return
         text = outcome_file.read_text(encoding="utf-8") if outcome_file.exists() else ""
     outcomes = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+    if args[0] in TRANSFER_VERBS:  # one line naming the remote: the log holds the rest
+        last = tail[-1] if tail else "no output"
+        raise Transient(
+            f"`{' '.join(module_args)}` failed (exit {rc}) with {remote_description(root)}:"
+            f" {redact(last)}"
+        )
     what = f"`{' '.join(module_args)}` failed (exit {rc}) in {root}:\n" + "\n".join(tail)
     raise classify(args[0], outcomes, what)
 
@@ -193,6 +222,22 @@ def has_remote(root: str | os.PathLike[str]) -> bool:
 
     with Repo(os.fspath(root)) as repo:
         return bool(repo.config["core"].get("remote"))
+
+
+def remote_description(root: str | os.PathLike[str]) -> str:
+    """The default DVC remote as a user recognizes it: name, URL and endpoint (no secrets)."""
+    from dvc.repo import Repo
+
+    try:
+        with Repo(os.fspath(root)) as repo:
+            name = repo.config["core"].get("remote")
+            conf = repo.config["remote"].get(name, {}) if name else {}
+    except Exception as err:  # noqa: BLE001 - only describing a failure already being raised
+        return f"the DVC remote (config unreadable: {type(err).__name__})"
+    if not name:
+        return "no default DVC remote"
+    where = conf.get("endpointurl") or os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
+    return redact(f"DVC remote '{name}' ({conf.get('url', '?')} at {where})")
 
 
 def cache_dir(root: str | os.PathLike[str]) -> str:

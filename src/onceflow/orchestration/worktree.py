@@ -5,21 +5,39 @@ Overrides are applied to the worktree's ``params.yaml``, never to the user's che
 worktree's ``dvc.lock`` records what this run used. Results reach the shared cache and run cache
 as DVC writes them, so a later run (or ``dvc repro`` in the checkout) with the same inputs restores
 them instead of recomputing, and ``dvc push --run-cache`` carries them to other machines.
+
+Workspaces live under this machine's onceflow cache (:func:`onceflow.hostcache.workspaces_dir`).
+Each is held by an ``flock`` on ``<workspace>.lock`` for as long as its run lives; the kernel
+drops the lock when the run dies, however it dies, so the next run's :func:`open_workspace`
+removes the workspaces of dead runs (never one in use). The checkout's ``.dvc/config.local``
+(remote credentials) is linked into a workspace, never copied, so no workspace holds a copy of
+credentials, not even one left behind by a killed run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from onceflow import hostcache
 from onceflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+PREFIX = "onceflow-run-"
+# A workspace folder without its lock file (the run died between creating the two) is stale
+# once it is this old.
+UNLOCKED_GRACE_S = 600.0
+_HELD: dict[Path, int] = {}  # workspace -> fd of its held lock file (this process's runs)
 
 
 @dataclass(frozen=True)
@@ -52,23 +70,112 @@ def resolve_commit(repo: str | os.PathLike[str], rev: str) -> str:
         ) from None
 
 
+def _lock_file(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+def _hold(path: Path, repo: Path, commit: str) -> None:
+    """Take the workspace's lock for this process's lifetime (or until :func:`close_workspace`)."""
+    fd = os.open(_lock_file(path), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh name: nobody else holds it
+    info = {"repo": str(repo), "commit": commit, "pid": os.getpid(), "started": time.time()}
+    os.write(fd, json.dumps(info).encode())
+    _HELD[path] = fd
+
+
+def _release(path: Path) -> None:
+    fd = _HELD.pop(path, None)
+    if fd is not None:
+        with contextlib.suppress(FileNotFoundError):
+            _lock_file(path).unlink()
+        os.close(fd)
+
+
+def _discard(path: Path, repo: Path | None) -> None:
+    """Remove a workspace folder and git's record of it (in ``repo``, when known)."""
+    if repo is not None and (repo / ".git").exists():
+        with contextlib.suppress(ConfigError):
+            _git(repo, "worktree", "remove", "--force", str(path))
+    shutil.rmtree(path, ignore_errors=True)
+    if repo is not None and (repo / ".git").exists():
+        with contextlib.suppress(ConfigError):
+            _git(repo, "worktree", "prune")
+
+
+def remove_stale_workspaces(parent: Path | None = None) -> list[Path]:
+    """Remove the workspaces under ``parent`` whose runs are dead: their lock is free (its
+    holder exited or was killed), or they have no lock file and are older than
+    :data:`UNLOCKED_GRACE_S`. A workspace whose run still holds its lock is never touched."""
+    parent = parent or hostcache.workspaces_dir()
+    removed = []
+    for path in sorted(parent.glob(f"{PREFIX}*")):
+        if not path.is_dir() or path in _HELD:
+            continue
+        lock = _lock_file(path)
+        if not lock.exists():
+            if time.time() - path.stat().st_mtime > UNLOCKED_GRACE_S:
+                _discard(path, None)
+                removed.append(path)
+            continue
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its run is alive
+            try:
+                repo = Path(json.loads(os.pread(fd, 65536, 0) or b"{}")["repo"])
+            except (ValueError, KeyError, TypeError):
+                repo = None
+            _discard(path, repo)
+            lock.unlink(missing_ok=True)
+            removed.append(path)
+            log.info("removed the workspace of a dead run: %s", path)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _link_dvc_config(repo: Path, path: Path, cache_dir: str) -> None:
+    """Point the workspace at the checkout's DVC cache and local config without copying it."""
+    local = repo / ".dvc" / "config.local"
+    if local.is_file():
+        (path / ".dvc" / "config.local").symlink_to(local)
+    from dvc.repo import Repo
+
+    with Repo(str(path)) as dvc_repo:
+        configured = dvc_repo.config["cache"].get("dir")
+    if configured is None:
+        (path / ".dvc" / "cache").symlink_to(Path(cache_dir).resolve(), target_is_directory=True)
+    elif Path(configured).resolve() != Path(cache_dir).resolve():
+        raise ConfigError(
+            f"{repo}/.dvc: cache.dir {configured!r} is relative to the checkout, so a run's"
+            f" workspace would not find it; set it absolute (`dvc cache dir --local {cache_dir}`)"
+        )
+
+
 def open_workspace(
     repo: str | os.PathLike[str], rev: str, cache_dir: str, parent: str | None = None
 ) -> Workspace:
-    """Check out ``rev`` of ``repo`` into a fresh worktree under ``parent`` (default: the system
-    temp dir) that uses ``cache_dir`` as its DVC cache and the checkout's local DVC config
-    (remote credentials)."""
+    """Check out ``rev`` of ``repo`` into a fresh worktree under ``parent`` (default: this
+    machine's :func:`~onceflow.hostcache.workspaces_dir`) that uses ``cache_dir`` as its DVC
+    cache and the checkout's local DVC config (remote credentials), linked. Workspaces of dead
+    runs under ``parent`` are removed first."""
     repo = Path(repo).resolve()
     commit = resolve_commit(repo, rev)
-    path = Path(tempfile.mkdtemp(prefix="onceflow-run-", dir=parent))
-    _git(repo, "worktree", "add", "--detach", "--force", str(path), commit)
-    local = repo / ".dvc" / "config.local"
-    if local.is_file():
-        shutil.copy2(local, path / ".dvc" / "config.local")
-    from dvc.config import Config
-
-    with Config(dvc_dir=str(path / ".dvc")).edit("local") as conf:
-        conf["cache"]["dir"] = cache_dir
+    base = Path(parent) if parent else hostcache.workspaces_dir()
+    base.mkdir(parents=True, exist_ok=True)
+    remove_stale_workspaces(base)
+    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
+    _hold(path, repo, commit)
+    try:
+        path.rmdir()  # git makes it
+        _git(repo, "worktree", "add", "--detach", "--force", str(path), commit)
+        _link_dvc_config(repo, path, cache_dir)
+    except BaseException:
+        _discard(path, repo)
+        _release(path)
+        raise
     log.info("workspace %s: %s at %s", path, repo, commit[:12])
     return Workspace(repo=repo, path=path, commit=commit)
 
@@ -81,3 +188,5 @@ def close_workspace(ws: Workspace) -> None:
         log.warning("%s", err)
         shutil.rmtree(ws.path, ignore_errors=True)
         _git(ws.repo, "worktree", "prune")
+    finally:
+        _release(ws.path)

@@ -26,6 +26,7 @@ from onceflow import __version__
 from onceflow.config import LatencyTarget, PackageConfig, Params
 from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.errors import ConfigError, SearchError
+from onceflow.hostlock import timed_on_host
 from onceflow.io import atomic_dir, read_json
 from onceflow.package.build import (
     Candidate,
@@ -277,7 +278,8 @@ def package_stage(
     out: str | Path,
 ) -> PackageRun:
     """The package stage from its input paths: lineage and content hashes of the inputs, then
-    the target's packages written whole into ``out`` (replaced only on success)."""
+    the target's packages written whole into ``out`` (replaced only on success), timed under
+    the machine's timing lock (:mod:`onceflow.hostlock`)."""
     torch.set_num_threads(params.base.threads)
     torch.manual_seed(params.base.seed)
     inputs = {
@@ -288,7 +290,7 @@ def package_stage(
         "selection": str(selection).rsplit("/", 1)[0],
     }
     lineage, hashes = collect_lineage(inputs, params.model_dump(mode="json"))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp, timed_on_host(f"package@{target}") as host:
         results = package_target(
             load_supernet(supernet),
             read_json(selection),
@@ -301,4 +303,4 @@ def package_stage(
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             selection_source=selection,
         )
-    return PackageRun(results, package_metrics(target, results))
+    return PackageRun(results, {**package_metrics(target, results), "host": host})

@@ -199,14 +199,27 @@ def build_dataset(
     csv_path: str | os.PathLike[str],
     context: str,
     workers: int = 1,
+    store: Path | None = None,
 ) -> tuple[list[Arch], list[Measurement]]:
-    """Measure every arch not yet in ``csv_path`` (for ``context``), appending as it goes.
-    Returns the archs and their measurements, in the order of ``archs``.
+    """Measure every arch not yet in ``csv_path`` or ``store`` (for ``context``), appending to
+    both as it goes. Returns the archs and their measurements, in the order of ``archs``.
+
+    ``store``: this machine's copy of the rows (outside any workspace, see
+    :func:`onceflow.hostcache.predictor_rows_dir`), so a flow run that died resumes in the
+    next run's fresh workspace; its rows of ``context`` join ``csv_path`` first.
 
     With ``workers`` > 1, ``measure`` runs on that many threads at once (it must be thread-safe:
     :class:`MeterPool`); rows are still appended in the order of ``archs``."""
     path = Path(csv_path)
     done = read_rows(path, context)
+    if store is not None:
+        kept = read_rows(store, context)
+        for arch, row in kept.items():
+            if arch not in done:
+                append_row(path, arch, row, context)
+                done[arch] = row
+        if kept:
+            log.info("predictor dataset: %d rows of this context in %s", len(kept), store)
     todo = [a for a in archs if str(a) not in done]
     log.info(
         "predictor dataset: %d archs, %d already measured, %d to go (%d at a time)",
@@ -230,6 +243,8 @@ def build_dataset(
             unit="subnets",
         ):  # fmt: skip
             append_row(path, str(arch), row, context)
+            if store is not None:
+                append_row(store, str(arch), row, context)
             done[str(arch)] = row
     finally:
         if pool:  # on an error, drop the measurements not started yet

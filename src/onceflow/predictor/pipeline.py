@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from onceflow import plots
+from onceflow import hostcache, plots
 from onceflow.config import Params, PredictorConfig
 from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.io import sha256_file
@@ -122,17 +122,24 @@ def train_predictor(
     workers: int = 1,
 ) -> PredictorRun:
     """Measure ``cfg.n_samples`` subnets with ``settings`` (resuming ``dataset_csv`` rows of
-    ``context``; ``workers`` at a time, each on its own copy of the supernet), then fit,
-    select, refit."""
+    ``context``, and this machine's rows of it in the onceflow cache; ``workers`` at a time,
+    each on its own copy of the supernet), then fit, select, refit."""
     space = supernet.space
     archs = sample_archs(space, cfg.n_samples, seed)
     nets = [supernet] + [copy.deepcopy(supernet) for _ in range(workers - 1)]
     meters = MeterPool([SubnetMeter(net.eval(), data, settings) for net in nets])
     t0 = time.perf_counter()
     retest = {str(a) for a in archs[: cfg.retest]}  # the first few, min and max included
+    store = hostcache.predictor_rows_dir() / f"{context}.csv"
+    hostcache.prune_siblings(store)
     with _torch_threads(1 if workers > 1 else torch.get_num_threads()):
         archs, measured = build_dataset(
-            archs, lambda a: meters.measure(a, str(a) in retest), dataset_csv, context, workers
+            archs,
+            lambda a: meters.measure(a, str(a) in retest),
+            dataset_csv,
+            context,
+            workers,
+            store=store,
         )
     acc = np.array([m.accuracy for m in measured])
     halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)

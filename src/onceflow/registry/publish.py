@@ -50,6 +50,7 @@ from onceflow.registry.store import (
     StoreOptions,
     object_key,
     open_store,
+    resolve_registry,
 )
 
 log = logging.getLogger(__name__)
@@ -253,5 +254,5 @@ def run_publish(cfg: PublishConfig, artifacts: str | Path) -> PublishRun:
         connect_timeout_s=cfg.connect_timeout_s,
         read_timeout_s=cfg.read_timeout_s,
     )
-    store = open_store(cfg.uri, options)
+    store = open_store(resolve_registry(cfg.uri), options)
     return PublishRun(store.uri, publish_all(store, artifacts, retries=cfg.conflict_retries))

@@ -31,7 +31,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from onceflow.errors import RegistryError
+from onceflow.errors import RegistryError, StoreUnreachable
 from onceflow.io import sha256_bytes, sha256_chunks
 from onceflow.package.manifest import NAME_RE
 from onceflow.registry.store import INDEX, IndexConflict, StoreOptions
@@ -105,7 +105,7 @@ class S3Store:
                 "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an instance role)"
             ) from None
         except (BotoConnectionError, HTTPClientError) as err:
-            raise RegistryError(
+            raise StoreUnreachable(
                 f"{what} {where}: cannot reach the S3 endpoint {self.endpoint} after "
                 f"{self.options.max_attempts} attempt(s) ({type(err).__name__}); check "
                 "AWS_ENDPOINT_URL / publish.endpoint_url and the network"

@@ -10,6 +10,7 @@ object to a local file.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,34 @@ def parse_uri(uri: str) -> tuple[str, str, str]:
     except URIError as err:
         raise RegistryError(str(err)) from None
     return parsed.scheme, parsed.location, parsed.prefix
+
+
+# Set by the flows for the stages they run in a workspace: the user's checkout, against which a
+# relative ``file://`` registry resolves (the workspace is removed when the run ends).
+PROJECT_ROOT_ENV = "ONCEFLOW_PROJECT_ROOT"
+
+
+def project_root(start: Path | None = None) -> Path | None:
+    """The project a relative registry belongs to: ``$ONCEFLOW_PROJECT_ROOT`` when set, else the
+    nearest folder at or above ``start`` (default: the cwd) holding dvc.yaml and params.yaml."""
+    explicit = os.environ.get(PROJECT_ROOT_ENV)
+    if explicit:
+        return Path(explicit).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            return folder
+    return None
+
+
+def resolve_registry(uri: str, start: Path | None = None) -> str:
+    """A relative ``file://`` URI made absolute against :func:`project_root` (else the cwd), so
+    every command and stage, in the checkout or in a flow's workspace, means the same folder."""
+    scheme, location, _ = parse_uri(uri)
+    if scheme != "file" or Path(location).is_absolute():
+        return uri
+    base = project_root(start) or (start or Path.cwd()).resolve()
+    return f"file://{base / location}"
 
 
 def open_store(uri: str, options: StoreOptions | None = None) -> Store:

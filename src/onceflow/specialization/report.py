@@ -22,6 +22,7 @@ import torch
 from onceflow.config import Params
 from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.errors import SearchError
+from onceflow.hostlock import timed_on_host
 from onceflow.io import read_json
 from onceflow.latency import load_estimator
 from onceflow.package.manifest import MANIFEST
@@ -173,12 +174,14 @@ def run_specialization(
 ) -> SpecializationOutputs:
     """:func:`specialization_report` on the supernet and prepared data on disk, with its plot."""
     torch.set_num_threads(params.base.threads)
-    headline, details = specialization_report(
-        params,
-        load_supernet(supernet_dir).eval(),
-        load_prepared(data_dir),
-        latency_root=Path(latency_root),
-        search_root=Path(search_root),
-        artifacts_root=Path(artifacts_root),
-    )
+    with timed_on_host("specialize_report") as host:
+        headline, details = specialization_report(
+            params,
+            load_supernet(supernet_dir).eval(),
+            load_prepared(data_dir),
+            latency_root=Path(latency_root),
+            search_root=Path(search_root),
+            artifacts_root=Path(artifacts_root),
+        )
+    details["host"] = host
     return SpecializationOutputs(headline, details, specialization_png(details, details["verdict"]))
