@@ -60,6 +60,8 @@ def main() -> None:
 
     from flows.nas_pipeline import nas_pipeline
 
+    # Each run its own onceflow cache: the second must not resume the first's checkpoints.
+    os.environ["ONCEFLOW_CACHE_DIR"] = str(work / "cache-flow")
     t0 = time.perf_counter()
     with prefect_test_harness(server_startup_timeout=90):
         server_s = time.perf_counter() - t0
@@ -70,7 +72,8 @@ def main() -> None:
         raise SystemExit(f"flow failed: {state.message}")
 
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=a, env=dvc_env(),
+    env = {**dvc_env(a), "ONCEFLOW_CACHE_DIR": str(work / "cache-dvc")}
+    proc = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=a, env=env,
                           capture_output=True, text=True)  # fmt: skip
     dvc_s = time.perf_counter() - t0
     if proc.returncode != 0:

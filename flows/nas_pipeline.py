@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.deployments import run_deployment
 
 from flows.tasks import (
+    check_complete,
     close_run_workspace,
     dvc_repro,
     dvc_transfer,
@@ -142,6 +143,7 @@ def _run(ws: Workspace, overrides: list[str], push: bool, watch: Watch, suffix: 
             fut.result()  # raises the pool run's failure
             run_cache(ws, "restore", list(groups[t].stages))
     dvc_repro(ws, [], label="pipeline")
+    check_complete(ws)
     if push and remote:
         dvc_transfer(ws, "push", ["--run-cache"])
     picks = tell_story(ws, targets, overrides)

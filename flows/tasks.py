@@ -61,6 +61,19 @@ def dvc_repro(ws: Workspace, targets: Sequence[str], label: str, single_item: bo
     od.run_dvc(ws.path, args, on_line=get_run_logger().info, project=ws.repo)
 
 
+@task(task_run_name="dvc status")
+def check_complete(ws: Workspace) -> None:
+    """``dvc status`` after the run's last ``dvc repro``: every stage up to date with what this
+    workspace holds (the pool targets' results restored here), or the run fails naming them."""
+    changed = od.dvc_status(ws.path)
+    if changed:
+        raise od.StageFailed(
+            f"after `dvc repro`, `dvc status` still lists {sorted(changed)}: their recorded"
+            " results do not match this workspace; rerun, and report it if it persists"
+        )
+    get_run_logger().info("dvc status: clean (every stage up to date at %s)", ws.commit[:12])
+
+
 @task(task_run_name="dvc {verb}", **_retry)
 def dvc_transfer(ws: Workspace, verb: str, args: Sequence[str] = ()) -> None:
     """``dvc pull``/``dvc push`` (``args``: stage names, ``--run-cache``)."""

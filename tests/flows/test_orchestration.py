@@ -4,6 +4,7 @@ reading of metrics, `-S` overrides, targets and pools, the stage outcome records
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+import onceflow
 from onceflow.errors import ConfigError, DataError
-from onceflow.orchestration.dvc import BadInput, StageFailed, Transient, classify, set_params
+from onceflow.orchestration.dvc import (
+    BadInput,
+    StageFailed,
+    Transient,
+    classify,
+    dvc_env,
+    set_params,
+)
 from onceflow.orchestration.story import pareto_markdown, picks, story_markdown
 from onceflow.orchestration.targets import read_targets, work_pools
-from onceflow.stage import OUTCOME_ENV
+from onceflow.stage import OUTCOME_ENV, WrongLibrary, check_library
 
 
 def _start(stage: str) -> dict:
@@ -37,6 +46,28 @@ def test_failures_are_classified_from_stage_records_not_messages() -> None:
     assert type(classify("push", [], "network")) is Transient
     # Bad input wins even for object-store I/O: retrying a wrong registry URI cannot help.
     assert type(classify("repro", [_start("publish"), _end("publish", 2)], "")) is BadInput
+    # Exit 75 (a service did not answer) is transient whichever stage reports it.
+    down = classify("repro", [_start("search@a"), _end("search@a", 75, "S3 at :9 down")], "")
+    assert type(down) is Transient and "S3 at :9 down" in str(down)
+
+
+def test_dvc_subprocesses_import_the_workspace_library_first(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", f"/elsewhere/src{os.pathsep}{tmp_path}/src")
+    env = dvc_env(tmp_path, project=tmp_path / "checkout")
+    paths = env["PYTHONPATH"].split(os.pathsep)
+    assert paths == [str(tmp_path / "src"), str(tmp_path), "/elsewhere/src"]
+    assert env["ONCEFLOW_PROJECT_ROOT"] == str(tmp_path / "checkout")
+    assert "ONCEFLOW_PROJECT_ROOT" not in dvc_env(tmp_path)
+
+
+def test_a_stage_refuses_a_library_from_another_tree(tmp_path: Path) -> None:
+    (tmp_path / "src" / "onceflow").mkdir(parents=True)
+    (tmp_path / "src" / "onceflow" / "__init__.py").write_text("")
+    with pytest.raises(WrongLibrary, match=r"imported onceflow from .*, not from this tree") as err:
+        check_library(tmp_path)
+    assert err.value.exit_code not in (0, 2) and str(tmp_path / "src") in str(err.value)
+    check_library(Path(onceflow.__file__).parents[2])  # the tree it did come from
+    check_library(tmp_path / "src")  # no onceflow sources there: nothing to compare
 
 
 def test_stage_runner_records_start_and_end(tmp_path: Path) -> None:

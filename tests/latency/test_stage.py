@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +33,16 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
     run_dvc(repo, "repro", "--single-item", "latency_table@ort-cpu")
 
     out = repo / "latency" / "ort-cpu"
-    assert {p.name for p in out.iterdir()} == {"lut.json", "estimator.json", "validation.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "lut.json", "estimator.json", "validation.json", "host.json"
+    }  # fmt: skip
+    host = json.loads((out / "host.json").read_text())  # the machine it was timed on
+    assert host["hostname"] == socket.gethostname() and host["cores"] == os.cpu_count()
+    assert host["cpu_model"] and {"load_1m_before", "load_1m_after", "lock_wait_s"} <= set(host)
     headline = json.loads((repo / "metrics" / "latency" / "ort-cpu.json").read_text())
     assert set(headline) == {"kendall_tau", "within_10pct"}
     metrics = json.loads((repo / "metrics" / "latency" / "ort-cpu.details.json").read_text())
-    assert metrics["n_validation"] == 6
+    assert metrics["n_validation"] == 6 and metrics["host"] == host
     assert round(metrics["kendall_tau"], 4) == headline["kendall_tau"]
     assert metrics["lut_entries"] == len(tiny_space.unique_layer_specs())
     assert (repo / "plots" / "latency" / "ort-cpu.png").read_bytes()[:4] == b"\x89PNG"

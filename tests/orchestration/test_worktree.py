@@ -30,9 +30,7 @@ time.sleep(600)
 def _repo(tmp_path: Path) -> Path:
     repo = write_toy_repo(tmp_path / "repo", {"ort-cpu": {}})
     local = repo / ".dvc" / "config.local"
-    local.write_text(
-        f"['remote \"s3\"']\n    url = s3://onceflow-test/x\n    {SECRET_LINE}\n"
-    )
+    local.write_text(f"['remote \"s3\"']\n    url = s3://onceflow-test/x\n    {SECRET_LINE}\n")
     return repo
 
 

@@ -80,6 +80,31 @@ def test_resume_after_kill_measures_each_arch_once(tmp_path: Path, tiny_space: S
     assert got == archs and len(csv.read_text().splitlines()) == 13  # header + 12
 
 
+def test_a_fresh_workspace_resumes_from_the_machines_rows(tmp_path: Path, tiny_space):
+    """A flow run's workspace dies with its CSV; the machine's store (one file per context)
+    outlives it, so the next run's fresh workspace measures only what is left."""
+    archs = sample_archs(tiny_space, 10, seed=0)
+    store = tmp_path / "host" / "ctx.csv"
+    calls: list[Arch] = []
+    with pytest.raises(Killed):
+        build_dataset(
+            archs, fake_measure(tiny_space, calls, kill_after=4), tmp_path / "ws1.csv", "ctx",
+            store=store,
+        )  # fmt: skip
+    calls2: list[Arch] = []
+    fresh = tmp_path / "ws2.csv"  # the next run's workspace: no CSV yet
+    got, acc = build_dataset(archs, fake_measure(tiny_space, calls2), fresh, "ctx", store=store)
+    assert calls2 == archs[4:] and got == archs
+    assert set(read_rows(fresh, "ctx")) == set(read_rows(store, "ctx")) == {str(a) for a in archs}
+    ref = [fake_measure(tiny_space, [])(a) for a in archs]
+    np.testing.assert_allclose([m.accuracy for m in acc], ref, atol=1e-6)
+    # Another context in the same store file is never reused.
+    calls3: list[Arch] = []
+    build_dataset(archs, fake_measure(tiny_space, calls3), tmp_path / "ws3.csv", "ctx2",
+                  store=store)  # fmt: skip
+    assert calls3 == archs
+
+
 def test_rows_of_another_context_are_remeasured(tmp_path: Path, tiny_space: SearchSpace):
     csv = tmp_path / "arch_acc.csv"
     archs = sample_archs(tiny_space, 6, seed=0)

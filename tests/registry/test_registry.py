@@ -54,6 +54,26 @@ def test_run_publish_counts_each_status(tmp_path: Path) -> None:
     assert [p["target"] for p in again.details["packages"]] == ["ort-cpu", "ort-int8"]
 
 
+def test_relative_registry_lands_in_the_users_checkout_not_the_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow's stage runs in a throwaway workspace that is itself a project folder; with
+    ONCEFLOW_PROJECT_ROOT (set by the flows) `file://registry` means the user's checkout."""
+    checkout, workspace = tmp_path / "checkout", tmp_path / "runs" / "onceflow-run-x"
+    for folder in (checkout, workspace):
+        folder.mkdir(parents=True)
+        (folder / "dvc.yaml").write_text("stages: {}\n")
+        (folder / "params.yaml").write_text("{}\n")
+    make_package(workspace / "artifacts", T, "r24-aaaa", accuracy=0.8, latency_ms=1.0)
+    monkeypatch.chdir(workspace)
+    cfg = PublishConfig(uri="file://registry")
+    assert run_publish(cfg, "artifacts").registry == f"file://{workspace / 'registry'}"
+    monkeypatch.setenv("ONCEFLOW_PROJECT_ROOT", str(checkout))
+    run = run_publish(cfg, "artifacts")
+    assert run.registry == f"file://{checkout / 'registry'}"
+    assert (checkout / "registry" / T / INDEX).is_file()
+
+
 def test_round_trip_publish_ls_pull(registry_uri: str, tmp_path: Path) -> None:
     store = open_store(registry_uri)
     art = tmp_path / "artifacts"

@@ -216,6 +216,17 @@ def target_stages(root: str | os.PathLike[str], targets: Sequence[str]) -> dict[
     return out
 
 
+def dvc_status(root: str | os.PathLike[str]) -> dict[str, Any]:
+    """``dvc status --json`` in ``root``: stage -> what changed ({} when all is up to date)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"],
+        cwd=os.fspath(root), env=dvc_env(root), capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise StageFailed(f"`dvc status` failed in {root}: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout or "{}")
+
+
 def has_remote(root: str | os.PathLike[str]) -> bool:
     """True if the repo has a default DVC remote (then the flow pushes at the end)."""
     from dvc.repo import Repo

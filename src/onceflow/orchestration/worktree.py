@@ -146,7 +146,9 @@ def _link_dvc_config(repo: Path, path: Path, cache_dir: str) -> None:
     with Repo(str(path)) as dvc_repo:
         configured = dvc_repo.config["cache"].get("dir")
     if configured is None:
-        (path / ".dvc" / "cache").symlink_to(Path(cache_dir).resolve(), target_is_directory=True)
+        shared = Path(cache_dir).resolve()
+        shared.mkdir(parents=True, exist_ok=True)  # a checkout that never cached anything yet
+        (path / ".dvc" / "cache").symlink_to(shared, target_is_directory=True)
     elif Path(configured).resolve() != Path(cache_dir).resolve():
         raise ConfigError(
             f"{repo}/.dvc: cache.dir {configured!r} is relative to the checkout, so a run's"
