@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.deployments import run_deployment
 
 from flows.tasks import (
+    RETRY_TRANSIENT,
     check_complete,
     close_run_workspace,
     dvc_repro,
@@ -27,7 +28,7 @@ from flows.tasks import (
 from onceflow.errors import ConfigError
 from onceflow.orchestration import dvc as od
 from onceflow.orchestration.dvc import StageFailed, Transient
-from onceflow.orchestration.pools import Watch, wait_for_pool_run
+from onceflow.orchestration.pools import ApiUnavailable, Watch, api_unavailable, wait_for_pool_run
 from onceflow.orchestration.targets import read_targets, work_pools
 from onceflow.orchestration.worktree import Workspace
 
@@ -64,9 +65,7 @@ def check_deployments(pools: dict[str, str], suffix: str) -> None:
                 ) from None
 
 
-@task(task_run_name="target {target} on pool {pool}", retries=1,
-      retry_condition_fn=lambda task, run, state: isinstance(  # noqa: ARG005
-          state.result(raise_on_failure=False), Transient))  # fmt: skip
+@task(task_run_name="target {target} on pool {pool}", **RETRY_TRANSIENT)
 def run_on_pool(target: str, pool: str, suffix: str, params: dict, watch: Watch) -> None:
     """Run a target's stages through its pool's deployment and wait; a crashed or lost run
     (worker or machine gone) is retried, a failed one is not, and a pool without a live worker
@@ -74,7 +73,12 @@ def run_on_pool(target: str, pool: str, suffix: str, params: dict, watch: Watch)
     from prefect.client.orchestration import get_client
 
     what = f"target '{target}' on work pool '{pool}'"
-    started = run_deployment(target_deployment(pool, suffix), parameters=params, timeout=0)
+    try:
+        started = run_deployment(target_deployment(pool, suffix), parameters=params, timeout=0)
+    except Exception as err:
+        if api_unavailable(err):
+            raise ApiUnavailable(f"{what}: could not start its flow run: {err}") from None
+        raise
     with get_client(sync_client=True) as client:
         run = wait_for_pool_run(client, started.id, pool, what, watch)
     state = run.state

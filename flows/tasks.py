@@ -30,11 +30,12 @@ def is_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's ret
     return isinstance(state.result(raise_on_failure=False), od.Transient)
 
 
-_retry = {
+RETRY_TRANSIENT = {
     "retries": RETRIES,
     "retry_delay_seconds": exponential_backoff(backoff_factor=BACKOFF_S),
     "retry_condition_fn": is_transient,
 }
+_retry = RETRY_TRANSIENT
 
 
 @task(task_run_name="workspace at {rev}")

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -126,7 +127,13 @@ def test_deploy_all_from_fresh_clone_then_overlapping_runs_keep_their_own_params
         deadline = time.monotonic() + 30
         while not c.read_flow_runs(deployment_filter=flt) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert all(r.state.is_scheduled() for r in c.read_flow_runs(deployment_filter=flt))
+        weekly_runs = c.read_flow_runs(deployment_filter=flt)
+        assert weekly_runs, "the scheduler put no weekly run on the calendar"
+        for r in weekly_runs:  # Mondays 03:00 UTC, in the future, waiting
+            when = r.expected_start_time.astimezone(UTC)
+            assert r.state.is_scheduled() and r.auto_scheduled
+            assert (when.weekday(), when.hour, when.minute, when.second) == (0, 3, 0, 0), when
+            assert when > datetime.now(UTC)
 
         # Let two pipeline runs overlap on the CPU machine; the GPU pool stays at 1.
         c.update_work_pool("cpu", WorkPoolUpdate(concurrency_limit=2))

@@ -43,8 +43,8 @@ def _host_env(clone: Path, root: Path, api_url: str, **extra: str) -> dict[str, 
         "ONCEFLOW_CACHE_DIR": str(root / "onceflow-cache"),
         "PYTHONPATH": f"{clone}/src:{clone}",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "PREFECT_WORKER_HEARTBEAT_SECONDS": "1",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
         **extra,
     }
     return env
@@ -148,7 +148,7 @@ def test_two_hosts_share_only_the_servers_survive_a_lost_machine_and_publish_to_
     remote_before = _remote_bytes(s3_server, "remote-two-hosts/")
     logs = tmp_path / "logs"
     logs.mkdir()
-    flow_params = {"poll_seconds": 1, "worker_lost_after_s": 8}
+    flow_params = {"poll_seconds": 1, "worker_lost_after_s": 10}
     timing_lock = Path(env_a.get("ONCEFLOW_TIMING_LOCK", "/tmp/onceflow-timing.lock"))
 
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as c:

@@ -100,11 +100,20 @@ def test_torchrun_two_gloo_ranks(tmp_path, tiny_prepared):
 
 
 @pytest.mark.slow
-def test_dvc_repro_train_supernet(tmp_path):
+def test_dvc_repro_train_supernet(tmp_path, host_cache):
     repo = copy_repo(tmp_path / "repo", TINY_PARAMS)
     write_prepared(repo / "data" / "prepared", n_per_class=8)
     run_dvc(repo, "repro", "--single-item", "train_supernet")
     _check_outputs(repo)
-    assert list((repo / "checkpoints" / "supernet").glob("ckpt-*.pt"))
+    # Checkpoints live in the machine's onceflow cache, not in the checkout...
+    assert list((host_cache / "checkpoints" / "supernet").glob("ckpt-*.pt"))
+    assert not (repo / "checkpoints").exists()
     again = run_dvc(repo, "repro", "--single-item", "train_supernet")
     assert "didn't change" in again.stdout or "up to date" in again.stdout
+    # ... so another workspace of the same run (a flow's fresh worktree) resumes it instead of
+    # training again; other data would not.
+    other = copy_repo(tmp_path / "workspace", TINY_PARAMS)
+    write_prepared(other / "data" / "prepared", n_per_class=8)
+    resumed = run_dvc(other, "repro", "--single-item", "train_supernet", ONCEFLOW_LOG_LEVEL="INFO")
+    assert "resumed from" in resumed.stderr + resumed.stdout
+    assert _check_outputs(other)["val_acc_max"] == _check_outputs(repo)["val_acc_max"]

@@ -34,6 +34,23 @@ class RunLost(Transient):
     """The flow run started, then its pool's workers all went silent (machine lost)."""
 
 
+class ApiUnavailable(Transient):
+    """The Prefect API did not answer (a 5xx or a broken connection): worth retrying."""
+
+
+API_ERRORS_TOLERATED = 10  # consecutive failed polls before the wait gives up (transient)
+
+
+def api_unavailable(err: BaseException) -> bool:
+    """True for the Prefect API errors that retrying can fix: 5xx answers, broken connections."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(err, PrefectHTTPStatusError):
+        return err.response.status_code >= 500
+    return isinstance(err, httpx.TransportError)
+
+
 @dataclass(frozen=True)
 class Watch:
     """How to wait: poll every ``poll_s``; give up on a pool without a live worker after
@@ -73,11 +90,24 @@ def wait_for_pool_run(
     from prefect.states import Cancelled, Crashed
 
     silent_since: float | None = None
+    failed_polls = 0
     while True:
-        run = client.read_flow_run(run_id)
+        try:
+            run = client.read_flow_run(run_id)
+            workers = client.read_workers_for_work_pool(pool)
+        except Exception as err:
+            if not api_unavailable(err):
+                raise
+            failed_polls += 1
+            if failed_polls >= API_ERRORS_TOLERATED:
+                raise ApiUnavailable(f"{what}: the Prefect API kept failing: {err}") from None
+            log.warning("%s: Prefect API error while waiting (%s); polling on", what, err)
+            sleep(watch.poll_s)
+            continue
+        failed_polls = 0
         if run.state is not None and run.state.is_final():
             return run
-        alive = live_workers(client.read_workers_for_work_pool(pool))
+        alive = live_workers(workers)
         if alive:
             silent_since = None
         else:
