@@ -149,3 +149,32 @@ def test_pool_without_deployment_fails_before_any_stage(
         " create it with `prefect deploy --name nas-target-stages/jetson`" in state.message
     )
     assert runs(runlog) == []
+
+
+def test_unreachable_remote_is_retried_then_one_line_names_it(
+    harness: None, toy_repo: Path, runlog: Path, s3_endpoint: str
+) -> None:
+    """`dvc push` to a DVC remote whose S3 endpoint is down: transient, retried with backoff,
+    then the run fails with one line naming the remote and its endpoint."""
+    import socket
+
+    from flows.nas_pipeline import nas_pipeline
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    add_s3_remote(toy_repo, f"http://127.0.0.1:{port}", "down")
+    commit(toy_repo, "remote that is down")
+    state = nas_pipeline(repo=str(toy_repo), return_state=True)
+    assert state.is_failed()
+    first = state.message.split(": ", 1)[1].splitlines()
+    assert len(first) == 1, state.message
+    assert f"DVC remote 's3' (s3://{BUCKET}/down at http://127.0.0.1:{port})" in first[0]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        flt = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        tasks = client.read_task_runs(flow_run_filter=flt)
+    push = [t for t in tasks if t.name.startswith("dvc push")]
+    assert push and push[0].run_count == 3  # the first try and two retries, with backoff

@@ -394,3 +394,32 @@ def test_secrets_stay_out_of_logs_index_and_errors(
     texts = [caplog.text, str(err.value), _index_bytes(store).decode(), store.uri]
     texts += [p.read_text() for p in (tmp_path / "d").iterdir() if p.suffix in (".json", ".md")]
     assert caplog.text and all(SECRET not in t for t in texts)
+
+
+def test_publish_stage_exits_75_naming_the_endpoint_when_s3_is_down(
+    aws_env: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unreachable object store is transient (EX_TEMPFAIL, which the flows retry), not bad
+    input (2): one line that names the endpoint, nothing written."""
+    import socket
+
+    import yaml
+
+    from onceflow import stage
+    from stages import publish
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    make_package(tmp_path / "artifacts", T, "r24-aaaa", accuracy=0.8, latency_ms=1.0)
+    params = tmp_path / "params.yaml"
+    publish_cfg = {"uri": "s3://onceflow-test/down", "endpoint_url": f"http://127.0.0.1:{port}",
+                   "max_attempts": 2, "connect_timeout_s": 0.5}  # fmt: skip
+    params.write_text(yaml.safe_dump({"publish": publish_cfg}))
+    argv = ["--params", str(params), "--artifacts", str(tmp_path / "artifacts"),
+            "--metrics", str(tmp_path / "metrics/publish.json")]  # fmt: skip
+    assert stage.run(publish.main, argv) == 75
+    err = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(err) == 1 and "\n" not in err[0] and f"cannot reach the S3 endpoint http://127.0.0.1:{port}" in err[0]
+    assert "Traceback" not in err[0] and SECRET not in err[0]
+    assert not (tmp_path / "metrics").exists()
