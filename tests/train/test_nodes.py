@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from typer.testing import CliRunner
 
+from onceflow.cli import app
 from onceflow.config import load_params, parse_params
 from onceflow.supernet import load_supernet
 from onceflow.train.checkpoint import load_latest_checkpoint
@@ -117,6 +119,24 @@ def test_nodes_param_accepts_a_count_or_a_range(tmp_path):
     # onceflow read the range
     (tmp_path / "params.yaml").write_text("train:\n  nodes: 1:4\n  batch_size: 64\n")
     assert load_params(tmp_path / "params.yaml").train.node_range == (1, 4)
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["--endpoint", "nohost"], "--endpoint: 'nohost' is not HOST:PORT"),
+        (["--endpoint", "127.0.0.1:9", "--params", "missing.yaml"], "params file not found"),
+        (["--endpoint", "127.0.0.1:9", "--data", "nodata"], "nodata"),
+    ],
+)
+def test_join_refuses_bad_input_with_one_line(args, word, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    res = CliRunner().invoke(app, ["train", "join", *args])
+    assert res.exit_code == 2, (res.stderr, res.exception)
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert word in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
 @pytest.mark.slow
