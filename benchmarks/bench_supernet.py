@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--sandwich-steps", type=int, default=6)
     ap.add_argument("--channels", type=int, help="input channels (default: from params data)")
     ap.add_argument("--classes", type=int, help="classes (default: from params data.source)")
-    ap.add_argument("--node-steps", type=int, default=12, help="timed steps per layout")
+    ap.add_argument("--node-steps", type=int, default=20, help="timed steps per layout")
     args = ap.parse_args()
 
     params = load_params(args.params)
