@@ -6,6 +6,10 @@
 - sandwich_images_per_s: training throughput of full sandwich steps (max + min + n_random);
   fast_depthwise_speedup: the same steps with torch's own depthwise weight gradient, timed
   interleaved, over these (supernet/dwconv.py).
+- two_nodes_over_one: median sandwich-step time of 2 nodes x 1 rank over 1 node x 2 ranks,
+  both on this machine (torch's elastic launcher, a loopback c10d rendezvous, gloo), the same
+  global batch; the two jobs run together and take turns step by step (node_steps.py), so a
+  busy machine slows both alike. Goal <= 1.10. ``--node-steps 0`` skips it.
 - peak_rss_mb: peak resident memory of this process.
 
 Usage: python benchmarks/bench_supernet.py [--params params.yaml] [--archs 10] [--batch 128]
@@ -34,6 +38,7 @@ from onceflow.train.schedule import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from configured import configured_space  # noqa: E402
+from node_steps import median_step_s  # noqa: E402
 
 
 def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x, y) -> float:
@@ -53,6 +58,7 @@ def main() -> None:
     ap.add_argument("--sandwich-steps", type=int, default=6)
     ap.add_argument("--channels", type=int, help="input channels (default: from params data)")
     ap.add_argument("--classes", type=int, help="classes (default: from params data.source)")
+    ap.add_argument("--node-steps", type=int, default=20, help="timed steps per layout")
     args = ap.parse_args()
 
     params = load_params(args.params)
@@ -108,6 +114,13 @@ def main() -> None:
             native.append(sandwich_s(g))
     ips = cfg.batch_size * len(fast) / sum(fast)
 
+    nodes: dict[str, float] = {}
+    if args.node_steps > 0:
+        step_s = median_step_s(args.params, args.node_steps)
+        nodes = {"two_nodes_over_one": round(step_s["2x1"] / step_s["1x2"], 3),
+                 "step_s_1node_x2": round(step_s["1x2"], 4),
+                 "step_s_2nodes_x1": round(step_s["2x1"], 4)}  # fmt: skip
+
     print(json.dumps({
         "dynamic_over_static": round(statistics.median(ratios), 4),
         "dynamic_over_static_max": round(max(ratios), 4),
@@ -120,6 +133,7 @@ def main() -> None:
         "batch_size": cfg.batch_size,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": params.base.threads,
+        **nodes,
     }))  # fmt: skip
 
 

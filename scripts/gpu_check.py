@@ -7,6 +7,9 @@ Checks (each independent; a failure is reported, not raised):
   images through onceflow.latency.calibration_data), where the tensorrt package is installed.
 - ``tensorrt_package``: a packaged subnet with its serialized engine (``model.plan``).
 - ``gpu_training``: 100 steps of sandwich training of the tiny supernet on the GPU.
+- ``nccl_two_ranks``: the train_supernet stage as 2 local ranks over NCCL, one per GPU (the GPU
+  profile's layout; torch's elastic launcher), where two GPUs are visible: both ranks end with
+  equal parameters and the stage writes its outputs.
 On a machine without CUDA every check is skipped with the reason, and the exit code is 0.
 Needs no network and no prepared data (synthetic images). Usage: bash scripts/gpu_check.sh
 """
@@ -33,6 +36,7 @@ CHECKS = (
     "tensorrt_int8_table",
     "tensorrt_package",
     "gpu_training",
+    "nccl_two_ranks",
 )
 TRAIN_STEPS = 100
 # TensorRT builds one engine per LUT entry and subnet (~1-3 s each): a smaller space and fewer
@@ -167,6 +171,46 @@ def training_check(
             "steps_per_s": round(steps / seconds, 2), "last_epoch_loss_max": last}  # fmt: skip
 
 
+def nccl_check(data_dir: Path) -> dict[str, Any]:
+    """The real stage, 2 ranks x 1 GPU each over NCCL, in a subprocess (it launches its ranks)."""
+    import os
+    import subprocess
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.support.workspace import TINY_PARAMS
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        params = {"base": {"threads": 2, "device": "cuda"}, "supernet": TINY_PARAMS["supernet"],
+                  "train": {**TINY_PARAMS["train"], "processes": 2, "ddp_backend": "nccl",
+                            "epoch_eval_images": 0}}  # fmt: skip
+        (out / "params.yaml").write_text(yaml.safe_dump(params))
+        argv = ["--params", str(out / "params.yaml"), "--data", str(data_dir),
+                "--out", str(out / "supernet"), "--metrics", str(out / "m.json"),
+                "--details", str(out / "d.json"), "--live", str(out / "live"),
+                "--checkpoints", str(out / "ckpt")]  # fmt: skip
+        env = dict(os.environ, ONCEFLOW_LOG_LEVEL="INFO")
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "stages.train_supernet", *argv], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"exit {proc.returncode}: {proc.stderr[-600:]}")
+        synced = proc.stderr.count("parameters in sync across 2 ranks")
+        if synced != 2 or "(nccl)" not in proc.stderr:
+            raise RuntimeError(f"ranks not checked in sync over nccl: {proc.stderr[-600:]}")
+        details = json.loads((out / "d.json").read_text())
+    return {
+        "ranks": 2,
+        "backend": "nccl",
+        "stage_s": round(time.perf_counter() - t0, 1),
+        "val_acc_max": details["val_acc_max"],
+        "train_seconds": details["train_seconds"],
+    }
+
+
 def run_checks() -> dict[str, Any]:
     report: dict[str, Any] = {"cuda": torch.cuda.is_available(), "ran": {}, "skipped": {},
                               "failed": {}}  # fmt: skip
@@ -199,6 +243,9 @@ def run_checks() -> dict[str, Any]:
             if has_trt
             else "the tensorrt Python package is not installed",
             "gpu_training": lambda: training_check(data_dir),
+            "nccl_two_ranks": (lambda: nccl_check(data_dir))
+            if torch.cuda.device_count() >= 2
+            else f"needs 2 GPUs (one rank each); {torch.cuda.device_count()} visible",
         }
         for name, fn in todo.items():
             if isinstance(fn, str):

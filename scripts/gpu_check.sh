@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU readiness in one command: torch-CUDA latency table, TensorRT fp16/int8 tables and engine
-# packaging (where TensorRT is installed), 100 GPU training steps, on tiny params; prints one
+# packaging (where TensorRT is installed), 100 GPU training steps and, with two GPUs, the training
+# stage as 2 NCCL ranks, on tiny params; prints one
 # JSON of what ran, what was skipped and why, with fidelity figures. No network. Exit 0 when
 # nothing failed (on a machine without CUDA everything is skipped, still exit 0).
 set -euo pipefail

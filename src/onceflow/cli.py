@@ -4,6 +4,7 @@
     onceflow pull --registry s3://bucket/models --target ort-cpu --max-latency-ms 2 --dest model/
     onceflow show r28-0123abcd4567 [--artifacts artifacts]
     onceflow publish --registry file://registry artifacts/
+    onceflow train join --endpoint HOST:PORT   (another machine joins the training job)
 
 S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_PROFILE, instance roles), the endpoint from --endpoint-url or AWS_ENDPOINT_URL (MinIO).
@@ -446,6 +447,53 @@ def report(
     except OSError as err:
         raise DataError(f"cannot write the report: {err}") from None
     typer.echo(f"run report: {page.resolve()}")
+
+
+train_app = typer.Typer(
+    name="train",
+    cls=_OneLineErrors,
+    help="Supernet training across machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(train_app)
+
+
+@train_app.command("join", cls=_Command)
+@_user_errors
+def train_join(
+    endpoint: Annotated[
+        str,
+        typer.Option(
+            "--endpoint",
+            envvar="ONCEFLOW_RDZV_ENDPOINT",
+            metavar="HOST:PORT",
+            help="The rendezvous the first node (the DVC stage train_supernet) hosts.",
+        ),
+    ],
+    params: Annotated[
+        Path, typer.Option("--params", metavar="FILE", help="This checkout's params.")
+    ] = Path("params.yaml"),
+    data: Annotated[
+        Path,
+        typer.Option("--data", metavar="DIR", help="The prepared data (`dvc pull data/prepared`)."),
+    ] = Path("data/prepared"),
+) -> None:
+    """Join this machine to a supernet training job as another node (train.processes ranks).
+
+    Run it in a checkout of the first node's revision with the prepared data pulled from the
+    DVC remote: a node whose code, params or data digest differs is refused. It writes
+    nothing; the first node writes the outputs, checkpoints and metrics.
+    """
+    import logging
+    import os
+
+    from onceflow.train.nodes import join_job
+
+    logging.getLogger().setLevel(os.environ.get("ONCEFLOW_LOG_LEVEL", "INFO").upper())
+    join_job(endpoint, params, data)
 
 
 @app.command(cls=_Command)

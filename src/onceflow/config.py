@@ -229,6 +229,35 @@ class TrainConfig(StrictModel):
     # gets base.threads // processes threads. On CPU 2 single-thread ranks beat 1 two-thread
     # process (small ops scale poorly across threads). Ignored when run under torchrun.
     processes: Annotated[int, Field(ge=1, le=64)] = 1
+    # Machines of the job (torch's elastic launcher, c10d rendezvous): a count, or "MIN:MAX"
+    # (quoted) for an elastic job that runs on MIN to MAX machines. The DVC stage is the first
+    # node; each other machine runs `onceflow train join --endpoint HOST:PORT`.
+    nodes: Annotated[int, Field(ge=1, le=1024)] | str = 1
+    # HOST:PORT where the first node hosts the rendezvous (ONCEFLOW_RDZV_ENDPOINT wins).
+    rdzv_endpoint: str | None = None
+    # Restarts of a node's ranks after a failure or a lost node, each resuming from the last
+    # checkpoint (0: a failed rank ends the stage). Joining nodes do not use one up.
+    max_restarts: Annotated[int, Field(ge=0, le=100)] = 0
+    rdzv_timeout_s: Annotated[int, Field(ge=1)] = 600  # wait for the minimum number of nodes
+    rdzv_last_call_s: Annotated[int, Field(ge=0)] = 15  # then this long for more (up to MAX)
+
+    @property
+    def node_range(self) -> tuple[int, int]:
+        """(min, max) machines of the job."""
+        return _node_range(self.nodes)
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, v: int | str) -> int | str:
+        _node_range(v)
+        return v
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_rdzv_endpoint(v)
+        return v
 
     @model_validator(mode="after")
     def _alpha(self) -> TrainConfig:
@@ -247,7 +276,40 @@ class TrainConfig(StrictModel):
                 f"train.batch_size ({self.batch_size}) cannot be split over train.processes "
                 f"({self.processes}) ranks; use a batch_size >= processes"
             )
+        ranks = self.processes * self.node_range[1]
+        if self.batch_size < ranks:
+            raise ValueError(
+                f"train.batch_size ({self.batch_size}) cannot be split over the {ranks} ranks "
+                f"of train.nodes {self.nodes} x train.processes {self.processes}"
+            )
         return self
+
+
+_NODE_RANGE = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
+
+
+def _node_range(v: int | str) -> tuple[int, int]:
+    """train.nodes as (min, max): a count N is (N, N); "MIN:MAX" a range."""
+    if isinstance(v, int):
+        return v, v
+    m = _NODE_RANGE.match(v)
+    if m is None:
+        raise ValueError("neither a node count nor a 'MIN:MAX' range like '1:4' (quoted)")
+    lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+    if not 1 <= lo <= hi <= 1024:
+        raise ValueError("a 'MIN:MAX' range needs 1 <= MIN <= MAX <= 1024")
+    return lo, hi
+
+
+def check_rdzv_endpoint(v: str) -> tuple[str, int]:
+    """HOST:PORT of a rendezvous, as (host, port); ValueError naming what is wrong."""
+    host, sep, port = v.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{v!r} is not HOST:PORT (e.g. 10.0.0.5:29400; port 1-65535)")
+    if any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise ValueError(f"{v!r}: the host must not contain spaces or control characters")
+    return host, int(port)
 
 
 # ------------------------------------------------------------------------- latency (issue 4)
@@ -613,7 +675,15 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 
 class _StrictLoader(yaml.SafeLoader):
     """yaml.safe_load, except that a key given twice in one mapping is an error (plain YAML
-    loaders keep the last one silently, so a duplicated section would hide the first)."""
+    loaders keep the last one silently, so a duplicated section would hide the first), and
+    that ``1:2`` is the string YAML 1.2 and DVC read, not YAML 1.1's base-60 integer 62
+    (``train.nodes: 1:2`` is a range of machines)."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        tag = super().resolve(kind, value, implicit)
+        if kind is yaml.ScalarNode and implicit[0] and ":" in value and tag in _BASE_60:
+            return "tag:yaml.org,2002:str"
+        return tag
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[Any] = set()
@@ -630,6 +700,8 @@ class _StrictLoader(yaml.SafeLoader):
                 )
         return super().construct_mapping(node, deep=deep)
 
+
+_BASE_60 = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 
 # Aliases can make a small file expand into a huge structure ("billion laughs").
 MAX_PARAMS_VALUES = 100_000

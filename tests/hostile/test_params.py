@@ -99,6 +99,11 @@ ROWS = [
     Row("image-size-wrong-source", _set("data", image_size=32), "data.image_size"),
     Row("batch-under-processes", _set("train", processes=4, batch_size=2), "train.batch_size"),
     Row("nccl-on-cpu", _set("train", ddp_backend="nccl"), "nccl"),
+    Row("nodes-reversed-range", _set("train", nodes="4:2"), "train.nodes"),
+    Row("nodes-not-a-range", _set("train", nodes="two"), "train.nodes"),
+    Row("rdzv-endpoint-no-port", _set("train", rdzv_endpoint="10.0.0.5"), "train.rdzv_endpoint"),
+    Row("batch-under-node-ranks", _set("train", nodes=4, processes=2, batch_size=6),
+        "train.batch_size"),
     Row("path-nul-byte", _set("data", path="data\x00set"), "data.path"),
     Row("predictor-too-few-samples", _set("predictor", n_samples=12), "predictor.n_samples"),
     # the file itself

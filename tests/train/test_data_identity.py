@@ -18,7 +18,7 @@ from onceflow.data.prepared import (
     save_split,
 )
 from onceflow.train.loop import train_supernet
-from onceflow.train.resume import fingerprint
+from onceflow.train.resume import fingerprint, world_key
 from tests.conftest import write_prepared
 from tests.supernet.helpers import tiny_space
 from tests.train.helpers import tiny_train
@@ -105,3 +105,10 @@ def test_fingerprint_covers_what_changes_the_weights(tiny_prepared: Path) -> Non
         fingerprint(space, cfg, 0, data, 1, device="cuda"),
     ]
     assert fp not in changed and len(set(changed)) == len(changed)
+    # how the ranks are launched is not: 2 nodes x 1 rank train what 1 node x 2 ranks do
+    launch = tiny_train(processes=2, nodes=2, max_restarts=3, rdzv_endpoint="10.0.0.5:29400")
+    assert fingerprint(space, launch, 0, data, 2) == fingerprint(space, cfg, 0, data, 2)
+    # an elastic job (a node range) keeps its identity when a lost or new node changes its ranks
+    elastic = tiny_train(nodes="1:2")
+    assert world_key(elastic, 1) == world_key(elastic, 2) == "elastic"
+    assert world_key(cfg, 2) == 2

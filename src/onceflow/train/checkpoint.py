@@ -34,11 +34,21 @@ class CorruptCheckpoint(ValueError):
     """The file's digest header is missing or does not match its payload."""
 
 
-def encode_checkpoint(state: dict[str, Any]) -> bytes:
-    """The bytes of a checkpoint file: digest header line + ``torch.save`` payload."""
+def encode_state(state: dict[str, Any]) -> bytes:
+    """A checkpoint's payload: ``torch.save`` of ``state`` (also what ranks send each other)."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    payload = buf.getvalue()
+    return buf.getvalue()
+
+
+def decode_state(payload: bytes, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state a payload holds: tensors and plain values only (``weights_only``)."""
+    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+
+
+def encode_checkpoint(state: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file: digest header line + ``torch.save`` payload."""
+    payload = encode_state(state)
     return b"onceflow-checkpoint sha256=%s\n" % sha256_bytes(payload).encode() + payload
 
 
@@ -79,8 +89,7 @@ def load_latest_checkpoint(
     with a warning naming it (it is never loaded). None if none."""
     for path in reversed(checkpoint_files(directory)):
         try:
-            payload = verified_payload(path.read_bytes())
-            state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+            state = decode_state(verified_payload(path.read_bytes()), map_location)
         except (
             CorruptCheckpoint,
             RuntimeError,

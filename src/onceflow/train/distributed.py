@@ -1,32 +1,31 @@
-"""Data-parallel training with torch.distributed (launched by torchrun: gloo on CPU, NCCL on GPU).
+"""Data-parallel training with torch.distributed, inside a rank (gloo on CPU, NCCL on GPU; the
+ranks are started by :mod:`onceflow.train.launch` or by torchrun).
 
 Every rank runs the same sandwich step on its shard of the global batch with the same subnets
 (subnet RNGs derive from the seed and the step, never from the rank); the gradients accumulated
 over the sandwich's backward passes are averaged across ranks in one flat all-reduce before the
 optimizer step. This is what DistributedDataParallel does per backward, done once per step,
 which fits subnets that leave different parameters unused in each pass.
+
+Ranks are numbered the same way however the job is spread: the first node's ranks first (its
+local rank 0 is rank 0, the one that reads and writes checkpoints and outputs), then each
+joined node's in rendezvous order. torch's own rank order, which sorts nodes by host name and
+process id, only picks the source of broadcasts. So 2 nodes x 1 rank shard the batch, seed the
+augmentation and keep BN statistics exactly as 1 node x 2 ranks do.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import os
-import shutil
-import signal
-import sys
-import threading
-import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from onceflow.errors import BackendUnavailable, ConfigError, OnceflowError
+from onceflow.errors import BackendUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +34,10 @@ log = logging.getLogger(__name__)
 class DistContext:
     """Where this process sits in the job (world_size 1 = single process)."""
 
-    rank: int = 0
+    rank: int = 0  # onceflow's rank (see the module doc): shard, augmentation seed, writer
     world_size: int = 1
     local_rank: int = 0
+    src: int = 0  # torch.distributed rank of rank 0: the source of broadcasts
 
     @property
     def is_main(self) -> bool:
@@ -60,27 +60,49 @@ def resolve_device(device: str, ctx: DistContext) -> torch.device:
             raise BackendUnavailable(
                 "params.yaml base.device is 'cuda' but no CUDA GPU is visible; set it to cpu/auto"
             )
+        if ctx.local_rank >= torch.cuda.device_count():
+            raise BackendUnavailable(
+                f"local rank {ctx.local_rank} has no GPU of its own ({torch.cuda.device_count()} "
+                "visible): one rank per GPU, so set params.yaml train.processes <= the GPU count"
+            )
         return torch.device("cuda", ctx.local_rank)
     return torch.device("cpu")
 
 
+# Set (to "1") in the ranks of the job's first node by the launcher.
+FIRST_NODE_ENV = "ONCEFLOW_FIRST_NODE"
+
+
 def init_distributed(device: str, backend: str = "auto") -> DistContext:
-    """Join the torchrun job if WORLD_SIZE > 1 (env from torchrun), else a single process."""
+    """Join the launched job if WORLD_SIZE > 1 (env from the launcher), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    use_cuda = resolve_device(device, ctx).type == "cuda"
+    physical, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = resolve_device(device, DistContext(physical, world, local)).type == "cuda"
     if backend == "auto":
         backend = "nccl" if use_cuda else "gloo"
     if backend == "nccl" and not use_cuda:
         raise ConfigError("params.yaml train.ddp_backend 'nccl' needs base.device cuda")
     if use_cuda:
-        torch.cuda.set_device(ctx.local_rank)
+        torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
+    first = os.environ.get(FIRST_NODE_ENV) == "1"
+    me = (0 if first else 1, int(os.environ.get("GROUP_RANK", "0")), local, physical)
+    t = torch.tensor(me, dtype=torch.int64, device="cuda" if use_cuda else "cpu")
+    rows = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(rows, t)
+    order = logical_order([tuple(int(v) for v in r.tolist()) for r in rows])
+    ctx = DistContext(order.index(physical), world, local, order[0])
     log.info("rank %d/%d joined (%s)", ctx.rank, world, backend)
     return ctx
+
+
+def logical_order(rows: Sequence[tuple[int, ...]]) -> list[int]:
+    """torch ranks in onceflow's rank order, from each rank's (0 on the first node else 1,
+    node's rendezvous rank, local rank, torch rank)."""
+    return [row[-1] for row in sorted(rows)]
 
 
 def shutdown(ctx: DistContext) -> None:
@@ -99,7 +121,23 @@ def broadcast_state(model: nn.Module, ctx: DistContext) -> None:
     if not ctx.enabled:
         return
     for t in model.state_dict().values():
-        dist.broadcast(t, src=0)
+        dist.broadcast(t, src=ctx.src)
+
+
+def broadcast_bytes(blob: bytes, ctx: DistContext, device: torch.device) -> bytes:
+    """Rank 0's ``blob`` on every rank (the others pass anything, e.g. b"")."""
+    dev = device if device.type == "cuda" else torch.device("cpu")
+    size = torch.tensor([len(blob) if ctx.is_main else 0], dtype=torch.int64, device=dev)
+    dist.broadcast(size, src=ctx.src)
+    n = int(size.item())
+    if n == 0:
+        return b""
+    if ctx.is_main:
+        buf = torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(dev)
+    else:
+        buf = torch.empty(n, dtype=torch.uint8, device=dev)
+    dist.broadcast(buf, src=ctx.src)
+    return blob if ctx.is_main else bytes(buf.cpu().numpy().tobytes())
 
 
 @torch.no_grad()
@@ -142,138 +180,3 @@ def check_in_sync(model: nn.Module, ctx: DistContext) -> None:
     if worst > 1e-6 * max(1.0, float(s.abs().max())):
         raise RuntimeError(f"data-parallel ranks diverged (max parameter-sum gap {worst:.3g})")
     log.info("rank %d: parameters in sync across %d ranks", ctx.rank, ctx.world_size)
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make this process die when ``parent_pid`` (its launcher) does, however it dies.
-
-    Linux: the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``), which
-    also ends a rank blocked in a collective's futex wait, where no Python handler would run.
-    Elsewhere a daemon thread polls the parent id. A parent that died before this call is
-    caught by comparing ``getppid()`` with ``parent_pid``.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
-    else:
-        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGKILL)
-    # The launcher owns stopping: a rank ends at once on its signal (a Ctrl-C reaches the whole
-    # process group) instead of unwinding into a collective whose peer is already gone.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _watch_parent(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _stage_worker(module: str, argv: list[str], parent_pid: int) -> int:
-    """One rank of a locally launched job: run stage ``module``'s main like ``python -m``."""
-    import importlib
-
-    from onceflow import stage
-
-    die_with_parent(parent_pid)
-    return stage.run(importlib.import_module(module).main, argv)
-
-
-def remove_partial(
-    outputs: Sequence[str | os.PathLike[str]], keep: Collection[str | os.PathLike[str]] = ()
-) -> list[Path]:
-    """Remove what an interrupted or failed run left of ``outputs``: the hidden temp siblings
-    of atomic writes (``.<name>.*.tmp``: a dead writer's, whatever their age), temp files
-    inside an output directory, and each output not in ``keep`` (those that existed before
-    the run, left alone)."""
-    kept = {Path(k) for k in keep}
-    removed = []
-    for out in map(Path, outputs):
-        leftovers = list(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.is_dir() else []
-        if out.is_dir():  # e.g. checkpoints: half-written files of their own atomic writes
-            leftovers += list(out.glob(".*.tmp"))
-        created = out not in kept and (out.exists() or out.is_symlink())
-        for p in leftovers + ([out] if created else []):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-@contextlib.contextmanager
-def removing_partial(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
-    """Run the block; if it raises, remove the ``outputs`` it created (see remove_partial)."""
-    existed = [Path(o) for o in outputs if Path(o).exists()]
-    try:
-        yield
-    except BaseException:
-        remove_partial(outputs, keep=existed)
-        raise
-
-
-class TrainingInterrupted(OnceflowError):
-    """The launcher was told to stop (SIGTERM/SIGINT/SIGHUP); its ranks are gone."""
-
-
-def launch_local(
-    nproc: int,
-    module: str,
-    argv: list[str],
-    *,
-    outputs: Sequence[str | os.PathLike[str]] = (),
-    scratch: Sequence[str | os.PathLike[str]] = (),
-) -> None:
-    """Run stage ``module`` (e.g. "stages.train_supernet") with ``argv`` as ``nproc`` local
-    ranks of one torch.distributed job, as ``torchrun --standalone --nproc_per_node=nproc``
-    does (same launcher API). Raises an OnceflowError carrying the worst rank's exit code.
-
-    Ranks never outlive the launcher (:func:`die_with_parent`). On SIGTERM/SIGINT/SIGHUP the
-    launcher stops its ranks, removes partial ``outputs`` (and temp files in ``scratch``,
-    e.g. half-written checkpoints; complete checkpoints stay for resuming) and raises
-    :class:`TrainingInterrupted` with exit code 128 + the signal number."""
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=str(uuid.uuid4()),
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        monitor_interval=0.5,
-        start_method="spawn",
-        shutdown_timeout=10,  # seconds between SIGTERM and SIGKILL for ranks that linger
-    )
-    existed = [Path(o) for o in [*outputs, *scratch] if Path(o).exists()]
-    remove_partial([*outputs, *scratch], keep=[*outputs, *scratch])  # a killed run's temp files
-    log.info("launching %d local ranks (params train.processes)", nproc)
-    try:
-        codes = elastic_launch(config, _stage_worker)(module, list(argv), os.getpid())
-    except SignalException as err:
-        removed = remove_partial([*outputs, *scratch], keep=[*existed, *scratch])
-        stopped = TrainingInterrupted(
-            f"training stopped by {signal.Signals(err.sigval).name}: its {nproc} ranks are "
-            f"stopped and {len(removed)} partial output(s) removed; rerun to resume from the "
-            "last checkpoint"
-        )
-        stopped.exit_code = 128 + int(err.sigval)
-        raise stopped from None
-    except ChildFailedError as err:
-        raise OnceflowError(f"a training rank crashed: {err}") from None
-    worst = max(int(c or 0) for c in codes.values())
-    if worst:
-        failed = OnceflowError(f"a training rank exited with code {worst} (its log is above)")
-        failed.exit_code = worst
-        raise failed

@@ -41,7 +41,7 @@ from onceflow.train.distributed import (
     mean_over_ranks,
 )
 from onceflow.train.evaluation import subnet_accuracy
-from onceflow.train.resume import RunState, fingerprint, resume
+from onceflow.train.resume import RunState, fingerprint, resume, world_key
 from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import Plan, make_plan
 
@@ -174,7 +174,7 @@ def _setup(
         net = net.to(memory_format=torch.channels_last)
     broadcast_state(net, ctx)
     state = RunState(net, cfg, plan)
-    fp = fingerprint(space, cfg, seed, data, ctx.world_size, device)
+    fp = fingerprint(space, cfg, seed, data, world_key(cfg, ctx.world_size), device)
     if only_arch is not None:
         space.validate(only_arch)
         fp = sha256_bytes(f"{fp}:{only_arch}".encode())[:16]
@@ -266,17 +266,16 @@ def _end_epoch(run: _Run, phase: PhaseConfig, lr: float) -> None:
 
 
 def _checkpoint(run: _Run, epoch_end: bool) -> None:
-    """A checkpoint at each epoch's end and every ``checkpoint_every_steps`` steps (rank 0)."""
+    """A checkpoint at each epoch's end and every ``checkpoint_every_steps`` steps, written by
+    the main rank into its directory (the other ranks have none, or ignore theirs); it records
+    the number of ranks, which an elastic job may change when it resumes."""
     st = run.state
-    if run.directory is None:
-        return
     if not (epoch_end or st.global_step % run.cfg.checkpoint_every_steps == 0):
         return
     st.seconds = run.elapsed()
-    if run.ctx.is_main:
-        ckpt.save_checkpoint(
-            run.directory, st.state(run.fp), st.global_step, run.cfg.keep_checkpoints
-        )
+    if run.ctx.is_main and run.directory is not None:
+        state = st.state(run.fp) | {"world": run.ctx.world_size}
+        ckpt.save_checkpoint(run.directory, state, st.global_step, run.cfg.keep_checkpoints)
     barrier(run.ctx)
 
 

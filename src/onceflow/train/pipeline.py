@@ -1,8 +1,10 @@
 """The train_supernet stage's sequence: ranks, training, final metrics (what the stage calls).
 
-Single process, or ``params.train.processes`` local ranks (the stage module is relaunched as
-each rank), or ranks started by ``torchrun``. Rank 0 logs each epoch to DVCLive and gets the
-result to write; a failure removes the outputs the run had started (the live dir grows).
+Single process; or this machine's ranks of a launched job (``params.train.processes`` local
+ranks on ``train.nodes`` machines, the stage module relaunched as each rank: this machine is the
+job's first node); or ranks started by ``torchrun``. Rank 0 (on the first node) logs each epoch
+to DVCLive and gets the result to write; a failure removes the outputs the run had started (the
+live dir grows). The ranks of other machines (``onceflow train join``) train and write nothing.
 """
 
 from __future__ import annotations
@@ -17,18 +19,19 @@ import torch
 
 from onceflow.config import Params
 from onceflow.data.prepared import load_prepared
+from onceflow.errors import OnceflowError
 from onceflow.supernet import SearchSpace, Supernet
 from onceflow.train.distributed import (
     DistContext,
     barrier,
     init_distributed,
-    launch_local,
-    removing_partial,
     resolve_device,
     shutdown,
 )
+from onceflow.train.launch import launch, removing_partial
 from onceflow.train.live import LiveLogger
 from onceflow.train.loop import final_metrics, train_supernet
+from onceflow.train.nodes import first_node
 
 
 @dataclass(frozen=True)
@@ -50,20 +53,21 @@ def supernet_training(
     relaunch: tuple[str, Sequence[str]],
 ) -> Iterator[TrainedSupernet | None]:
     """Train the supernet and yield it with its metrics on rank 0 (None on the other ranks and
-    in a launcher of local ranks). The block writes ``outputs``; if it or the training raises,
+    in a launcher of ranks). The block writes ``outputs``; if it or the training raises,
     the outputs it created are removed. Then all ranks meet and the process group closes.
 
     ``relaunch`` is (module, argv) of the stage, run as each local rank when params
-    ``train.processes`` > 1 and no launcher set ``WORLD_SIZE``."""
-    if params.train.processes > 1 and "WORLD_SIZE" not in os.environ:
+    ``train.processes`` or ``train.nodes`` > 1 and no launcher set ``WORLD_SIZE``."""
+    t = params.train
+    if (t.processes > 1 or t.node_range[1] > 1) and "WORLD_SIZE" not in os.environ:
         module, argv = relaunch
-        launch_local(
-            params.train.processes, module, list(argv), outputs=outputs, scratch=(checkpoints,)
-        )
+        with first_node(params, data) as rdzv:
+            launch(
+                t.processes, module, list(argv), rdzv=rdzv, outputs=outputs, scratch=(checkpoints,)
+            )
         yield None
         return
-    ctx = init_distributed(params.base.device, params.train.ddp_backend)
-    torch.set_num_threads(max(1, params.base.threads // ctx.world_size))
+    ctx = _join(params)
     try:
         with removing_partial(outputs if ctx.is_main else ()):
             yield _train(params, data, live, checkpoints, ctx)
@@ -72,17 +76,40 @@ def supernet_training(
         shutdown(ctx)
 
 
+def train_joined_node(params: Params, data: str | Path) -> None:
+    """A rank of a machine that joined the job (``onceflow train join``): it trains its share
+    and writes nothing (rank 0, on the first node, writes)."""
+    ctx = _join(params)
+    try:
+        if ctx.is_main:
+            raise OnceflowError(
+                "a joined node became rank 0: the job has no first node (start the DVC stage "
+                "train_supernet first; join only its endpoint)"
+            )
+        _train(params, data, None, None, ctx)
+        barrier(ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _join(params: Params) -> DistContext:
+    ctx = init_distributed(params.base.device, params.train.ddp_backend)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))  # ranks on this machine
+    torch.set_num_threads(max(1, params.base.threads // max(1, local)))
+    return ctx
+
+
 def _train(
     params: Params,
     data_dir: str | Path,
-    live_dir: str | Path,
-    checkpoints: str | Path,
+    live_dir: str | Path | None,
+    checkpoints: str | Path | None,
     ctx: DistContext,
 ) -> TrainedSupernet | None:
     data = load_prepared(data_dir, mmap=False)
     m = data.meta
     space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
-    live = LiveLogger(live_dir) if ctx.is_main else None
+    live = LiveLogger(live_dir) if ctx.is_main and live_dir is not None else None
     outcome = train_supernet(
         data,
         space,

@@ -21,7 +21,7 @@ from onceflow.errors import DataError
 from onceflow.io import sha256_files, sha256_json
 from onceflow.supernet import SearchSpace, Supernet
 from onceflow.train import checkpoint as ckpt
-from onceflow.train.distributed import DistContext, barrier
+from onceflow.train.distributed import DistContext, broadcast_bytes
 from onceflow.train.schedule import Plan, make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 _NOT_TRAINING_CODE = frozenset({"finetune.py"})
 
 
-def _code_digest() -> str:
+def code_digest() -> str:
     """sha256 of the training and supernet sources: a checkpoint written by other training
     code is not resumed (its weights came from a different procedure)."""
     import onceflow.supernet
@@ -47,19 +47,44 @@ def _code_digest() -> str:
     return sha256_files(sources, hashlib.sha256(versions.encode()))
 
 
+# Train params that do not change the weights: the checkpoint cadence, and how the ranks are
+# launched (their number is ``world``: 2 nodes x 1 rank train what 1 node x 2 ranks do).
+_NOT_IDENTITY = frozenset(
+    {
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+        "processes",
+        "nodes",
+        "rdzv_endpoint",
+        "max_restarts",
+        "rdzv_timeout_s",
+        "rdzv_last_call_s",
+    }
+)
+
+
+def world_key(cfg: TrainConfig, world: int) -> int | str:
+    """The ``world`` of a run's identity: its number of ranks, or "elastic" for a job over a
+    range of nodes, whose number of ranks changes when a node is lost or joins (each such
+    restart resumes the same run from its last checkpoint)."""
+    lo, hi = cfg.node_range
+    return world if lo == hi else "elastic"
+
+
 def fingerprint(
     space: SearchSpace,
     cfg: TrainConfig,
     seed: int,
     data: PreparedData,
-    world: int,
+    world: int | str,
     device: torch.device | str = "cpu",
 ) -> str:
     """Identity of a training run: everything that changes the weights it produces -- the
-    space, the train params (not the checkpoint cadence), the seed, the prepared data's
-    content (``content_sha256``), the number of ranks and the device kind, and the training
-    code and torch version. A checkpoint of another identity is never resumed."""
-    train = cfg.model_dump(mode="json", exclude={"checkpoint_every_steps", "keep_checkpoints"})
+    space, the train params (not the checkpoint cadence or the launch), the seed, the prepared
+    data's content (``content_sha256``), the number of ranks (:func:`world_key`) and the
+    device kind, and the training code and torch version. A checkpoint of another identity is
+    never resumed."""
+    train = cfg.model_dump(mode="json", exclude=set(_NOT_IDENTITY))
     return sha256_json(
         {
             "space": space.to_json(),
@@ -69,7 +94,7 @@ def fingerprint(
             "n": len(data.train),
             "world": world,
             "device": torch.device(device).type,
-            "code": _code_digest(),
+            "code": code_digest(),
         }
     )[:16]
 
@@ -129,33 +154,50 @@ class RunState:
 def resume(
     sess: RunState, directory: Path | None, fp: str, ctx: DistContext, device: torch.device
 ) -> bool:
-    """Restore ``sess`` from the newest checkpoint in ``directory`` carrying fingerprint ``fp``;
-    False (a fresh start) when there is none."""
-    if directory is None:
+    """Restore ``sess`` from the newest checkpoint in the main rank's ``directory`` carrying
+    fingerprint ``fp``; False (a fresh start) when there is none. Only the main rank reads
+    checkpoints (the other ranks may run on machines that have none): it sends the state to
+    the others."""
+    state, path = _own_checkpoint(directory, fp) if ctx.is_main else (None, None)
+    if ctx.enabled:
+        payload = broadcast_bytes(ckpt.encode_state(state) if state else b"", ctx, device)
+        if not ctx.is_main and payload:
+            state = ckpt.decode_state(payload)
+    if state is None:
         return False
-    found = ckpt.load_latest_checkpoint(directory, map_location=device)
-    if found is None or found[0].get("fingerprint") != fp:
-        if ckpt.checkpoint_files(directory):
-            # Stale files must go: left in place they would outrank (and prune) this run's own
-            # checkpoints, which are numbered by step.
-            log.warning(
-                "checkpoints in %s are unreadable or belong to other params/data/code; "
-                "starting fresh",
-                directory,
-            )
-            barrier(ctx)
-            if ctx.is_main:
-                ckpt.clear_checkpoints(directory)
-            barrier(ctx)
-        return False
-    state, path = found
     try:
         sess.restore(state)
     except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(
-            f"{path}: carries this run's fingerprint but its contents do not fit it "
-            f"({type(err).__name__}: {first}); delete it (or {directory}/) to start fresh"
+            f"{path or 'the main rank checkpoint'}: carries this run's fingerprint but its "
+            f"contents do not fit it ({type(err).__name__}: {first}); delete it (or "
+            f"{directory}/) to start fresh"
         ) from None
-    log.info("resumed from %s (phase %d, step %d)", path, sess.phase, sess.global_step)
+    if ctx.is_main:
+        log.info("resumed from %s (phase %d, step %d)", path, sess.phase, sess.global_step)
+        written = state.get("world")
+        if written is not None and int(written) != ctx.world_size:
+            log.info(
+                "elastic restart: step %d was reached on %d ranks; going on with %d",
+                sess.global_step, int(written), ctx.world_size,
+            )  # fmt: skip
     return True
+
+
+def _own_checkpoint(directory: Path | None, fp: str) -> tuple[dict | None, Path | None]:
+    """The newest checkpoint in ``directory`` of run ``fp``; other runs' files are cleared."""
+    if directory is None:
+        return None, None
+    found = ckpt.load_latest_checkpoint(directory, map_location="cpu")
+    if found is not None and found[0].get("fingerprint") == fp:
+        return found
+    if ckpt.checkpoint_files(directory):
+        # Stale files must go: left in place they would outrank (and prune) this run's own
+        # checkpoints, which are numbered by step.
+        log.warning(
+            "checkpoints in %s are unreadable or belong to other params/data/code; starting fresh",
+            directory,
+        )
+        ckpt.clear_checkpoints(directory)
+    return None, None
