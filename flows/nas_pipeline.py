@@ -32,7 +32,10 @@ from onceflow.orchestration.pools import ApiUnavailable, Watch, api_unavailable,
 from onceflow.orchestration.targets import read_targets, work_pools
 from onceflow.orchestration.worktree import Workspace
 
+TRAIN_STAGE = "train_supernet"
+
 TARGET_FLOW = "nas-target-stages"  # flows/target_stages.py; one deployment per work pool
+TRAIN_FLOW = "nas-train-stage"  # flows/train_stage.py; on the training machine's pool
 
 
 def target_deployment(pool: str, suffix: str = "") -> str:
@@ -40,41 +43,48 @@ def target_deployment(pool: str, suffix: str = "") -> str:
     return f"{TARGET_FLOW}/{pool}{suffix}"
 
 
-def check_deployments(pools: dict[str, str], suffix: str) -> None:
-    """Fail, before any stage runs, if a work pool a target needs has no deployment, or is the
-    pool this run occupies (its target run would wait for this one's slot forever)."""
+def train_deployment(pool: str, suffix: str = "") -> str:
+    """The deployment that trains the supernet on work pool ``pool``."""
+    return f"{TRAIN_FLOW}/{pool}{suffix}"
+
+
+def check_deployments(pools: dict[str, str], suffix: str, train_pool: str | None = None) -> None:
+    """Fail, before any stage runs, if a work pool a target (or the training) needs has no
+    deployment, or is the pool this run occupies (its run would wait for this one's slot
+    forever)."""
     from prefect.client.orchestration import get_client
     from prefect.context import get_run_context
     from prefect.exceptions import ObjectNotFound
 
     own = get_run_context().flow_run.work_pool_name
+    wanted = [(f"target '{t}'", p, target_deployment(p, suffix)) for t, p in sorted(pools.items())]
+    if train_pool:
+        wanted.append(("training", train_pool, train_deployment(train_pool, suffix)))
     with get_client(sync_client=True) as client:
-        for target, pool in sorted(pools.items()):
+        for what, pool, name in wanted:
             if pool == own:
                 raise ConfigError(
-                    f"target '{target}': work_pool '{pool}' is the pool this pipeline runs on;"
-                    " leave the target's work_pool empty to measure it here"
+                    f"{what}: work_pool '{pool}' is the pool this pipeline runs on;"
+                    " leave it empty to run it here"
                 )
-            name = target_deployment(pool, suffix)
             try:
                 client.read_deployment_by_name(name)
             except ObjectNotFound:
                 raise ConfigError(
-                    f"target '{target}': work pool '{pool}' has no deployment '{name}'; create it"
+                    f"{what}: work pool '{pool}' has no deployment '{name}'; create it"
                     f" with `prefect deploy --name {name}` (prefect.yaml declares one per pool)"
                 ) from None
 
 
-@task(task_run_name="target {target} on pool {pool}", **RETRY_TRANSIENT)
-def run_on_pool(target: str, pool: str, suffix: str, params: dict, watch: Watch) -> None:
-    """Run a target's stages through its pool's deployment and wait; a crashed or lost run
-    (worker or machine gone) is retried, a failed one is not, and a pool without a live worker
-    fails the run instead of hanging it (see :mod:`onceflow.orchestration.pools`)."""
+@task(task_run_name="{what}", **RETRY_TRANSIENT)
+def run_on_pool(what: str, deployment: str, pool: str, params: dict, watch: Watch) -> None:
+    """Run ``deployment`` on its work pool and wait; a crashed or lost run (worker or machine
+    gone) is retried, a failed one is not, and a pool without a live worker fails the run
+    instead of hanging it (see :mod:`onceflow.orchestration.pools`)."""
     from prefect.client.orchestration import get_client
 
-    what = f"target '{target}' on work pool '{pool}'"
     try:
-        started = run_deployment(target_deployment(pool, suffix), parameters=params, timeout=0)
+        started = run_deployment(deployment, parameters=params, timeout=0)
     except Exception as err:
         if api_unavailable(err):
             raise ApiUnavailable(f"{what}: could not start its flow run: {err}") from None
@@ -98,6 +108,7 @@ def nas_pipeline(
     target_deployment_suffix: str = "",
     keep_workspace: bool = False,
     worker_lost_after_s: float = 120.0,
+    train_pool: str | None = None,
 ) -> dict:
     """Reproduce the pipeline of ``repo`` at ``rev`` in a workspace of its own.
 
@@ -107,29 +118,50 @@ def nas_pipeline(
     deployments run pool targets (``""``: those of ``prefect deploy``; ``serve`` sets its own).
     ``worker_lost_after_s``: how long a pool may have no live worker (no heartbeat) before its
     target run counts as lost (retried once) or, never started, fails this run.
+    ``train_pool``: train the supernet on that work pool's machine (``nas-train-stage/<pool>``)
+    instead of here; its weights come back through the DVC remote's run cache.
     """
     overrides = list(set_params or [])
     ws = open_run_workspace(str(Path(repo).resolve()), rev, overrides)
     try:
         watch = Watch(poll_s=poll_seconds, lost_after_s=worker_lost_after_s)
-        return _run(ws, overrides, push, watch, target_deployment_suffix)
+        return _run(ws, overrides, push, watch, target_deployment_suffix, train_pool)
     finally:
         if not keep_workspace:
             close_run_workspace(ws)
 
 
-def _run(ws: Workspace, overrides: list[str], push: bool, watch: Watch, suffix: str) -> dict:
+def _run(
+    ws: Workspace,
+    overrides: list[str],
+    push: bool,
+    watch: Watch,
+    suffix: str,
+    train_pool: str | None = None,
+) -> dict:
     log = get_run_logger()
     targets = list(read_targets(ws.path / "params.yaml"))
     pools = work_pools(read_targets(ws.path / "params.yaml"))
     remote = od.has_remote(ws.path)
-    if pools:
+    if pools or train_pool:
         if not remote:
             raise ConfigError(
-                f"targets {sorted(pools)} have a work_pool but the repo has no default DVC"
-                " remote to move their data: `dvc remote add -d NAME s3://bucket/prefix`"
+                f"{'training and ' if train_pool else ''}targets {sorted(pools)} run on work"
+                " pools but the repo has no default DVC remote to move their data:"
+                " `dvc remote add -d NAME s3://bucket/prefix`"
             )
-        check_deployments(pools, suffix)
+        check_deployments(pools, suffix, train_pool)
+    base = {"commit": ws.commit, "set_params": overrides}
+    if train_pool:
+        dvc_repro(ws, ["prepare"], label="data for the training machine")
+        dvc_transfer(ws, "push", ["prepare"])
+        lock = (ws.path / "dvc.lock").read_text(encoding="utf-8")
+        deployment = train_deployment(train_pool, suffix)
+        log.info("train_supernet -> work pool %s (%s)", train_pool, deployment)
+        run_on_pool(f"training on work pool '{train_pool}'", deployment, train_pool,
+                    {**base, "lock": lock}, watch)  # fmt: skip
+        run_cache(ws, "restore", [TRAIN_STAGE])
+    if pools:
         groups = od.target_stages(ws.path, targets)
         inputs = sorted({s for t in pools for s in groups[t].inputs})
         dvc_repro(ws, inputs, label="inputs of pool targets")
@@ -137,9 +169,12 @@ def _run(ws: Workspace, overrides: list[str], push: bool, watch: Watch, suffix: 
         lock = (ws.path / "dvc.lock").read_text(encoding="utf-8")
         futures = {}
         for t, pool in pools.items():
-            log.info("target %s -> work pool %s (%s)", t, pool, target_deployment(pool, suffix))
-            params = {"target": t, "commit": ws.commit, "lock": lock, "set_params": overrides}
-            futures[t] = run_on_pool.submit(t, pool, suffix, params, watch)
+            deployment = target_deployment(pool, suffix)
+            log.info("target %s -> work pool %s (%s)", t, pool, deployment)
+            what = f"target '{t}' on work pool '{pool}'"
+            futures[t] = run_on_pool.submit(
+                what, deployment, pool, {**base, "target": t, "lock": lock}, watch
+            )
         local = [s for t in targets if t not in pools for s in groups[t].stages]
         if local:
             dvc_repro(ws, local, label="local targets")

@@ -178,7 +178,12 @@ def test_two_hosts_share_only_the_servers_survive_a_lost_machine_and_publish_to_
             run2 = _wait(lambda: _final(c, second.id), "the second run to end", 900)
         worker_logs = "".join(p.read_text() for p in logs.iterdir())
         assert run2.state.is_completed(), f"{run2.state.message}\n{worker_logs[-4000:]}"
-        target_runs = [r for r in c.read_flow_runs() if r.flow_id != run2.flow_id]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=a, capture_output=True,
+                             text=True, check=True).stdout.strip()  # fmt: skip
+        target_runs = [  # this test's target runs (the server is shared by the session)
+            r for r in c.read_flow_runs() if r.flow_id != run2.flow_id
+            and r.parameters.get("commit") == sha
+        ]  # fmt: skip
         rows = _stage_log(c, [first.id, second.id, *(r.id for r in target_runs)])
         lock = lock_of(second.id)
         second_logs = _messages(c, second.id)

@@ -29,7 +29,8 @@ ENV_EXAMPLE = dict(
     if line.strip() and not line.startswith("#")
 )
 ONESHOT = {"objectstore-init", "deploy"}
-ONCEFLOW = {"prefect-server", "deploy", "cpu-worker", "gpu-worker"}  # built from infra/Dockerfile
+# built from infra/Dockerfile
+ONCEFLOW = {"prefect-server", "deploy", "cpu-worker", "gpu-worker", "train-worker"}
 VERSION_TAG = re.compile(r"^v?\d+(\.\d+)+([.-][A-Za-z0-9._-]+)?$")  # 3.93, 16.6-alpine3.21
 
 

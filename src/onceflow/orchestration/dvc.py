@@ -151,7 +151,8 @@ def _run(
         text = outcome_file.read_text(encoding="utf-8") if outcome_file.exists() else ""
     outcomes = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
     if args[0] in TRANSFER_VERBS:  # one line naming the remote: the log holds the rest
-        last = tail[-1] if tail else "no output"
+        errors = [ln for ln in tail if ln.startswith("ERROR")]
+        last = (errors or list(tail) or ["no output"])[-1]
         raise Transient(
             f"`{' '.join(module_args)}` failed (exit {rc}) with {remote_description(root)}:"
             f" {redact(last)}"
@@ -248,7 +249,7 @@ def remote_description(root: str | os.PathLike[str]) -> str:
     if not name:
         return "no default DVC remote"
     where = conf.get("endpointurl") or os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
-    return redact(f"DVC remote '{name}' ({conf.get('url', '?')} at {where})")
+    return f"DVC remote '{name}' at {redact(where)} ({redact(conf.get('url', '?'))})"
 
 
 def cache_dir(root: str | os.PathLike[str]) -> str:
