@@ -90,3 +90,25 @@ def test_run_search_from_config_and_documents() -> None:
     assert budgets_for(cfg, {"ort-cpu": own}, "ort-cpu").values == [2.0]
     with pytest.raises(ConfigError, match="extra_objectives"):
         run_search([], cfg, budgets, acc, lat, seed=0)
+
+
+def test_search_loop_runs_at_one_thread_whatever_the_process_allows() -> None:
+    """Small-batch inference in a pool stalls under load (a worker waits for a core): every
+    call the search makes runs with torch, BLAS and OpenMP at one thread, and the stage's
+    limits (base.threads) come back after."""
+    from onceflow.threads import pool_sizes, set_threads
+
+    seen: list[dict[str, int]] = []
+
+    def watched_acc(x: np.ndarray) -> np.ndarray:
+        seen.append(pool_sizes())
+        return acc(x)
+
+    set_threads(2)  # a stage with base.threads: 2
+    try:
+        specialize(toy_space(), watched_acc, lat, [0.5], "fraction", seed=0, **QUICK)
+        assert seen and all(set(s.values()) == {1} for s in seen), seen[:3]
+        after = pool_sizes()
+        assert after["blas"] == 2 and after["torch"] == 2
+    finally:
+        set_threads(1)

@@ -33,6 +33,7 @@ from onceflow.search.nsga import nsga2
 from onceflow.search.pareto import accuracy_latency_hv, non_dominated
 from onceflow.search.problem import Best, Counter, Front, Objective
 from onceflow.search.space import BatchFn, CategoricalSpace
+from onceflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,34 @@ def specialize(
     checks call it directly. The random baseline is drawn apart and not counted.
 
     Raises SearchError before any search when a budget is below the lowest reachable latency
-    (found by coordinate descent over the dimensions)."""
+    (found by coordinate descent over the dimensions).
+
+    Runs at one thread (torch, BLAS, OpenMP): the search's batches (25-100 rows in the loop,
+    the 20,000-row baseline once) never paid for a pool, and under load a pool's fork-join made
+    the loop ~10x slower (see :mod:`onceflow.threads`)."""
+    with limit_threads(1):
+        return _specialize(
+            space, accuracy, latency, budgets, unit, nsga=nsga, evolution=evolution,
+            random_samples=random_samples, extra_objectives=extra_objectives, seed=seed,
+            describe=describe, max_evaluations=max_evaluations,
+        )  # fmt: skip
+
+
+def _specialize(
+    space: CategoricalSpace,
+    accuracy: BatchFn,
+    latency: BatchFn,
+    budgets: Sequence[float],
+    unit: str,
+    *,
+    nsga: NsgaConfig | None,
+    evolution: EvolutionConfig | None,
+    random_samples: int,
+    extra_objectives: Sequence[Objective],
+    seed: int,
+    describe: Callable[[np.ndarray], str] | None,
+    max_evaluations: int | None,
+) -> Specialization:
     t0 = time.perf_counter()
     nsga = nsga or NsgaConfig()
     evolution = evolution or EvolutionConfig()
