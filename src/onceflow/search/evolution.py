@@ -226,9 +226,16 @@ def constrained_evolution(
         seeds = space.canonical(np.atleast_2d(np.asarray(initial, np.int64)))
     sx, sf, sc = ev(seeds)  # free when already in the archive
     how: Sampling = "uniform" if pl.floor >= pl.population else params.init
-    n0 = max(pl.floor, pl.population - len(sx))
-    x, f, c = ev(_fresh(space, rng, ev, ev.room(n0, pl.reserve), how))
-    x, f, c = np.concatenate([sx, x]), np.concatenate([sf, f]), np.concatenate([sc, c])
+    n0 = ev.room(max(pl.floor, pl.population - len(sx)), pl.reserve)
+    xs, fs, cs = [sx], [sf], [sc]
+    floor_end = t0 + params.random_share * params.time_limit_s  # its share of the time, too
+    while n0 > 0:  # in chunks, so that a huge unbudgeted floor stops with its time share
+        x, f, c = ev(_fresh(space, rng, ev, min(n0, max(pl.population, 2000)), how))
+        xs, fs, cs = xs + [x], fs + [f], cs + [c]
+        n0 -= len(x)
+        if not len(x) or time.perf_counter() > floor_end:
+            break
+    x, f, c = np.concatenate(xs), np.concatenate(fs), np.concatenate(cs)
     top = _order(f, c, budget)[: pl.population]  # the floor's best members start the evolution
     state = _Population(x[top], f[top], c[top])
     t_end = t0 + params.time_limit_s
