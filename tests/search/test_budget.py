@@ -74,6 +74,18 @@ def test_nsga2_budget_counts_distinct_candidates() -> None:
     assert len(fa.rows) >= 290  # the budget, not the generations, ended it
 
 
+@pytest.mark.parametrize("n", [200, 500, 1000])
+def test_nsga2_spends_the_polish_reserve(n: int) -> None:
+    """What the front's polish leaves (it stops once the front stops changing) goes back to
+    the generations: the whole budget is spent."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (5,) * 6)
+    f = lambda x: np.sin(x @ np.arange(1.0, 7.0))  # noqa: E731
+    c = lambda x: x.sum(1).astype(float)  # noqa: E731
+    front = nsga2(space, [Objective("f", f, True), Objective("c", c)], generations=10**6,
+                  seed=0, max_evaluations=n)  # fmt: skip
+    assert front.n_evaluations == n
+
+
 def test_nsga2_mutation_prob_zero_is_honoured() -> None:
     """Without crossover, a child with mutation_prob 0 differs from its parent in exactly one
     index (the forced one); ``0.0 or default`` would change more."""
