@@ -76,7 +76,7 @@ from onceflow.supernet.supernet import SPACE_FILE  # noqa: E402
 from onceflow.threads import set_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from contention import loaded_over_idle, unlimited  # noqa: E402
+from contention import loaded_over_idle, spin, unlimited  # noqa: E402
 from search_landscapes import run_budgeted  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75)
@@ -245,6 +245,7 @@ def contention(params, space: SearchSpace, pred: AccuracyPredictor, est, rounds:
                             context="bench", workers=threads, retest=0)  # fmt: skip
 
     out: dict = {"threads": threads, "cores": os.cpu_count(), "load_before": round(load, 2)}
+    out["reference"] = loaded_over_idle(spin, rounds)
     out["search"] = loaded_over_idle(search, rounds)
     with unlimited("onceflow.search.specialize"):
         out["search_before_fix"] = loaded_over_idle(search, rounds)
@@ -255,6 +256,7 @@ def contention(params, space: SearchSpace, pred: AccuracyPredictor, est, rounds:
     out["search_loaded_over_idle"] = out["search"]["loaded_over_idle"]
     out["fit_loaded_over_idle"] = out["predictor_fit"]["loaded_over_idle"]
     out["measure_loaded_over_idle"] = out["predictor_measure"]["loaded_over_idle"]
+    out["reference_loaded_over_idle"] = out["reference"]["loaded_over_idle"]
     out["search_idle_after_over_before"] = round(
         out["search"]["idle_s"] / out["search_before_fix"]["idle_s"], 2
     )
