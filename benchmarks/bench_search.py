@@ -11,11 +11,12 @@
 * ``forest_vs_sklearn``: the boosted trees' predict (rows/s) by onceflow's Forest and by
   sklearn's ``predict`` at the batch sizes the search uses (evolution broods ~25, NSGA-II
   offspring ~100, a polish sweep ~100, the random baseline 20,000, this benchmark 100,000).
-* ``budgeted``: the search under an evaluation budget on rugged synthetic landscapes
-  (``search_landscapes.py``): constrained evolution vs uniform random sampling (regret, accuracy
-  points) and onceflow's NSGA-II vs a plain pymoo NSGA-II call (hypervolume) at 200/500/1000
-  distinct evaluations, 5 seeds; ``worst_regret_margin_pp`` (goal <= 0) and
-  ``worst_hv_margin`` (goal >= 0) summarize it.
+* ``budgeted`` (``--budgeted``): the search under an evaluation budget on eight landscapes
+  (``search_landscapes.py``) at 10-75% feasible and 200/500/1000 distinct evaluations, 5 seeds:
+  constrained evolution's median regret vs feasible (and plain) uniform random sampling, and
+  onceflow's NSGA-II vs a plain pymoo NSGA-II call (hypervolume); summarized by
+  ``worst_feasible_regret_margin_pp`` (goal <= 0), ``worst_hv_margin`` (goal >= 0) and
+  ``min_spend_fraction`` (goal >= 0.98, of the budget or of the feasible rows if fewer).
 
 The random baseline is uniform (each dimension independently uniform: at a million draws in a
 space of ~1e20, repeats are negligible); the dense front also takes spread draws, which reach
@@ -26,7 +27,17 @@ otherwise a realistic synthetic setting of params.yaml's search space (33 dimens
 table proportional to each layer's MACs, and a predictor selected and fitted exactly as the
 predictor stage does on 250 spread samples of a smooth synthetic accuracy function.
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_search.py [--random 1000000] [--budgeted-only]
+* ``contention`` (issue 29): one default search, one predictor fit and the predictor stage's
+  measurement loop, each idle and while one CPU-bound process per core competes, in this same
+  invocation (``benchmarks/contention.py``); ``search_loaded_over_idle`` (goal <= 2.0),
+  ``fit_loaded_over_idle``, ``measure_loaded_over_idle``, and the search and fit as before the
+  fix (pools at ``base.threads`` around small batches) beside them.
+
+Thread pools: the process runs at one thread (``set_threads(1)``) for the throughput figures;
+the contention section sets ``base.threads`` as a stage does.
+
+Usage: python benchmarks/bench_search.py [--random 1000000] [--budgeted-only]
+       [--contention-only] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -35,10 +46,9 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -63,8 +73,10 @@ from onceflow.search import (  # noqa: E402
 from onceflow.search.specialize import front_hypervolume  # noqa: E402
 from onceflow.supernet import SearchSpace  # noqa: E402
 from onceflow.supernet.supernet import SPACE_FILE  # noqa: E402
+from onceflow.threads import set_threads  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from contention import loaded_over_idle, spin, unlimited  # noqa: E402
 from search_landscapes import run_budgeted  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 0.75)
@@ -180,6 +192,79 @@ def forest_vs_sklearn(enc: ArchEncoder, pred: AccuracyPredictor, xb: np.ndarray)
     return out
 
 
+def _synthetic_data(n_train: int, n_val: int, seed: int):  # noqa: ANN202
+    """Random 28x28 grayscale images with labels: what a measurement costs does not depend on
+    what the pixels show."""
+    from onceflow.data.prepared import Meta, PreparedData, Split
+
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> Split:
+        return Split(rng.integers(0, 256, (n, 28, 28, 1), np.uint8), rng.integers(0, 10, n))
+
+    meta = Meta(tuple(str(i) for i in range(10)), 28, 28, 1, (0.5,), (0.25,), "synthetic",
+                {"train": n_train, "val": n_val, "test": 10})  # fmt: skip
+    return PreparedData(split(n_train), split(n_val), split(10), meta)
+
+
+def contention(params, space: SearchSpace, pred: AccuracyPredictor, est, rounds: int) -> dict:  # noqa: ANN001
+    """Loaded/idle of one default search, one predictor fit and the predictor stage's
+    measurement loop, each with the process's pools at ``base.threads`` (as a stage sets
+    them); the search and the fit also as before issue 29 (no per-loop limit)."""
+    from onceflow.predictor.fit import select_and_fit
+    from onceflow.predictor.pipeline import measure_settings, measure_subnets
+    from onceflow.search import run_search
+    from onceflow.supernet.supernet import Supernet
+
+    threads = params.base.threads
+    set_threads(threads)
+    cfg, enc = params.search, pred.encoder
+    load = os.getloadavg()[0]
+
+    def search() -> None:
+        run_search(space.dimensions(), cfg, cfg.default_budgets, pred.predict, est.predict,
+                   seed=0, canonicalize=enc.canonicalize)  # fmt: skip
+
+    cs = CategoricalSpace.from_dimensions(space.dimensions(), enc.canonicalize)
+    xs = cs.sample_spread(np.random.default_rng(1), params.predictor.n_samples)
+    X, y = enc.features(xs), pred.predict(xs)
+    pc = params.predictor.model_copy(update={"k_folds": 2})
+
+    def fit() -> None:
+        select_and_fit(X, y, pc.models, p=pc, seed=0)
+
+    torch.manual_seed(0)
+    net = Supernet(space)
+    data = _synthetic_data(2000, 1000, 0)
+    settings = measure_settings(params.predictor.model_copy(update={"calib_images": 500}), 0)
+    archs = [space.sample(np.random.default_rng(i)) for i in range(2 * threads + 2)]
+
+    def measure() -> None:
+        with tempfile.TemporaryDirectory() as d:
+            measure_subnets(net, data, archs, settings=settings, dataset_csv=f"{d}/rows.csv",
+                            context="bench", workers=threads, retest=0)  # fmt: skip
+
+    out: dict = {"threads": threads, "cores": os.cpu_count(), "load_before": round(load, 2)}
+    out["reference"] = loaded_over_idle(spin, rounds)
+    out["search"] = loaded_over_idle(search, rounds)
+    with unlimited("onceflow.search.specialize"):
+        out["search_before_fix"] = loaded_over_idle(search, rounds)
+    out["predictor_fit"] = loaded_over_idle(fit, rounds)
+    with unlimited("onceflow.predictor.fit"):
+        out["predictor_fit_before_fix"] = loaded_over_idle(fit, rounds)
+    out["predictor_measure"] = loaded_over_idle(measure, rounds)
+    out["search_loaded_over_idle"] = out["search"]["loaded_over_idle"]
+    out["fit_loaded_over_idle"] = out["predictor_fit"]["loaded_over_idle"]
+    out["measure_loaded_over_idle"] = out["predictor_measure"]["loaded_over_idle"]
+    out["reference_loaded_over_idle"] = out["reference"]["loaded_over_idle"]
+    out["search_idle_after_over_before"] = round(
+        out["search"]["idle_s"] / out["search_before_fix"]["idle_s"], 2
+    )
+    out["load_after"] = round(os.getloadavg()[0], 2)
+    set_threads(1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--supernet", type=Path)
@@ -189,12 +274,28 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--params", default="params.yaml", help="its supernet section: the space")
-    ap.add_argument("--budgeted-only", action="store_true", help="only the budgeted section")
+    ap.add_argument(
+        "--budgeted-only",
+        "--budgeted",
+        dest="budgeted_only",
+        action="store_true",
+        help="only the budgeted section",
+    )
     ap.add_argument("--skip-budgeted", action="store_true", help="all but the budgeted section")
+    ap.add_argument("--contention-only", action="store_true", help="only loaded/idle timings")
+    ap.add_argument("--rounds", type=int, default=2, help="idle/loaded rounds per workload")
+    ap.add_argument(
+        "--landscape-seed",
+        type=int,
+        default=1,
+        help="budgeted landscapes' instance (0: the set the settings were fixed on)",
+    )
+    ap.add_argument("--landscapes", nargs="*", help="budgeted: only these landscapes")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    set_threads(1)
     if args.budgeted_only:
-        json.dump({"budgeted": run_budgeted()}, sys.stdout, indent=2)
+        budgeted = run_budgeted(landscape_seed=args.landscape_seed, names=args.landscapes)
+        json.dump({"budgeted": budgeted}, sys.stdout, indent=2)
         print()
         return
 
@@ -205,6 +306,11 @@ def main() -> None:
         pred, est = load_predictor(args.predictor, space), load_estimator(args.latency, space)
     else:
         space, pred, est = synthetic_setting(params.supernet, params.predictor, args.seed)
+    if args.contention_only:
+        json.dump({"contention": contention(params, space, pred, est, args.rounds)}, sys.stdout,
+                  indent=2)  # fmt: skip
+        print()
+        return
     enc = pred.encoder
     cs = CategoricalSpace.from_dimensions(space.dimensions(), enc.canonicalize)
     rng = np.random.default_rng(args.seed)
@@ -317,8 +423,11 @@ def main() -> None:
         "dense_samples": draws,
     }
     out["forest_vs_sklearn"] = forest_vs_sklearn(enc, pred, xb)
+    out["contention"] = contention(params, space, pred, est, args.rounds)
+    for k in ("search_loaded_over_idle", "fit_loaded_over_idle", "measure_loaded_over_idle"):
+        out[k] = out["contention"][k]
     if not args.skip_budgeted:
-        out["budgeted"] = run_budgeted()
+        out["budgeted"] = run_budgeted(landscape_seed=args.landscape_seed, names=args.landscapes)
     out["threads"] = torch.get_num_threads()
     json.dump(out, sys.stdout, indent=2)
     print()

@@ -512,7 +512,12 @@ class EvolutionConfig(StrictModel):
     generations: Annotated[int, Field(ge=1)] = 200
     max_evaluations: Annotated[int, Field(ge=1)] | None = None  # distinct candidates per budget
     time_limit_s: Annotated[float, Field(gt=0)] = 10.0
-    patience: Annotated[int, Field(ge=0)] = 20  # restart after this many flat generations
+    # Share of the run's evaluations spent first on uniform feasible samples: their best is a
+    # floor the result never falls below, their best members the first population.
+    random_share: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    # Restart around fresh uniform samples after this share of the generations the budget
+    # allows without a gain (at least 3 generations; 0: never).
+    restart_after: Annotated[float, Field(ge=0, le=1)] = 0.15
     feasible_only: bool = True  # latency is cheap: infeasible children are never evaluated
     init: Literal["uniform", "spread"] = "spread"  # initial population sampling
     polish_sweeps: Annotated[int, Field(ge=0)] = 2
@@ -537,8 +542,12 @@ class SearchConfig(StrictModel):
     nsga: NsgaConfig = NsgaConfig()
     evolution: EvolutionConfig = EvolutionConfig()
     random_samples: Annotated[int, Field(ge=1)] = 20000  # uniform baseline (and plotted, thinned)
-    # Distinct candidates the whole search may evaluate (accuracy lookups; null: no bound).
+    # Distinct candidates the whole search may evaluate (accuracy lookups). null: a share of
+    # the space, at least min_evaluations (never most of a small space; the supernet's ~1e13
+    # is bounded by the generations first).
     max_evaluations: Annotated[int, Field(ge=1)] | None = None
+    evaluations_share: Annotated[float, Field(gt=0, le=1)] = 0.05
+    min_evaluations: Annotated[int, Field(ge=1)] = 300
     extra_objectives: list[Literal["macs", "params"]] = []  # further NSGA-II objectives
     evaluate_selected: bool = True  # measure each pick on the supernet (BN recalibrated, val)
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from onceflow.config import EvolutionConfig, NsgaConfig
+from onceflow.config import EvolutionConfig, NsgaConfig, SearchConfig
 from onceflow.search import (
     Archive,
     CategoricalSpace,
@@ -74,6 +74,18 @@ def test_nsga2_budget_counts_distinct_candidates() -> None:
     assert len(fa.rows) >= 290  # the budget, not the generations, ended it
 
 
+@pytest.mark.parametrize("n", [200, 500, 1000])
+def test_nsga2_spends_the_polish_reserve(n: int) -> None:
+    """What the front's polish leaves (it stops once the front stops changing) goes back to
+    the generations: the whole budget is spent."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (5,) * 6)
+    f = lambda x: np.sin(x @ np.arange(1.0, 7.0))  # noqa: E731
+    c = lambda x: x.sum(1).astype(float)  # noqa: E731
+    front = nsga2(space, [Objective("f", f, True), Objective("c", c)], generations=10**6,
+                  seed=0, max_evaluations=n)  # fmt: skip
+    assert front.n_evaluations == n
+
+
 def test_nsga2_mutation_prob_zero_is_honoured() -> None:
     """Without crossover, a child with mutation_prob 0 differs from its parent in exactly one
     index (the forced one); ``0.0 or default`` would change more."""
@@ -117,10 +129,53 @@ def test_evolution_restarts_keep_searching_after_convergence() -> None:
     space = CategoricalSpace(tuple(f"d{i}" for i in range(5)), (4,) * 5)
     f = Recorder(lambda x: -np.abs(x - 2).sum(1).astype(float))
     p = EvolutionConfig(population=20, children=5, max_evaluations=400, generations=5000,
-                        patience=5, polish_sweeps=0)  # fmt: skip
+                        restart_after=0.05, polish_sweeps=0, random_share=0.0)  # fmt: skip
     best = constrained_evolution(space, f, lambda x: np.zeros(len(x)), 1.0, p, seed=0)
     f.assert_distinct()
-    assert best.fitness == 0.0 and len(f.rows) == 400
+    assert best.fitness == 0.0 and len(f.rows) == 400 and best.restarts > 0
+
+
+def _needles(x: np.ndarray) -> np.ndarray:
+    """Flat but for a few isolated needles: breeding finds nothing, only fresh samples do."""
+    h = (x * np.array([7, 11, 13, 17, 19, 23])).sum(1) % 97
+    return np.where(h == 0, 1.0 + x[:, 0] / 10.0, 0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 8])  # seeds where the unfixed engine lost a needle
+def test_evolution_returns_the_best_candidate_it_evaluated_restarts_included(seed: int) -> None:
+    """A restart's fresh candidates are compared with the incumbent: the result is the best
+    feasible candidate of every one evaluated (the floor, breeding, restarts and polish).
+    Before the fix, a needle found by a restart's fresh sample was never the result."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)
+    f = Recorder(_needles)
+    p = EvolutionConfig(population=8, children=4, max_evaluations=600, generations=10_000,
+                        restart_after=0.02, polish_sweeps=0, random_share=0.0)  # fmt: skip
+    best = constrained_evolution(space, f, lambda x: np.zeros(len(x)), 1.0, p, seed=seed)
+    rows = np.array(f.rows)
+    assert best.restarts > 0 and len(rows) == 600
+    assert best.fitness == _needles(rows).max() > 0
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3])
+def test_evolution_spends_its_whole_budget(share: float) -> None:
+    """Polish reserve included: a budgeted run spends every evaluation it was given."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(8)), (5,) * 8)
+    f = Recorder(lambda x: np.sin(x @ np.arange(1.0, 9.0)))
+    for n in (37, 200, 1000):
+        p = EvolutionConfig(max_evaluations=n, generations=10**6, random_share=share)
+        best = constrained_evolution(space, f, lambda x: x.sum(1), 16.0, p, seed=0)
+        assert best.n_evaluations == n and best.x is not None
+
+
+def test_evolution_never_loses_to_its_own_floor_sample() -> None:
+    """The first random_share of the budget is a uniform feasible sample: the result is at
+    least that sample's best (the same draw random_search makes with the same seed)."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)
+    con = lambda x: x.sum(1).astype(float)  # noqa: E731
+    p = EvolutionConfig(max_evaluations=400, generations=10**6, random_share=0.5)
+    best = constrained_evolution(space, _needles, con, 12.0, p, seed=3)
+    floor = random_search(space, _needles, con, 12.0, 200, seed=3, feasible_only=True)
+    assert best.fitness >= floor.fitness
 
 
 def test_uniform_random_search_samples_without_replacement() -> None:
@@ -136,14 +191,15 @@ def test_uniform_random_search_samples_without_replacement() -> None:
 def test_specialize_shares_one_archive_under_one_budget() -> None:
     space = toy_space()
     fa = Recorder(acc)
-    res = specialize(
-        space, fa, lat, [0.25, 0.5, 0.75], "fraction", seed=0, max_evaluations=600,
-        nsga=NsgaConfig(pop_size=40, generations=1000), random_samples=200,
+    cfg = SearchConfig(
+        max_evaluations=600, nsga=NsgaConfig(pop_size=40, generations=1000), random_samples=200,
         evolution=EvolutionConfig(generations=1000),
     )  # fmt: skip
+    res = specialize(space, fa, lat, [0.25, 0.5, 0.75], "fraction", cfg, seed=0)
     search_rows = fa.rows[len(res.samples_x) :]
     # The random baseline is drawn first and apart; every phase of the search shares the archive.
     assert len(search_rows) == len(set(search_rows)) == res.n_evaluations <= 600
+    assert res.n_evaluations >= 0.98 * 600  # the budget is spent
     assert res.rows > res.n_evaluations and res.latency_rows > 0
     for p in res.picks:
         assert p.latency <= p.budget
@@ -156,11 +212,31 @@ def test_hypervolume_reference_ignores_a_degenerate_fastest_candidate() -> None:
     def degenerate(x: np.ndarray) -> np.ndarray:  # the fastest candidate scores zero
         return np.where(x.sum(1) == 0, 0.0, acc(x))
 
-    kw = dict(nsga=NsgaConfig(pop_size=40, generations=20), random_samples=500, seed=0,
-              evolution=EvolutionConfig(population=30, generations=20))  # fmt: skip
-    a = specialize(space, acc, lat, [0.5], "fraction", **kw)
-    b = specialize(space, degenerate, lat, [0.5], "fraction", **kw)
+    cfg = SearchConfig(nsga=NsgaConfig(pop_size=40, generations=20), random_samples=500,
+                       evolution=EvolutionConfig(population=30, generations=20))  # fmt: skip
+    a = specialize(space, acc, lat, [0.5], "fraction", cfg, seed=0)
+    b = specialize(space, degenerate, lat, [0.5], "fraction", cfg, seed=0)
     assert b.hypervolume == pytest.approx(a.hypervolume, rel=0.02)
+
+
+def test_default_budget_is_a_share_of_the_space_and_stated() -> None:
+    """Without max_evaluations a search on a small space evaluates a few % of it (with a
+    floor), never most of it; the budget in force is in the details."""
+    from onceflow.search import report
+    from onceflow.search.specialize import evaluation_budget
+
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)  # 46,656 rows
+    cfg = SearchConfig()
+    assert evaluation_budget(cfg, space) == int(np.ceil(0.05 * 6**6))
+    assert evaluation_budget(cfg, CategoricalSpace(("a", "b"), (3, 3))) == cfg.min_evaluations
+    assert evaluation_budget(SearchConfig(max_evaluations=77), space) == 77
+    f = Recorder(lambda x: (np.sqrt(x) * np.arange(1, 7)).sum(1))
+    res = specialize(space, f, lambda x: x.sum(1).astype(float), [0.5], "fraction",
+                     cfg.model_copy(update={"random_samples": 100}), seed=0)  # fmt: skip
+    assert res.n_evaluations <= evaluation_budget(cfg, space) < 0.1 * space.size()
+    d = report.search_details(res, "t")
+    assert d["max_evaluations"] == evaluation_budget(cfg, space) and d["latency_lookups"] > 0
+    assert d["selected"][0]["search_latency_lookups"] > 0 and d["seconds"] > 0
 
 
 def test_importing_the_engine_imports_no_registry_packaging_or_pymoo() -> None:

@@ -18,16 +18,17 @@ from onceflow.search import budgets_for, report, run_search, specialize
 from onceflow.search.specialize import front_hypervolume
 from tests.search.test_engine import acc, exact_front, lat, toy_space
 
-QUICK = dict(
+QUICK = SearchConfig(
     nsga=NsgaConfig(pop_size=40, generations=30, polish_sweeps=5),
     evolution=EvolutionConfig(population=30, generations=40),
     random_samples=500,
+    max_evaluations=10_000,  # exact optima: more than the default share of this small space
 )
 
 
 def test_picks_are_exact_optima_and_front_is_exact() -> None:
     space = toy_space()
-    res = specialize(space, acc, lat, [0.25, 0.5, 1.0], "fraction", seed=0, **QUICK)
+    res = specialize(space, acc, lat, [0.25, 0.5, 1.0], "fraction", QUICK, seed=0)
     allx = space.enumerate_all()
     lo, hi = lat(allx).min(), lat(allx).max()
     assert (res.latency_range.low.value, res.latency_range.high.value) == (lo, hi)
@@ -51,7 +52,7 @@ def test_impossible_budget_fails_before_searching() -> None:
         return acc(x)
 
     with pytest.raises(SearchError, match=r"0.5 ms is infeasible.*lowest reachable value is 1 ms"):
-        specialize(toy_space(), counted_acc, lat, [5.0, 0.5], "ms", seed=0, **QUICK)
+        specialize(toy_space(), counted_acc, lat, [5.0, 0.5], "ms", QUICK, seed=0)
     assert calls == []  # only the latency range was computed
 
 
@@ -90,3 +91,25 @@ def test_run_search_from_config_and_documents() -> None:
     assert budgets_for(cfg, {"ort-cpu": own}, "ort-cpu").values == [2.0]
     with pytest.raises(ConfigError, match="extra_objectives"):
         run_search([], cfg, budgets, acc, lat, seed=0)
+
+
+def test_search_loop_runs_at_one_thread_whatever_the_process_allows() -> None:
+    """Small-batch inference in a pool stalls under load (a worker waits for a core): every
+    call the search makes runs with torch, BLAS and OpenMP at one thread, and the stage's
+    limits (base.threads) come back after."""
+    from onceflow.threads import pool_sizes, set_threads
+
+    seen: list[dict[str, int]] = []
+
+    def watched_acc(x: np.ndarray) -> np.ndarray:
+        seen.append(pool_sizes())
+        return acc(x)
+
+    set_threads(2)  # a stage with base.threads: 2
+    try:
+        specialize(toy_space(), watched_acc, lat, [0.5], "fraction", QUICK, seed=0)
+        assert seen and all(set(s.values()) == {1} for s in seen), seen[:3]
+        after = pool_sizes()
+        assert after["blas"] == 2 and after["torch"] == 2
+    finally:
+        set_threads(1)

@@ -40,6 +40,7 @@ from onceflow.package.build import (
 from onceflow.package.lineage import collect_lineage
 from onceflow.progress import track
 from onceflow.supernet import Arch, Supernet, load_supernet, recalibrate_bn
+from onceflow.threads import set_threads
 from onceflow.train.data import to_input
 from onceflow.train.evaluation import calibration_indices
 from onceflow.train.finetune import finetune
@@ -280,7 +281,7 @@ def package_stage(
     """The package stage from its input paths: lineage and content hashes of the inputs, then
     the target's packages written whole into ``out`` (replaced only on success), timed under
     the machine's timing lock (:mod:`onceflow.hostlock`)."""
-    torch.set_num_threads(params.base.threads)
+    set_threads(params.base.threads)
     torch.manual_seed(params.base.seed)
     inputs = {
         "data": data,

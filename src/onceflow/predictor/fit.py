@@ -12,6 +12,7 @@ from scipy.stats import kendalltau, spearmanr
 from onceflow.config import PredictorConfig
 from onceflow.errors import DataError
 from onceflow.predictor.models import BASE_KINDS, Model, make_model
+from onceflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,17 @@ def select_and_fit(
     held-out split also takes part in it, so the held-out tau of the chosen kind is optimistic
     by the choice among a few kinds, no more. Among kinds whose k-fold tau is within
     ``tie_tolerance`` of the best, the fastest to evaluate wins (ridge, then MLP, then gradient
-    boosting, then their ensemble). The ensemble's scores come from its members' predictions."""
+    boosting, then their ensemble). The ensemble's scores come from its members' predictions.
+
+    Fits at one thread (torch, BLAS, OpenMP): a few hundred rows never paid for a pool, and
+    under load a pool's fork-join stalls (:mod:`onceflow.threads`)."""
+    with limit_threads(1):
+        return _select_and_fit(X, y, kinds, p=p, seed=seed)
+
+
+def _select_and_fit(
+    X: np.ndarray, y: np.ndarray, kinds: Sequence[str], *, p: PredictorConfig, seed: int
+) -> tuple[Model, Selection]:
     k_folds, holdout_fraction, tie_tolerance = p.k_folds, p.holdout_fraction, p.tie_tolerance
     curve_points = p.curve_points
     n = len(y)

@@ -10,8 +10,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from onceflow.predictor.noise import label_noise
 from onceflow.predictor.predictor import AccuracyPredictor, save_predictor
 from onceflow.supernet import Arch
 from onceflow.supernet.supernet import WEIGHTS_FILE, Supernet, load_supernet
+from onceflow.threads import limit_threads, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,37 @@ class PredictorRun:
     seconds_fit: float
 
 
+def measure_subnets(
+    supernet: Supernet,
+    data: PreparedData,
+    archs: list[Arch],
+    *,
+    settings: MeasureSettings,
+    dataset_csv: str | os.PathLike[str],
+    context: str,
+    workers: int,
+    retest: int,
+) -> tuple[list[Arch], list[Measurement]]:
+    """Measure ``archs`` (resuming ``dataset_csv`` rows of ``context``, and this machine's rows
+    of it in the onceflow cache), ``workers`` at a time,
+    each on its own copy of the supernet at one thread (torch, BLAS, OpenMP): n single-threaded
+    meters keep n cores busy. The first ``retest`` archs are measured twice."""
+    nets = [supernet] + [copy.deepcopy(supernet) for _ in range(workers - 1)]
+    meters = MeterPool([SubnetMeter(net.eval(), data, settings) for net in nets])
+    again = {str(a) for a in archs[:retest]}  # the first few, min and max included
+    store = hostcache.predictor_rows_dir() / f"{context}.csv"  # outlives any workspace
+    hostcache.prune_siblings(store)
+    with limit_threads(1 if workers > 1 else torch.get_num_threads()):
+        return build_dataset(
+            archs,
+            lambda a: meters.measure(a, str(a) in again),
+            dataset_csv,
+            context,
+            workers,
+            store=store,
+        )
+
+
 def train_predictor(
     supernet: Supernet,
     data: PreparedData,
@@ -126,21 +157,11 @@ def train_predictor(
     each on its own copy of the supernet), then fit, select, refit."""
     space = supernet.space
     archs = sample_archs(space, cfg.n_samples, seed)
-    nets = [supernet] + [copy.deepcopy(supernet) for _ in range(workers - 1)]
-    meters = MeterPool([SubnetMeter(net.eval(), data, settings) for net in nets])
     t0 = time.perf_counter()
-    retest = {str(a) for a in archs[: cfg.retest]}  # the first few, min and max included
-    store = hostcache.predictor_rows_dir() / f"{context}.csv"
-    hostcache.prune_siblings(store)
-    with _torch_threads(1 if workers > 1 else torch.get_num_threads()):
-        archs, measured = build_dataset(
-            archs,
-            lambda a: meters.measure(a, str(a) in retest),
-            dataset_csv,
-            context,
-            workers,
-            store=store,
-        )
+    archs, measured = measure_subnets(
+        supernet, data, archs, settings=settings, dataset_csv=dataset_csv, context=context,
+        workers=workers, retest=cfg.retest,
+    )  # fmt: skip
     acc = np.array([m.accuracy for m in measured])
     halves = np.array([(m.accuracy_a, m.accuracy_b) for m in measured]).reshape(-1, 2)
     y, y_halves, y_retest = labels(measured, cfg.target)
@@ -150,13 +171,7 @@ def train_predictor(
         space, derived=cfg.derived_features, per_resolution=cfg.per_resolution_features
     )
     X = encoder.features(space.encode_batch(archs))
-    model, sel = select_and_fit(
-        X,
-        y,
-        cfg.models,
-        p=cfg,
-        seed=seed,
-    )
+    model, sel = select_and_fit(X, y, cfg.models, p=cfg, seed=seed)
     t2 = time.perf_counter()
     log.info(
         "predictor: chose %s (held-out tau %.3f)", sel.model, sel.holdout[sel.model]["kendall_tau"]
@@ -165,16 +180,6 @@ def train_predictor(
         AccuracyPredictor(encoder, model), sel, archs, acc, halves, y, y_halves, y_retest,
         acc_retest, t1 - t0, t2 - t1,
     )  # fmt: skip
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ def run_predictor(
     """The ``predictor`` stage: measure (resuming ``dataset_csv``), fit and select the accuracy
     predictor of the supernet in ``supernet_dir`` on the prepared data in ``data_dir``."""
     cfg, seed = params.predictor, params.base.seed
-    torch.set_num_threads(params.base.threads)
+    set_threads(params.base.threads)
     data = load_prepared(data_dir)
     supernet = load_supernet(supernet_dir)
     settings = measure_settings(cfg, seed)

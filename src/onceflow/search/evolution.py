@@ -3,23 +3,32 @@
 Maximize ``fitness`` subject to ``constraint <= budget``, spending at most ``max_evaluations``
 distinct candidates (every candidate goes through an :class:`Archive`, so none is paid twice).
 
-The evolution is regularized ("aging") evolution with tournament selection (Real et al., 2019),
-batched: each generation breeds ``children`` candidates from parents picked by tournaments of
-``tournament`` random members, and the oldest ``children`` members die, whatever their fitness.
-Ageing and small tournaments keep diversity where "keep the top quarter" converged within a few
-generations. Ranking is feasibility-aware: every feasible candidate beats every infeasible one;
-feasible ones by fitness, infeasible ones by how far they exceed the budget. When the best has
-not improved for ``patience`` generations the population restarts around fresh random
-candidates (the best is kept). With ``feasible_only`` the constraint is treated as cheap (a
-latency table): children that break it are dropped before they are evaluated. A final
-coordinate polish improves the best candidate one dimension at a time while it stays feasible,
-skipping neighbours already evaluated.
+A portfolio, sized from the budget (:func:`plan`), that is never worse than a uniform feasible
+sample of ``random_share`` of the budget by construction:
+
+1. the floor: ``random_share`` of the budget on uniform candidates the cheap constraint accepts
+   (rejection on the latency table); their best is the incumbent, their best members (with the
+   seeds: the lowest-latency row, NSGA-II's front) the first population;
+2. regularized ("aging") evolution with tournament selection (Real et al., 2019), batched:
+   each generation breeds ``children`` from parents picked by tournaments of ``tournament``
+   members, and as many of the oldest die, whatever their fitness. Ranking is
+   feasibility-aware (feasible by fitness, then infeasible by excess). After ``restart_after``
+   of the generations the budget allows without a gain (at least 3), the population restarts
+   around fresh uniform feasible candidates (the elite survives);
+3. a coordinate polish of the best (one dimension at a time, staying feasible), from a reserve
+   of about one sweep; what it leaves goes back to evolution, then to uniform samples, so a
+   budgeted run spends its whole budget unless nothing new is feasible.
+
+Every evaluated feasible candidate is compared with the incumbent, whichever phase asked for it
+(before, a restart's fresh candidates were evaluated but never compared). With ``feasible_only``
+the constraint is treated as cheap: children that break it are dropped before evaluation.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -42,7 +51,9 @@ def _order(fit: np.ndarray, con: np.ndarray, budget: float) -> np.ndarray:
 
 
 class _Evaluator:
-    """Fitness and constraint of candidates, through the archive, within this run's budget."""
+    """Fitness and constraint of candidates, through the archive, within this run's budget.
+    Every feasible row it returns is compared with the incumbent (``best``), whichever phase
+    asked for it: a candidate evaluated is never lost."""
 
     def __init__(
         self,
@@ -50,7 +61,7 @@ class _Evaluator:
         fitness: str,
         constraint: str,
         budget: float,
-        cheap_constraint: BatchFn | None,
+        cheap_constraint: Counter | None,
         max_evaluations: int | None,
     ) -> None:
         self.a, self.fit, self.con, self.budget = archive, fitness, constraint, budget
@@ -58,6 +69,8 @@ class _Evaluator:
         self.lowest = float("inf")  # lowest constraint value seen (reported when none is feasible)
         self.start = archive.n
         self.cap = float("inf") if max_evaluations is None else float(max_evaluations)
+        self.best_x: np.ndarray | None = None
+        self.best_f, self.best_c = float("nan"), float("nan")
 
     @property
     def spent(self) -> int:
@@ -86,9 +99,13 @@ class _Evaluator:
             return x, np.zeros(0), np.zeros(0)
         got = self.a.evaluate(x, self.left)
         ok = got.ok
-        if ok.any():
-            self.lowest = min(self.lowest, float(got[self.con][ok].min()))
-        return x[ok], got[self.fit][ok], got[self.con][ok]
+        x, f, c = x[ok], got[self.fit][ok], got[self.con][ok]
+        if len(c):
+            self.lowest = min(self.lowest, float(c.min()))
+        bx, bf, bc = _best_of(x, f, c, self.budget)
+        if bx is not None and (self.best_x is None or bf > self.best_f):
+            self.best_x, self.best_f, self.best_c = bx, bf, bc
+        return x, f, c
 
 
 def _fresh(
@@ -99,6 +116,8 @@ def _fresh(
     how: Sampling,
 ) -> np.ndarray:
     """Up to ``n`` new candidates (not in the archive; feasible when the constraint is cheap)."""
+    if n <= 0:
+        return np.zeros((0, space.n_dims), np.int64)
     if how == "uniform":
         return space.sample_distinct(rng, n, exclude=ev.a.contains, accept=ev.feasible)
     out = np.zeros((0, space.n_dims), np.int64)
@@ -141,6 +160,34 @@ def _breed(
     return np.concatenate([mut, cross])
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How one run splits its budget (all in distinct evaluations), fixed from the budget."""
+
+    spend: float  # what the run may spend: the budget, or what its generations allow
+    floor: int  # uniform feasible samples first: the floor, and the initial population's pool
+    reserve: int  # kept for the polish of the best
+    population: int
+    children: int
+    patience: int  # flat generations before a restart (0: never)
+
+
+def plan(space: CategoricalSpace, p: EvolutionConfig, left: float) -> Plan:
+    """The split of ``left`` evaluations (inf: unbounded, then the generations bound it)."""
+    size = p.population
+    if np.isfinite(left):  # a population that can age several times
+        size = max(4, min(size, int(left) // 8))
+    n_child = max(1, min(p.children, size // 2))
+    # The generations bound the evolution; the floor comes on top (unless the budget binds).
+    spend = min(left, float(p.generations * n_child + size) / (1.0 - p.random_share))
+    floor = int(p.random_share * spend)
+    sweep = int(sum(c - 1 for c in space.cardinalities))
+    reserve = min(sweep, int(spend) // 5) if p.polish_sweeps else 0
+    gens = max(1.0, (spend - max(floor, size) - reserve) / n_child)
+    patience = max(3, int(np.ceil(p.restart_after * gens))) if p.restart_after else 0
+    return Plan(spend, floor, reserve, size, n_child, patience)
+
+
 def constrained_evolution(
     space: CategoricalSpace,
     fitness: BatchFn,
@@ -156,7 +203,13 @@ def constrained_evolution(
     """Best fitness under ``constraint <= budget``. Pass known feasible rows (the lowest-
     constraint one, Pareto-front points) in ``initial`` to seed the population. With a shared
     ``archive`` (evaluating ``names`` = (fitness name, constraint name)) candidates evaluated by
-    earlier phases are free and ``fitness``/``constraint`` serve only as the cheap constraint."""
+    earlier phases are free and ``fitness``/``constraint`` serve only as the cheap constraint.
+
+    A portfolio, never worse than a uniform feasible sample of ``random_share`` of the budget
+    by construction: that sample comes first (its best is the floor; its best members and the
+    seeds are the first population), then aging evolution with restarts, then the polish; what
+    the polish leaves goes back to evolution, then to uniform samples, until the budget is
+    spent or nothing new is feasible."""
     params = params or EvolutionConfig()
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -165,72 +218,133 @@ def constrained_evolution(
     rows0 = archive.rows
     cheap = Counter(constraint) if params.feasible_only else None
     ev = _Evaluator(archive, names[0], names[1], budget, cheap, params.max_evaluations)
-    # Leave one polish sweep's worth of the budget (at most a fifth of it) for the polish.
-    sweep = int(sum(c - 1 for c in space.cardinalities))
-    reserve = 0
-    if params.max_evaluations is not None and params.polish_sweeps:
-        reserve = min(sweep, params.max_evaluations // 5)
-    size = params.population
-    if params.max_evaluations is not None:  # a population that can age several times
-        size = max(4, min(size, params.max_evaluations // 8))
-    n_child = max(1, min(params.children, size // 2))
+    pl = plan(space, params, ev.left)
+    ev.cap = min(ev.cap, pl.spend)
 
     seeds = np.zeros((0, space.n_dims), np.int64)
     if initial is not None and len(initial):
         seeds = space.canonical(np.atleast_2d(np.asarray(initial, np.int64)))
-    pop, fit, con = ev(seeds)  # free when already in the archive
-    pop, fit, con = pop[:size], fit[:size], con[:size]
-    x, f, c = ev(_fresh(space, rng, ev, ev.room(size - len(pop), reserve), params.init))
-    pop, fit, con = np.concatenate([pop, x]), np.concatenate([fit, f]), np.concatenate([con, c])
-    age = np.arange(len(pop))  # birth order: the smallest dies first
-    best_x, best_f, best_c = _best_of(pop, fit, con, budget)
-    history: list[float] = []
-    gen, last_gain, restarts, born = 0, 0, 0, len(pop)
-    for gen in range(1, params.generations + 1):  # noqa: B007 (gen is reported)
-        history.append(best_f if best_x is not None else float("nan"))
-        room = ev.room(n_child, reserve)
-        if room <= 0 or time.perf_counter() - t0 > params.time_limit_s or not len(pop):
+    sx, sf, sc = ev(seeds)  # free when already in the archive
+    how: Sampling = "uniform" if pl.floor >= pl.population else params.init
+    n0 = ev.room(max(pl.floor, pl.population - len(sx)), pl.reserve)
+    xs, fs, cs = [sx], [sf], [sc]
+    floor_end = t0 + params.random_share * params.time_limit_s  # its share of the time, too
+    while n0 > 0:  # in chunks, so that a huge unbudgeted floor stops with its time share
+        x, f, c = ev(_fresh(space, rng, ev, min(n0, max(pl.population, 2000)), how))
+        xs, fs, cs = xs + [x], fs + [f], cs + [c]
+        n0 -= len(x)
+        if not len(x) or time.perf_counter() > floor_end:
             break
-        rank = np.empty(len(pop), np.int64)
-        rank[_order(fit, con, budget)] = np.arange(len(pop))
+    x, f, c = np.concatenate(xs), np.concatenate(fs), np.concatenate(cs)
+    top = _order(f, c, budget)[: pl.population]  # the floor's best members start the evolution
+    state = _Population(x[top], f[top], c[top])
+    t_end = t0 + params.time_limit_s
+    gen, restarts = _evolve(space, rng, ev, state, pl, params, pl.reserve, t_end, 0)
+    if ev.best_x is not None:
+        _polish(space, ev, ev.best_x, params.polish_sweeps)
+    # Spend what the polish left: more evolution, then uniform feasible samples.
+    if ev.left > 0 and time.perf_counter() < t_end:
+        gen, r = _evolve(space, rng, ev, state, pl, params, 0, t_end, gen, params.generations)
+        restarts += r
+    while ev.left > 0 and time.perf_counter() < t_end:
+        got, _, _ = ev(_fresh(space, rng, ev, ev.room(max(pl.children, 64)), "uniform"))
+        if not len(got):
+            break
+    secs = time.perf_counter() - t0
+    n_cheap = cheap.n if cheap is not None else 0
+    log.debug("evolution: %d generations, %d restarts, %d evaluations", gen, restarts, ev.spent)
+    if ev.best_x is None:
+        lowest = ev.lowest if np.isfinite(ev.lowest) else float("nan")
+        return Best(None, float("nan"), lowest, ev.spent, secs, gen, state.history,
+                    archive.rows - rows0, n_cheap, restarts)  # fmt: skip
+    return Best(ev.best_x, ev.best_f, ev.best_c, ev.spent, secs, gen, state.history,
+                archive.rows - rows0, n_cheap, restarts)  # fmt: skip
+
+
+@dataclass
+class _Population:
+    x: np.ndarray
+    f: np.ndarray
+    c: np.ndarray
+    age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    born: int = 0
+    history: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # Birth order: the smallest dies first; the first population is born best-first, so
+        # its worst members die first.
+        self.age = np.arange(len(self.x))[::-1].copy()
+        self.born = len(self.x)
+
+    def add(self, x: np.ndarray, f: np.ndarray, c: np.ndarray, size: int) -> None:
+        self.x, self.f = np.concatenate([self.x, x]), np.concatenate([self.f, f])
+        self.c = np.concatenate([self.c, c])
+        self.age = np.concatenate([self.age, self.born + np.arange(len(x))])
+        self.born += len(x)
+        if len(self.x) > size:  # the oldest die
+            keep = np.sort(np.argsort(self.age, kind="stable")[len(self.x) - size :])
+            self.x, self.f, self.c, self.age = (
+                self.x[keep],
+                self.f[keep],
+                self.c[keep],
+                self.age[keep],
+            )
+
+    def replace(self, x: np.ndarray, f: np.ndarray, c: np.ndarray) -> None:
+        self.x, self.f, self.c = x, f, c
+        self.age = self.born + np.arange(len(x))
+        self.born += len(x)
+
+
+def _evolve(
+    space: CategoricalSpace,
+    rng: np.random.Generator,
+    ev: _Evaluator,
+    pop: _Population,
+    pl: Plan,
+    params: EvolutionConfig,
+    reserve: int,
+    t_end: float,
+    gen: int,
+    extra_generations: int = 0,
+) -> tuple[int, int]:
+    """Generations until the budget (less ``reserve``), the generations or the time run out;
+    returns (last generation, restarts)."""
+    restarts, last_gain, best_f = 0, gen, ev.best_f
+    limit = params.generations + extra_generations
+    while gen < limit:
+        gen += 1
+        pop.history.append(ev.best_f if ev.best_x is not None else float("nan"))
+        room = ev.room(pl.children, reserve)
+        if room <= 0 or time.perf_counter() > t_end or not len(pop.x):
+            break
+        rank = np.empty(len(pop.x), np.int64)
+        rank[_order(pop.f, pop.c, ev.budget)] = np.arange(len(pop.x))
         kids = np.zeros((0, space.n_dims), np.int64)
         for _ in range(10):  # bounded retries to fill the brood with new, feasible children
-            k = _breed(space, rng, pop, rank, 2 * room, params)
-            k = archive.novel(np.concatenate([kids, k]))
+            k = _breed(space, rng, pop.x, rank, 2 * room, params)
+            k = ev.a.novel(np.concatenate([kids, k]))
             k = k[ev.feasible(k)]
             kids = k[:room]
             if len(kids) >= room:
                 break
-        if not len(kids):  # the neighbourhood is exhausted: restart now
-            last_gain = gen - params.patience if params.patience else gen
+        stuck = not len(kids)  # the neighbourhood is exhausted: restart now
         x, f, c = ev(kids)
-        pop, fit, con = np.concatenate([pop, x]), np.concatenate([fit, f]), np.concatenate([con, c])
-        age = np.concatenate([age, born + np.arange(len(x))])
-        born += len(x)
-        if len(pop) > size:  # the oldest die
-            keep = np.sort(np.argsort(age, kind="stable")[len(pop) - size :])
-            pop, fit, con, age = pop[keep], fit[keep], con[keep], age[keep]
-        bx, bf, bc = _best_of(x, f, c, budget)
-        if bx is not None and (best_x is None or bf > best_f):
-            best_x, best_f, best_c, last_gain = bx, bf, bc, gen
-        if params.patience and gen - last_gain >= params.patience:
+        pop.add(x, f, c, pl.population)
+        if ev.best_x is not None and not (ev.best_f <= best_f):  # a gain (or the first feasible)
+            best_f, last_gain = ev.best_f, gen
+        if stuck or (pl.patience and gen - last_gain >= pl.patience):
             restarts += 1
             last_gain = gen
-            x, f, c = ev(_fresh(space, rng, ev, ev.room(size - 1, reserve), "uniform"))
-            if best_x is not None:  # the elite survives the restart
-                x = np.concatenate([best_x[None], x])
-                f, c = np.concatenate([[best_f], f]), np.concatenate([[best_c], c])
-            pop, fit, con = x, f, c
-            age = born + np.arange(len(pop))
-            born += len(pop)
-    if best_x is None:
-        lowest = ev.lowest if np.isfinite(ev.lowest) else float("nan")
-        return Best(None, float("nan"), lowest, ev.spent, time.perf_counter() - t0, gen, history,
-                    archive.rows - rows0)  # fmt: skip
-    best_x, best_f, best_c = _polish(space, ev, best_x, best_f, best_c, params.polish_sweeps)
-    secs = time.perf_counter() - t0
-    log.debug("evolution: %d generations, %d restarts, %d evaluations", gen, restarts, ev.spent)
-    return Best(best_x, best_f, best_c, ev.spent, secs, gen, history, archive.rows - rows0)
+            n = ev.room(max(pl.population - 1, 1), reserve)
+            x, f, c = ev(_fresh(space, rng, ev, n, "uniform"))  # compared with the incumbent
+            if stuck and not len(x):
+                break  # nothing new is feasible
+            if ev.best_x is not None:  # the elite survives the restart
+                x = np.concatenate([ev.best_x[None], x])
+                f, c = np.concatenate([[ev.best_f], f]), np.concatenate([[ev.best_c], c])
+            pop.replace(x, f, c)
+    return gen, restarts
 
 
 def _best_of(
@@ -243,35 +357,23 @@ def _best_of(
     return x[k].copy(), float(f[k]), float(c[k])
 
 
-def _polish(
-    space: CategoricalSpace,
-    ev: _Evaluator,
-    x: np.ndarray,
-    bf: float,
-    bc: float,
-    sweeps: int,
-) -> tuple[np.ndarray, float, float]:
-    """Coordinate ascent on fitness that keeps feasibility; bounded by ``sweeps`` x D steps.
-    Only neighbours not evaluated yet cost an evaluation; the point itself is never asked."""
+def _polish(space: CategoricalSpace, ev: _Evaluator, x: np.ndarray, sweeps: int) -> None:
+    """Coordinate ascent on fitness that keeps feasibility, from ``x``; bounded by ``sweeps`` x D
+    steps. Only neighbours not evaluated yet cost an evaluation (the evaluator keeps the best)."""
     for _ in range(sweeps):
-        improved = False
+        before = ev.best_f
         for d in range(space.n_dims):
             n = space.cardinalities[d]
-            if n < 2:
+            if n < 2 or ev.left <= 0:
                 continue
+            x = ev.best_x if ev.best_x is not None else x
             trial = np.repeat(x[None, :], n, axis=0)
             trial[:, d] = np.arange(n)
             trial = space.canonical(trial)
             trial = trial[np.any(trial != x, axis=1)]
-            trial = trial[ev.feasible(trial)]
-            tx, tf, tc = ev(trial)
-            tf = np.where(tc <= ev.budget, tf, -np.inf)
-            if len(tf) and tf.max() > bf:
-                k = int(np.argmax(tf))
-                x, bf, bc, improved = tx[k].copy(), float(tf[k]), float(tc[k]), True
-        if not improved:
+            ev(trial[ev.feasible(trial)])
+        if not ev.best_f > before:
             break
-    return x, bf, bc
 
 
 def random_search(

@@ -131,7 +131,8 @@ def nsga2(
     early when the front no longer changes). ``archive`` (evaluating every objective under its
     name) shares evaluations with other phases; ``max_evaluations`` bounds the distinct
     candidates this call evaluates, polish included: then ``polish_share`` of it is kept for
-    the polish, and the population is at most ~1/60 of the budget (>= 16), so that a small
+    the polish (what the polish leaves goes back to the generations: the budget is spent),
+    and the population is at most ~1/60 of the budget (>= 16), so that a small
     budget still runs dozens of generations (on the rugged landscapes of ``bench_search``,
     pop 100 at 200-1000 evaluations ran 2-10 generations and lost to a plain pymoo call).
     """
@@ -181,23 +182,29 @@ def nsga2(
     )
     algo.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
     n_gen = 0
-    while algo.has_next() and left(reserve) > 0:
-        pop = algo.ask()
-        if pop is None or len(pop) == 0:
-            break
-        problem.limit = left(reserve)
-        algo.evaluator.eval(problem, pop)
-        done = np.isfinite(pop.get("F")).all(axis=1)
-        if not done.any():
-            break
-        algo.tell(infills=pop[done])
-        dups.check_archive = True
-        n_gen += 1
-        if not done.all():
-            break  # the budget ran out in this generation
-        if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
-            log.info("nsga2: time limit %.1fs reached after %d generations", time_limit_s, n_gen)
-            break
+
+    def run_generations(keep: float) -> None:
+        """Generations until only ``keep`` of the budget is left (or generations, time)."""
+        nonlocal n_gen
+        while algo.has_next() and left(keep) > 0:
+            pop = algo.ask()
+            if pop is None or len(pop) == 0:
+                break
+            problem.limit = left(keep)
+            algo.evaluator.eval(problem, pop)
+            done = np.isfinite(pop.get("F")).all(axis=1)
+            if not done.any():
+                break
+            algo.tell(infills=pop[done])
+            dups.check_archive = True
+            n_gen += 1
+            if not done.all():
+                break  # the budget ran out in this generation
+            if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
+                log.info("nsga2: time limit %.1fs after %d generations", time_limit_s, n_gen)
+                break
+
+    run_generations(reserve)
     X, F = _archive_front(archive, names, signs)
     for _ in range(polish_sweeps):
         if left() <= 0:
@@ -213,6 +220,9 @@ def nsga2(
         X, F = X2, F2
         if same:
             break
+    if left() > 0 and np.isfinite(budget):  # what the polish left: back to the generations
+        run_generations(0.0)
+        X, F = _archive_front(archive, names, signs)
     values = {o.name: F[:, i] * signs[i] for i, o in enumerate(objectives)}
     n_evals = archive.n - n0
     secs = time.perf_counter() - t0

@@ -56,3 +56,5 @@ class Best:
     generations: int
     history: list[float] = field(default_factory=list)  # best feasible fitness per generation
     rows: int = 0  # rows looked up, repeats and archive hits included
+    constraint_rows: int = 0  # rows the cheap constraint was asked (feasibility checks)
+    restarts: int = 0

@@ -134,6 +134,8 @@ def search_details(
             "gain_over_random_pp": 100.0 * (p.accuracy - p.random_best_accuracy),
             "search_evaluations": p.search.n_evaluations,
             "search_rows": p.search.rows,
+            "search_latency_lookups": p.search.constraint_rows,
+            "search_restarts": p.search.restarts,
             "search_seconds": round(p.search.seconds, 3),
         }
         if real_accuracy is not None:
@@ -147,6 +149,9 @@ def search_details(
         "latency_range_ms": [result.latency_range.low.value, result.latency_range.high.value],
         "random_samples": len(result.samples_x),
         "latency_rows": result.latency_rows,
+        # With n_evaluations (distinct) and seconds above: the latency lookups and the budget.
+        "latency_lookups": result.latency_rows,
+        "max_evaluations": result.max_evaluations,
         "selected": picks,
     }
 

@@ -14,9 +14,7 @@ import numpy as np
 
 from onceflow.config import (
     BudgetConfig,
-    EvolutionConfig,
     LatencyTarget,
-    NsgaConfig,
     SearchConfig,
 )
 from onceflow.errors import ConfigError
@@ -33,6 +31,7 @@ from onceflow.search.nsga import nsga2
 from onceflow.search.pareto import accuracy_latency_hv, non_dominated
 from onceflow.search.problem import Best, Counter, Front, Objective
 from onceflow.search.space import BatchFn, CategoricalSpace
+from onceflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,7 @@ class Specialization:
     seconds: float
     rows: int = 0  # rows the search looked up (repeats and archive hits included)
     latency_rows: int = 0  # rows the cheap latency function was asked (range, feasibility)
+    max_evaluations: int | None = None  # the evaluation budget in force (see evaluation_budget)
 
 
 def front_hypervolume(
@@ -111,29 +111,57 @@ def specialize(
     latency: BatchFn,
     budgets: Sequence[float],
     unit: str,
+    cfg: SearchConfig,
     *,
-    nsga: NsgaConfig | None = None,
-    evolution: EvolutionConfig | None = None,
-    random_samples: int = 10_000,
     extra_objectives: Sequence[Objective] = (),
-    seed: int = 0,
+    seed: int,
     describe: Callable[[np.ndarray], str] | None = None,
-    max_evaluations: int | None = None,
 ) -> Specialization:
-    """The front, one pick per budget and the uniform random baseline.
+    """The front, one pick per budget and the uniform random baseline, as ``cfg`` (params.yaml's
+    ``search`` section) says.
 
     Accuracy is treated as the expensive objective: every candidate whose accuracy is asked goes
     through one archive shared by every phase (best-accuracy descent, NSGA-II, each budget's
-    evolution, their polish), so none is evaluated twice, and ``max_evaluations`` bounds the
-    distinct candidates of the whole search (NSGA-II gets half of what the descent leaves, the
-    budgets share the rest). Latency is cheap (a table): the latency range and feasibility
-    checks call it directly. The random baseline is drawn apart and not counted.
+    evolution, their polish), so none is evaluated twice, and ``cfg.max_evaluations`` (by
+    default :func:`evaluation_budget` of the space) bounds the distinct candidates of the whole
+    search (NSGA-II gets half of what the descent leaves, the budgets share the rest). Latency
+    is cheap (a table): the latency range and feasibility checks call it directly. The random
+    baseline is drawn apart and not counted.
 
     Raises SearchError before any search when a budget is below the lowest reachable latency
-    (found by coordinate descent over the dimensions)."""
+    (found by coordinate descent over the dimensions).
+
+    Runs at one thread (torch, BLAS, OpenMP): the search's batches (25-100 rows in the loop,
+    the 20,000-row baseline once) never paid for a pool, and under load a pool's fork-join made
+    the loop ~10x slower (see :mod:`onceflow.threads`)."""
+    with limit_threads(1):
+        return _specialize(space, accuracy, latency, budgets, unit, cfg, extra_objectives,
+                           seed, describe)  # fmt: skip
+
+
+def evaluation_budget(cfg: SearchConfig, space: CategoricalSpace) -> int:
+    """Distinct candidates one search may evaluate: ``cfg.max_evaluations``, or by default
+    ``evaluations_share`` of the space (at least ``min_evaluations``), so that a search never
+    exhausts a small space (on the supernet's ~1e13 the generations bound it first)."""
+    if cfg.max_evaluations is not None:
+        return cfg.max_evaluations
+    return max(cfg.min_evaluations, int(np.ceil(cfg.evaluations_share * space.size())))
+
+
+def _specialize(
+    space: CategoricalSpace,
+    accuracy: BatchFn,
+    latency: BatchFn,
+    budgets: Sequence[float],
+    unit: str,
+    cfg: SearchConfig,
+    extra_objectives: Sequence[Objective],
+    seed: int,
+    describe: Callable[[np.ndarray], str] | None,
+) -> Specialization:
     t0 = time.perf_counter()
-    nsga = nsga or NsgaConfig()
-    evolution = evolution or EvolutionConfig()
+    nsga, evolution, random_samples = cfg.nsga, cfg.evolution, cfg.random_samples
+    max_evaluations = evaluation_budget(cfg, space)
     lat_c = Counter(latency)
     rng = np.random.default_rng(seed)
     lat_range = value_range(space, lat_c, rng)
@@ -228,6 +256,7 @@ def specialize(
         time.perf_counter() - t0,
         archive.rows,
         lat_c.n,
+        max_evaluations,
     )
 
 
@@ -269,10 +298,7 @@ def run_search(
         latency,
         budgets.values,
         budgets.unit,
-        nsga=cfg.nsga,
-        evolution=cfg.evolution,
-        random_samples=cfg.random_samples,
-        max_evaluations=cfg.max_evaluations,
+        cfg,
         extra_objectives=[Objective(n, extra[n]) for n in cfg.extra_objectives],
         seed=seed,
         describe=describe,

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from onceflow.config import BudgetConfig, Params
 from onceflow.data.prepared import load_prepared
 from onceflow.io import read_json, write_json_atomic
@@ -26,6 +24,7 @@ from onceflow.search import report
 from onceflow.search.specialize import Specialization, budgets_for, run_search
 from onceflow.supernet import SearchSpace
 from onceflow.supernet.supernet import SPACE_FILE, load_supernet
+from onceflow.threads import set_threads
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def run_search_target(
     ``latency_dir``; the supernet's weights and ``data_dir`` are read only to measure the picks."""
     cfg, seed = params.search, params.base.seed
     budgets = budgets_for(cfg, params.latency.targets, target)
-    torch.set_num_threads(params.base.threads)
+    set_threads(params.base.threads)
     space = SearchSpace.from_json(read_json(f"{supernet_dir}/{SPACE_FILE}"))
     pred, est = load_predictor(predictor_dir, space), load_estimator(latency_dir, space)
     enc = pred.encoder

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from onceflow.config import Params
 from onceflow.data.prepared import PreparedData, load_prepared
@@ -34,6 +33,7 @@ from onceflow.specialization.accuracy import (
 from onceflow.specialization.matrix import Slot, TargetPicks, cross_target
 from onceflow.specialization.plot import plot_rows, specialization_png
 from onceflow.supernet import Arch, Supernet, load_supernet
+from onceflow.threads import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def run_specialization(
     artifacts_root: str | os.PathLike[str],
 ) -> SpecializationOutputs:
     """:func:`specialization_report` on the supernet and prepared data on disk, with its plot."""
-    torch.set_num_threads(params.base.threads)
+    set_threads(params.base.threads)
     with timed_on_host("specialize_report") as host:
         headline, details = specialization_report(
             params,
