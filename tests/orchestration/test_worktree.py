@@ -84,9 +84,12 @@ def test_dead_runs_workspaces_are_removed_live_ones_never(tmp_path: Path) -> Non
         worktrees = subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True,
                                    text=True, check=True).stdout  # fmt: skip
         assert str(dead_ws) in worktrees
+        orphan = parent / "onceflow-run-orphan.lock"  # its workspace is already gone
+        orphan.write_text("{}")
         # The next run's start removes the dead one, and git's record of it; the live run's
         # workspace is untouched.
         ws = open_workspace(repo, "HEAD", str(cache), parent=str(parent))
+        assert not orphan.exists()
         assert not dead_ws.exists() and live_ws.is_dir() and (live_ws / "dvc.yaml").is_file()
         worktrees = subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True,
                                    text=True, check=True).stdout  # fmt: skip

@@ -108,6 +108,16 @@ def remove_stale_workspaces(parent: Path | None = None) -> list[Path]:
     :data:`UNLOCKED_GRACE_S`. A workspace whose run still holds its lock is never touched."""
     parent = parent or hostcache.workspaces_dir()
     removed = []
+    for lock in parent.glob(f"{PREFIX}*.lock"):  # a lock whose workspace is already gone
+        if not lock.with_suffix("").exists() and lock.with_suffix("") not in _HELD:
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock.unlink(missing_ok=True)
+            except BlockingIOError:
+                pass
+            finally:
+                os.close(fd)
     for path in sorted(parent.glob(f"{PREFIX}*")):
         if not path.is_dir() or path in _HELD:
             continue
