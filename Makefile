@@ -8,7 +8,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run report test setup lint bench clean-outputs
+.PHONY: run report exps test setup lint bench clean-outputs
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,12 @@ run: setup
 
 report: setup
 	onceflow report
+
+# `dvc exp show --only-changed` without the columns that do not fit a terminal: the hashes of
+# dependency folders (every upstream output) and the creation time.
+EXP_DROP := Created|(artifacts|data|dvclive|latency|metrics|models|plots|reports|search|\.\./|/)[^:]*$$
+exps: setup
+	@dvc exp show --only-changed --precision 3 --drop '$(EXP_DROP)'
 
 test: setup
 	pytest -q

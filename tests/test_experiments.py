@@ -104,14 +104,15 @@ def test_metrics_and_plots_diff_between_two_commits(two_runs: Path, tmp_path: Pa
     assert "pick ort-cpu · budget 1 of 1" in cmp and "pick ort-cpu-int8 · budget 1 of 1" in cmp
 
 
-def _exp_headlines(show: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """name -> {metrics file: headline} of every experiment in `dvc exp show --json`."""
+def _exp_headlines(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """name -> (commit, {metrics file: headline}) of every experiment in `dvc exp show --json`."""
     out = {}
     for base in show:
         for exp in base.get("experiments") or []:
             for rev in exp.get("revs") or []:
                 metrics = (rev.get("data") or {}).get("metrics") or {}
-                out[rev.get("name")] = {f: (m or {}).get("data") for f, m in metrics.items()}
+                heads = {f: (m or {}).get("data") for f, m in metrics.items()}
+                out[rev.get("name")] = (rev.get("rev"), heads)
     return out
 
 
@@ -143,17 +144,17 @@ def test_queued_experiments_from_a_fresh_clone_record_their_headlines(
     found = _exp_headlines(show)
     assert set(found) >= set(sizes)
     for name, n in sizes.items():
-        heads = found[name]
+        commit, heads = found[name]
         # every headline file is in the experiment's commit (no '!' in `dvc exp show`)
         assert heads["metrics/supernet.json"]["top1"] is not None
         assert heads["metrics/predictor.json"]["kendall_tau"] is not None
         assert heads["metrics/search/ort-cpu.json"]["top1"] is not None
         assert heads["metrics/package/ort-cpu-int8.json"]["models"] == 1
         # its own predictor: rows of this experiment only, measured with its own params
-        details = json.loads(git(clone, "show", f"{name}:metrics/predictor.details.json"))
+        details = json.loads(git(clone, "show", f"{commit}:metrics/predictor.details.json"))
         assert details["n_samples"] == n
     # the supernet was restored from the run cache, not retrained per experiment
-    assert found["small"]["metrics/supernet.json"] == found["large"]["metrics/supernet.json"]
+    assert found["small"][1]["metrics/supernet.json"] == found["large"][1]["metrics/supernet.json"]
 
     dvc(clone, "exp", "apply", "large")
     applied = json.loads((clone / "metrics/predictor.details.json").read_text())

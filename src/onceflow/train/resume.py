@@ -18,6 +18,7 @@ from pathlib import Path
 import numba
 import torch
 
+from onceflow import hostcache
 from onceflow.config import TrainConfig
 from onceflow.data.prepared import PreparedData, data_identity
 from onceflow.errors import DataError
@@ -169,6 +170,8 @@ def identity_dir(root: Path | None, fp: str, ctx: DistContext) -> Path | None:
         if ctx.is_main:
             ckpt.clear_checkpoints(root)
         barrier(ctx)
+    if ctx.is_main:  # folders of runs nobody has touched for weeks
+        hostcache.prune_siblings(root / fp)
     return root / fp
 
 
