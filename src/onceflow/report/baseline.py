@@ -1,20 +1,23 @@
 """A baseline run read from git: a revision (commit, branch, tag) or a DVC experiment's name.
 
-Headline metrics, their ``.details.json`` and ``params.yaml`` are git-tracked (``dvc.yaml``
-keeps them ``cache: false`` and ``.gitignore`` leaves them to git), so any commit of the
-pipeline, an experiment's commit included, holds what the comparison needs; figures and
-artifacts (DVC's cache) are not read. The files are copied out of the commit into a scratch
-folder and collected the way the run itself is.
+Headline metrics and ``params.yaml`` are git-tracked, and the ``.details.json`` files are
+recorded by hash in the commit's ``dvc.lock`` (their content in DVC's cache), so any commit of
+the pipeline, an experiment's commit included, holds what the comparison needs; figures and
+artifacts are not read. The files are copied out of the commit through DVC's file system into
+a scratch folder and collected the way the run itself is.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
 
 from onceflow.errors import DataError
 from onceflow.report.collect import ReportPaths, RunOutputs, collect_run
+
+log = logging.getLogger(__name__)
 
 
 def resolve_revision(root: str | os.PathLike[str], rev: str) -> str:
@@ -40,23 +43,31 @@ def resolve_revision(root: str | os.PathLike[str], rev: str) -> str:
 
 
 def export_metrics(root: str | os.PathLike[str], sha: str, dest: Path, paths: ReportPaths) -> int:
-    """Copy ``params.yaml`` and every file under the metrics folder at commit ``sha`` into
-    ``dest``; returns how many files were copied."""
-    from scmrepo.git import Git
+    """Copy ``params.yaml`` and every JSON under the metrics folder at commit ``sha`` into
+    ``dest``, through DVC's file system: git-tracked headlines from the commit, DVC-cached
+    details from the cache (by the hash in that commit's ``dvc.lock``; one missing from the
+    cache is skipped with a warning). Returns how many files were copied."""
+    from dvc.api import DVCFileSystem
 
     n = 0
-    with Git(os.fspath(root)) as scm:
-        fs = scm.get_fs(sha)
+    fs = DVCFileSystem(os.fspath(root), rev=sha)
+    try:
         wanted = [paths.params]
         if fs.isdir(paths.metrics):
             wanted += [p for p in fs.find(paths.metrics) if p.endswith(".json")]
         for rel in wanted:
-            if not fs.isfile(rel):
+            rel = rel.lstrip("/")
+            try:
+                data = fs.cat_file(rel)
+            except (OSError, ValueError) as err:  # not in the local cache (dvc pull fetches it)
+                log.warning("baseline %s: %s unreadable (%s); left out", sha[:10], rel, err)
                 continue
             out = dest / rel
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(fs.cat_file(rel))
+            out.write_bytes(data)
             n += 1
+    finally:
+        fs.close()
     return n
 
 
