@@ -21,11 +21,12 @@ run: setup
 report: setup
 	onceflow report
 
-# `dvc exp show --only-changed` without the columns that do not fit a terminal: the hashes of
-# dependency folders (every upstream output) and the creation time.
-EXP_DROP := Created|(artifacts|data|dvclive|latency|metrics|models|plots|reports|search|\.\./|/)[^:]*$$
+# `dvc exp show --only-changed` without the columns that only add width: the hashes of
+# dependency folders (every upstream output; a dep's name has a `/` or is a top folder), the
+# creation time and the queue's state.
+EXP_DROP := Created|State|Executor|[^:]*/[^:]*$$|(artifacts|latency|metrics|plots|search)$$
 exps: setup
-	@dvc exp show --only-changed --precision 3 --drop '$(EXP_DROP)'
+	@dvc exp show --only-changed --drop '$(EXP_DROP)'
 
 test: setup
 	pytest -q
