@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dvc import api as dvc_api
 
 from tests.conftest import run_dvc, tool_env
 from tests.support.workspace import TINY_PARAMS, copy_project, deep_merge
@@ -150,8 +151,11 @@ def test_queued_experiments_from_a_fresh_clone_record_their_headlines(
         assert heads["metrics/predictor.json"]["kendall_tau"] is not None
         assert heads["metrics/search/ort-cpu.json"]["top1"] is not None
         assert heads["metrics/package/ort-cpu-int8.json"]["models"] == 1
-        # its own predictor: rows of this experiment only, measured with its own params
-        details = json.loads(git(clone, "show", f"{commit}:metrics/predictor.details.json"))
+        # its own predictor, measured with its own params (details: DVC-cached, by the hash
+        # in the experiment's dvc.lock)
+        details = json.loads(
+            dvc_api.read("metrics/predictor.details.json", repo=str(clone), rev=commit)
+        )
         assert details["n_samples"] == n
     # the supernet was restored from the run cache, not retrained per experiment
     assert found["small"][1]["metrics/supernet.json"] == found["large"][1]["metrics/supernet.json"]
