@@ -164,7 +164,7 @@ def fmt_delta(r: Compared) -> str:
         return f"{d:+,.1f} s{rel}"
     if r.kind == "tau":
         return f"{d:+.3f}"
-    return f"{d:+,}" if isinstance(d, int) or float(d).is_integer() else f"{d:+.4g}"
+    return f"{int(d):+,}" if float(d).is_integer() else f"{d:+.4g}"
 
 
 def _cell(v: Any, kind: str, label: str) -> str:
