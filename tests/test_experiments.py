@@ -83,7 +83,8 @@ def test_metrics_and_plots_diff_between_two_commits(two_runs: Path, tmp_path: Pa
     same = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
     assert same["metrics/supernet.json"]["top1"]["diff"] == 0
 
-    plots = json.loads(dvc(repo, "plots", "diff", "HEAD~1", "--json", "--split").stdout)
+    out = str(tmp_path / "dvc_plots")
+    plots = json.loads(dvc(repo, "plots", "diff", "HEAD~1", "--json", "--split", "-o", out).stdout)
     (search,) = plots["data"]["plots/search/ort-cpu.csv"]
     points = search["anchor_definitions"]["<DVC_METRIC_DATA>"]
     by_rev = {
