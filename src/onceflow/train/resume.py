@@ -160,18 +160,15 @@ def identity_dir(root: Path | None, fp: str, ctx: DistContext) -> Path | None:
     in ``root`` (the layout before identity folders) are cleared: they cannot be told apart."""
     if root is None:
         return None
-    if ckpt.checkpoint_files(root):
-        log.warning(
-            "checkpoints directly in %s predate per-identity folders (their params/data/code "
-            "cannot be checked); removing them, starting fresh",
-            root,
-        )
-        barrier(ctx)
-        if ctx.is_main:
+    if ctx.is_main:  # only the main rank touches checkpoints (see :func:`resume`)
+        if ckpt.checkpoint_files(root):
+            log.warning(
+                "checkpoints directly in %s predate per-identity folders (their params/data/"
+                "code cannot be checked); removing them, starting fresh",
+                root,
+            )
             ckpt.clear_checkpoints(root)
-        barrier(ctx)
-    if ctx.is_main:  # folders of runs nobody has touched for weeks
-        hostcache.prune_siblings(root / fp)
+        hostcache.prune_siblings(root / fp)  # folders of runs nobody has touched for weeks
     return root / fp
 
 
