@@ -41,7 +41,6 @@ from onceflow.train.distributed import (
     mean_over_ranks,
 )
 from onceflow.train.evaluation import subnet_accuracy
-
 from onceflow.train.resume import RunState, fingerprint, identity_dir, resume, world_key
 from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import Plan, make_plan
