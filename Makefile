@@ -8,7 +8,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: run report test setup lint bench clean-outputs
+.PHONY: run report exps test setup lint bench clean-outputs
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,13 @@ run: setup
 
 report: setup
 	onceflow report
+
+# `dvc exp show --only-changed` without the columns that only add width: the hashes of
+# dependency folders (every upstream output; a dep's name has a `/` or is a top folder), the
+# creation time and the queue's state.
+EXP_DROP := Created|State|Executor|[^:]*/[^:]*$$|(artifacts|latency|metrics|plots|search)$$
+exps: setup
+	@dvc exp show --only-changed --drop '$(EXP_DROP)'
 
 test: setup
 	pytest -q

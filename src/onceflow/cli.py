@@ -433,17 +433,34 @@ def report(
     root: Annotated[Path, typer.Option("--root", help="The project directory.")] = Path("."),
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="The page to write (default: ROOT/reports/run.html)."),
+        typer.Option(
+            "--out",
+            help="The page to write (default: ROOT/reports/run.html; with --baseline "
+            "ROOT/reports/run-vs-BASELINE.html).",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="Compare with the run at this git revision or DVC experiment (`dvc exp show` "
+            "names them): every headline next to the baseline's, with the difference.",
+        ),
     ] = None,
 ) -> None:
     """Write the run report: one self-contained HTML page (no network needed to read it)."""
+    import re
+
     from onceflow.errors import DataError
     from onceflow.report import write_report
 
     if not root.is_dir():
         raise DataError(f"--root {root}: not a directory (give the project directory)")
+    if out is None:
+        tag = re.sub(r"[^A-Za-z0-9._-]+", "_", baseline) if baseline else ""
+        out = root / "reports" / (f"run-vs-{tag}.html" if baseline else "run.html")
     try:
-        page = write_report(root, out or root / "reports" / "run.html")
+        page = write_report(root, out, baseline=baseline)
     except OSError as err:
         raise DataError(f"cannot write the report: {err}") from None
     typer.echo(f"run report: {page.resolve()}")

@@ -156,10 +156,25 @@ PREPARED = [
 ]  # fmt: skip
 
 
+def _run_fp(prepared: Path) -> str:
+    """The fingerprint of the training run these tests start (its checkpoint folder's name)."""
+    from onceflow.config import parse_params
+    from onceflow.data.prepared import load_prepared
+    from onceflow.train.resume import fingerprint
+
+    params = parse_params(TRAIN_PARAMS)
+    data = load_prepared(prepared)
+    m = data.meta
+    space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
+    return fingerprint(space, params.train, 0, data, 1)
+
+
 def _ckpt(name: str, fn):
+    """Put a file in this run's own checkpoint folder (``ckpt/<fingerprint>/``)."""
+
     def build(ws: Workspace) -> None:
-        d = ws.path("ckpt")
-        d.mkdir(exist_ok=True)
+        d = ws.path("ckpt") / _run_fp(ws.path("prepared"))
+        d.mkdir(parents=True, exist_ok=True)
         fn(d / name)
 
     return build
@@ -169,16 +184,9 @@ def _fingerprinted(bad_model: dict):
     """A checkpoint carrying this run's fingerprint whose model state does not fit."""
 
     def make(p: Path) -> None:
-        from onceflow.config import parse_params
-        from onceflow.data.prepared import load_prepared
         from onceflow.train.checkpoint import encode_checkpoint
-        from onceflow.train.resume import fingerprint
 
-        params = parse_params(TRAIN_PARAMS)
-        data = load_prepared(p.parent.parent / "prepared")
-        m = data.meta
-        space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
-        fp = fingerprint(space, params.train, 0, data, 1)
+        fp = _run_fp(p.parent.parent.parent / "prepared")
         # A well-formed file (its digest verifies) that carries this run's identity.
         p.write_bytes(encode_checkpoint({"fingerprint": fp, "model": bad_model}))
 

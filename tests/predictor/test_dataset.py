@@ -105,6 +105,20 @@ def test_a_fresh_workspace_resumes_from_the_machines_rows(tmp_path: Path, tiny_s
     assert calls3 == archs
 
 
+def test_the_csv_records_this_runs_archs_only(tmp_path: Path, tiny_space):
+    """Two experiments of one measurement context (other n_samples) share the machine's rows,
+    but each one's CSV (its DVC output) holds exactly the subnets it asked for."""
+    store = tmp_path / "host" / "ctx.csv"
+    big, small = sample_archs(tiny_space, 10, seed=0), sample_archs(tiny_space, 4, seed=0)
+    build_dataset(big, fake_measure(tiny_space, []), tmp_path / "a.csv", "ctx", store=store)
+    calls: list[Arch] = []
+    got, _ = build_dataset(small, fake_measure(tiny_space, calls), tmp_path / "b.csv", "ctx",
+                           store=store)  # fmt: skip
+    assert got == small and not set(map(str, calls)) & set(map(str, big))  # reused, not redone
+    assert list(read_rows(tmp_path / "b.csv", "ctx")) == [str(a) for a in small]
+    assert set(read_rows(store, "ctx")) >= {str(a) for a in big + small}
+
+
 def test_rows_of_another_context_are_remeasured(tmp_path: Path, tiny_space: SearchSpace):
     csv = tmp_path / "arch_acc.csv"
     archs = sample_archs(tiny_space, 6, seed=0)

@@ -215,12 +215,86 @@ def write_fake_run(root: Path, targets: tuple[str, ...] = TARGETS, gate_ok: bool
     }
     m.write_metrics(root / "metrics/publish.json", m.publish_headline(pub), pub)
     if len(targets) > 1:
-        spec = {"targets": len(targets), "worst_loss_pp": 1.4}
-        details = {"matrix": {a: {b: (0.0 if a == b else 1.4) for b in targets} for a in targets}}
-        _write(root / "metrics/specialization.json", spec)
-        _write(root / "metrics/specialization.details.json", details)
+        _write(root / "metrics/specialization.json", {"gain_pp": 0.7})
+        _write(root / "metrics/specialization.details.json", specialization_details(targets))
         _write(root / "plots/specialization.png", png("specialization matrix", 9))
     return root
+
+
+# Default-sized arch strings (4 stages of up to 3 blocks): far too wide for a table cell.
+ARCHS = (
+    "r28-d3_2_3_3-w1_0.75_1_1-k7_5_3_3_5_7_3_5_7_3_5-e4_3_2_2_4_3_4_2_3_4_3",
+    "r24-d2_2_3_1-w0.75_0.75_1_1-k3_5_3_3_5_7_3_5-e2_3_2_2_4_3_4_2",
+)
+
+
+def specialization_details(targets: tuple[str, ...]) -> dict:
+    """``metrics/specialization.details.json`` as the stage writes it (see a real run)."""
+    slots = {t: [{"budget_ms": b * (1 + i), "arch": ARCHS[k]} for k, b in enumerate((0.6, 1.0))]
+             for i, t in enumerate(targets)}  # fmt: skip
+    cells = [
+        {"source": src, "host": host, "slot": k, "same_arch": k == 1,
+         "source_arch": slots[src][k]["arch"], "host_arch": slots[host][k]["arch"],
+         "host_budget_ms": slots[host][k]["budget_ms"], "source_latency_on_host_ms": 0.7,
+         "host_pick_latency_ms": 0.55, "source_measured_on_host_ms": 0.74,
+         "host_pick_measured_ms": 0.57, "over_budget_pct": 16.7 if k == 0 else -3.0,
+         "within_budget": k != 0, "source_accuracy_on_host": 0.861,
+         "host_pick_accuracy": 0.868, "specialization_gain_pp": 0.7}
+        for src in targets for host in targets if src != host for k in range(2)
+    ]  # fmt: skip
+    return {
+        "target_names": list(targets),
+        "n_slots": 2,
+        "picks_coincide": False,
+        "budget_violations": 2,
+        "cases": len(cells),
+        "foreign_within_budget_less_accurate": 1,
+        "foreign_within_budget_as_accurate": 1,
+        "pairs": {
+            f"{a}->{b}": {
+                "same_picks": 1,
+                "budget_violations": 1,
+                "measured_latency_ratio_mean": 1.04,
+                "max_over_budget_pct": 16.7,
+                "mean_gain_pp": 0.7,
+                "max_gain_pp": 1.4,
+            }
+            for a in targets
+            for b in targets
+            if a != b
+        },  # fmt: skip
+        "latency_rank_correlation": {
+            f"{targets[0]}|{b}": {"n": 5, "kendall_tau": 0.8, "spearman": 0.9} for b in targets[1:]
+        },
+        "verdict": "a target's own pick beats the others' by 0.70 pp on average",
+        "targets": [
+            {"name": t, "precision": "int8" if "int8" in t else "fp32", "slots": slots[t]}
+            for t in targets
+        ],
+        "cells": cells,
+        "quantization_drop_pp": {
+            t: {"mean_pp": 0.4, "max_pp": 0.6, "n": 2} for t in targets if "int8" in t
+        },  # fmt: skip
+        "evaluated_here": [{"arch": ARCHS[0], "precision": "int8"}],
+    }
+
+
+def write_baseline(run: Path, dest: Path) -> Path:
+    """``run`` as an earlier run would have left it: a weaker supernet and predictor, picks
+    less accurate and slower (for the comparison section)."""
+    shutil.copytree(run, dest)
+    sup = json.loads((dest / "metrics/supernet.details.json").read_text())
+    sup.update(val_acc_max=0.8931, val_acc_min=0.8402)
+    m.write_metrics(dest / "metrics/supernet.json", m.supernet_headline(sup), sup)
+    pred = json.loads((dest / "metrics/predictor.json").read_text())
+    _write(dest / "metrics/predictor.json", {**pred, "kendall_tau": 0.74})
+    for t in TARGETS:
+        s = json.loads((dest / f"metrics/search/{t}.json").read_text())
+        for p in s["selected"]:
+            p.update(predicted_accuracy=p["predicted_accuracy"] - 0.012,
+                     predicted_latency_ms=p["predicted_latency_ms"] * 1.1)  # fmt: skip
+        _write(dest / f"metrics/search/{t}.json", s)
+    return dest
 
 
 @pytest.fixture(scope="session")

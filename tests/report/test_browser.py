@@ -1,9 +1,13 @@
 """The report in a real browser: headless Chromium (Debian's `chromium`) loads reports/run.html
-with the network cut off, without console errors, with every section present, and paints it."""
+with the network cut off, without console errors, with every section present, and paints it;
+compared with a baseline, the comparison section shows, and at 1280 px no table is wider than
+the page."""
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import os
 import re
 import shutil
@@ -12,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from onceflow.report import SECTIONS, write_report
+from onceflow.report import SECTIONS, collect_run, render_html, write_report
+from tests.report.conftest import write_baseline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -122,3 +127,55 @@ def test_dvc_plots_show_renders_offline(chromium: str, tmp_path: Path) -> None:
     errors = [line for line in _console(res.stderr) if "Uncaught" in line or "Error" in line]
     assert errors == []
     assert res.stdout.count('class="marks"') == 2  # both Vega plots were drawn
+
+
+# Appended to a copy of the page (the report itself has no scripts): after layout, writes the
+# page's width and every table wider than its section, or reaching past the viewport, into
+# the DOM that --dump-dom prints. Details elements are opened first: their tables count too.
+MEASURE = """<script>
+for (const d of document.querySelectorAll('details')) d.open = true;
+const vw = document.documentElement.clientWidth, out = [];
+for (const t of document.querySelectorAll('table')) {
+  const r = t.getBoundingClientRect(), s = t.closest('section').getBoundingClientRect();
+  if (r.right > s.right + 0.5 || r.right > vw) out.push(
+    t.closest('section').id + ':' + Math.round(r.width) + 'px:' + t.rows[0].innerText.slice(0, 60));
+}
+const pre = document.createElement('pre');
+pre.id = 'measured';
+pre.textContent = JSON.stringify({vw, scroll: document.documentElement.scrollWidth,
+  tables: document.querySelectorAll('table').length, wide: out});
+document.body.appendChild(pre);
+</script>"""
+
+
+def test_comparison_page_fits_1280px(chromium: str, fake_run: Path, tmp_path: Path) -> None:
+    base = collect_run(write_baseline(fake_run, tmp_path / "base"))
+    base.root = "HEAD~1"
+    page = render_html(collect_run(fake_run), "now", base)
+    plain = tmp_path / "cmp.html"
+    plain.write_text(page)
+    dom = _run(chromium, tmp_path, "--window-size=1280,2000", "--dump-dom", plain.as_uri())
+    assert _console(dom.stderr) == []
+    found = dict(re.findall(r'<section id="([a-z-]+)" data-status="([a-z]+)"', dom.stdout))
+    assert found == {"comparison": "ok", **{sid: "ok" for sid, _ in SECTIONS}}
+    assert "vs HEAD~1" in dom.stdout and "val top-1, largest subnet" in dom.stdout
+
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", MEASURE + "</body>"))
+    res = _run(chromium, tmp_path, "--window-size=1280,2000", "--dump-dom", measured.as_uri())
+    got = json.loads(html.unescape(re.search(r'<pre id="measured">(.*?)</pre>', res.stdout)[1]))
+    assert got["tables"] > 20  # the measurement saw the page's tables
+    assert got["wide"] == [] and got["scroll"] <= got["vw"] <= 1280, got
+
+
+def test_width_check_catches_a_wide_table(chromium: str, tmp_path: Path) -> None:
+    """The negative control: a table of long unbreakable cells is reported."""
+    cells = "".join(f"<td>{'x' * 60}{i}</td>" for i in range(6))
+    page = tmp_path / "wide.html"
+    page.write_text(
+        f"<!DOCTYPE html><main style='max-width:1120px'><section id='s'><table><tr>{cells}"
+        f"</tr></table></section></main>{MEASURE}"
+    )
+    res = _run(chromium, tmp_path, "--window-size=1280,800", "--dump-dom", page.as_uri())
+    got = json.loads(html.unescape(re.search(r'<pre id="measured">(.*?)</pre>', res.stdout)[1]))
+    assert got["wide"] and got["wide"][0].startswith("s:")

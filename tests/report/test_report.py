@@ -13,7 +13,7 @@ from onceflow.cli import app
 from onceflow.report import SECTIONS, collect_run, render_html, write_report
 from stages import report as report_stage
 from tests.conftest import copy_repo, run_dvc
-from tests.report.conftest import TARGETS, write_fake_run
+from tests.report.conftest import ARCHS, TARGETS, write_baseline, write_fake_run
 
 SECTION_IDS = [sid for sid, _ in SECTIONS]
 
@@ -34,7 +34,7 @@ def test_collect_reads_headline_and_details_and_finds_every_target(fake_run: Pat
     assert run.gate is not None and run.gate["success"] is True
     assert run.data is not None and run.data["n_train"] == 54000 and run.data["passed"]
     assert len(run.manifests) == 4 and run.publish is not None
-    assert run.specialization is not None and "matrix" in run.specialization
+    assert run.specialization is not None and len(run.specialization["cells"]) == 4
 
 
 def test_page_has_every_section_with_embedded_figures_and_no_network(fake_run: Path) -> None:
@@ -52,6 +52,45 @@ def test_page_has_every_section_with_embedded_figures_and_no_network(fake_run: P
     assert "file:///srv/registry/ort-cpu/r28-00aabbccddee" in page  # published model's URI
     assert "0123456789" in page and "ab12.dir" in page  # lineage: commit and dvc.lock md5
     assert "Held-out τ 0.810 against a label-noise ceiling of 0.860: near the ceiling" in page
+
+
+def test_specialization_is_designed_tables_never_raw_structures(fake_run: Path) -> None:
+    page = render_html(collect_run(fake_run), "now")
+    spec = page[page.index('<section id="specialization"') :]
+    spec = spec[: spec.index("</section>")]
+    assert "{" not in spec and "[" not in spec  # no dict or list printed into a cell
+    assert "Verdict:</b> a target&#x27;s own pick beats the others&#x27;" in spec
+    # one row per target and budget, one per (host, foreign pick, budget)
+    tables = [t.count("<tr") - 1 for t in spec.split("<table>")[1:]]  # rows below the header
+    # summary; picks (target x budget); cells (host x foreign pick x budget); pairs;
+    # rank correlation; int8 drops; accuracies measured by the stage
+    assert tables == [7, 2 * 2, 2 * 1 * 2, 2, 1, 1, 1]
+    # arch strings are shortened, the full string on hover
+    assert f'<span class="arch" title="{ARCHS[0]}">r28-d3_2_3_3-w1_0.75_1_1…</span>' in spec
+    assert f">{ARCHS[0]}<" not in spec
+    assert "+16.7% ✗" in spec and 'class="bad"' in spec  # a foreign pick over the host's budget
+
+
+def test_comparison_shows_every_headline_with_its_change(fake_run: Path, tmp_path: Path) -> None:
+    base = collect_run(write_baseline(fake_run, tmp_path / "base"))
+    base.root, base.git = "exp-small", {"commit": "feedc0de" * 5}
+    page = render_html(collect_run(fake_run), "now", base)
+    ids = re.findall(r'<section id="([a-z-]+)"', page)
+    assert ids == ["summary", "comparison", *SECTION_IDS[1:]]
+    assert _statuses(page)["comparison"] == "ok" and 'href="#comparison"' in page
+    cmp = page[page.index('<section id="comparison"') :]
+    cmp = cmp[: cmp.index("</section>")]
+    assert "<code>exp-small</code> (commit <code>feedc0defe</code>)" in cmp
+    row = re.search(r"<td>val top-1, largest subnet</td>(.*?)</tr>", cmp)
+    assert row and re.findall(r">([^<>]+)</td>", row.group(1)) == ["90.12%", "89.31%", "+0.81 pp"]
+    assert '<tr class="better"><td>Kendall τ (held-out)</td>' in cmp  # predictor 0.81 vs 0.74
+    for t in TARGETS:  # every target's fidelity and every pick per budget
+        assert f"latency table {t}" in cmp and f"pick {t} · budget 3 of 3" in cmp
+    assert cmp.count("predicted latency</td>") == 3 * len(TARGETS)
+    assert '<td>predicted latency</td><td class="num">0.570 ms</td>' in cmp
+    assert "-0.057 ms (-9%)" in cmp  # the baseline's picks were 10% slower
+    assert re.search(r"<td>models in the registry</td>.*?same</td>", cmp)
+    assert "15 figures better, 0 worse, 0 changed" in cmp  # 2 + 1 + 2 x 3 x 2
 
 
 def test_missing_inputs_are_said_plainly(tmp_path: Path) -> None:

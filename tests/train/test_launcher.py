@@ -67,7 +67,7 @@ def _start(tmp_path: Path, prepared: Path) -> tuple[subprocess.Popen, list[int]]
     # Wait until both ranks exist and training runs (a checkpoint means a collective ran).
     while time.monotonic() < deadline and proc.poll() is None:
         ranks = _children(proc.pid)
-        if len(ranks) == 2 and any((tmp_path / "ckpt").glob("ckpt-*.pt")):
+        if len(ranks) == 2 and any((tmp_path / "ckpt").glob("*/ckpt-*.pt")):
             return proc, ranks
         time.sleep(0.2)
     proc.kill()
@@ -120,8 +120,8 @@ def test_launcher_stop_signal_cleans_up(tmp_path: Path, tiny_prepared: Path, sig
     assert len(errors) == 1 and f"training stopped by {sig.name}" in errors[0], err[-3000:]
     assert not (tmp_path / "live").exists()  # created by this run: a partial output
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
-    assert not list((tmp_path / "ckpt").glob(".*.tmp"))
-    assert list((tmp_path / "ckpt").glob("ckpt-*.pt"))  # complete checkpoints stay to resume
+    assert not list((tmp_path / "ckpt").glob("**/.*.tmp"))
+    assert list((tmp_path / "ckpt").glob("*/ckpt-*.pt"))  # complete checkpoints stay to resume
 
 
 def test_remove_partial_keeps_what_existed_before(tmp_path: Path):

@@ -106,7 +106,7 @@ def test_dvc_repro_train_supernet(tmp_path, host_cache):
     run_dvc(repo, "repro", "--single-item", "train_supernet")
     _check_outputs(repo)
     # Checkpoints live in the machine's onceflow cache, not in the checkout...
-    assert list((host_cache / "checkpoints" / "supernet").glob("ckpt-*.pt"))
+    assert list((host_cache / "checkpoints" / "supernet").glob("*/ckpt-*.pt"))  # per fingerprint
     assert not (repo / "checkpoints").exists()
     again = run_dvc(repo, "repro", "--single-item", "train_supernet")
     assert "didn't change" in again.stdout or "up to date" in again.stdout

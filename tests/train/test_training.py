@@ -90,9 +90,11 @@ def test_resume_after_kill_is_exact_even_past_a_corrupt_checkpoint(
         data, space, cfg, checkpoint_dir=tmp_path / "b", should_stop=kill_after(8), progress=False
     )
     assert not killed.completed
-    names = [p.name for p in checkpoint_files(tmp_path / "b")]
+    (run_dir,) = (tmp_path / "b").iterdir()  # one folder per run identity
+    assert run_dir.name == killed_fp(tmp_path / "a")
+    names = [p.name for p in checkpoint_files(run_dir)]
     assert names == ["ckpt-00000003.pt", "ckpt-00000006.pt"]  # step 7-8 lost: < every_steps
-    newest = checkpoint_files(tmp_path / "b")[-1]
+    newest = checkpoint_files(run_dir)[-1]
     newest.write_bytes(newest.read_bytes()[:100])  # corrupt: resume falls back to step 3
     logs: list[dict] = []
     with caplog.at_level(logging.INFO):
@@ -107,28 +109,35 @@ def test_resume_after_kill_is_exact_even_past_a_corrupt_checkpoint(
     assert [r["epoch"] for r in logs] == [1, 2]  # history replayed to the logger
 
 
-def test_checkpoints_of_other_params_are_not_resumed(tiny_prepared, tmp_path, caplog) -> None:
+def killed_fp(directory) -> str:  # noqa: ANN001 - a Path
+    """The identity folder name of the one run checkpointed under ``directory``."""
+    (run_dir,) = directory.iterdir()
+    return run_dir.name
+
+
+def test_runs_of_other_params_keep_their_own_checkpoints(tiny_prepared, tmp_path, caplog) -> None:
+    """Experiments A, B, A again in one checkpoint folder: B neither resumes nor deletes A's
+    checkpoints (it starts fresh in its own folder), and A resumes where it stopped."""
     data = load_prepared(tiny_prepared)
     space = tiny_space()
     train_supernet(
-        data,
-        space,
-        tiny_train(),
-        checkpoint_dir=tmp_path,
-        should_stop=kill_after(3),
+        data, space, tiny_train(), checkpoint_dir=tmp_path, should_stop=kill_after(3),
         progress=False,
-    )
-    with caplog.at_level(logging.WARNING):
-        out = train_supernet(
-            data, space, tiny_train(n_random=0), checkpoint_dir=tmp_path, should_stop=kill_after(1),
-            progress=False,
-        )  # fmt: skip
-    assert "belong to other params" in caplog.text and out.epochs == pytest.approx(1 / 6, 1e-3)
+    )  # fmt: skip
+    out = train_supernet(
+        data, space, tiny_train(n_random=0), checkpoint_dir=tmp_path, should_stop=kill_after(3),
+        progress=False,
+    )  # fmt: skip
+    assert out.steps_run == 3 and out.epochs == pytest.approx(0.5, 1e-3)  # fresh, not resumed
+    assert sorted(len(checkpoint_files(d)) for d in tmp_path.iterdir()) == [1, 1]
+    with caplog.at_level(logging.INFO):
+        again = train_supernet(data, space, tiny_train(), checkpoint_dir=tmp_path, progress=False)
+    assert "resumed from" in caplog.text and again.steps_run == 12 - 3
 
 
 def test_stale_checkpoints_never_prune_the_new_runs_own(tiny_prepared, tmp_path, caplog) -> None:
-    """Unreadable leftovers numbered past this run's steps (e.g. from before digests) are
-    cleared on a fresh start; kept, they would outrank and prune the new run's checkpoints."""
+    """Unreadable leftovers (from before digests or identity folders) are cleared on a fresh
+    start; kept, they would outrank and prune the new run's checkpoints."""
     for step in (950, 1000, 1050):
         (tmp_path / f"ckpt-{step:08d}.pt").write_bytes(b"an old checkpoint without a digest")
     data = load_prepared(tiny_prepared)
@@ -137,8 +146,8 @@ def test_stale_checkpoints_never_prune_the_new_runs_own(tiny_prepared, tmp_path,
             data, tiny_space(), tiny_train(), checkpoint_dir=tmp_path, should_stop=kill_after(8),
             progress=False,
         )  # fmt: skip
-    assert "starting fresh" in caplog.text
-    names = [p.name for p in checkpoint_files(tmp_path)]
+    assert "starting fresh" in caplog.text and not checkpoint_files(tmp_path)
+    names = [p.name for p in checkpoint_files(tmp_path / killed_fp(tmp_path))]
     assert names == ["ckpt-00000003.pt", "ckpt-00000006.pt"]
 
 

@@ -206,7 +206,8 @@ def build_dataset(
 
     ``store``: this machine's copy of the rows (outside any workspace, see
     :func:`onceflow.hostcache.predictor_rows_dir`), so a flow run that died resumes in the
-    next run's fresh workspace; its rows of ``context`` join ``csv_path`` first.
+    next run's fresh workspace; its rows of ``context`` join ``csv_path`` first, and at the end
+    ``csv_path`` keeps the rows of ``archs`` only (the store keeps the rest).
 
     With ``workers`` > 1, ``measure`` runs on that many threads at once (it must be thread-safe:
     :class:`MeterPool`); rows are still appended in the order of ``archs``."""
@@ -249,6 +250,10 @@ def build_dataset(
     finally:
         if pool:  # on an error, drop the measurements not started yet
             pool.shutdown(wait=True, cancel_futures=True)
+    if store is not None and len(done) > len(archs):
+        # The store resumes; the CSV records this run: exactly its archs, so another
+        # experiment's rows of the same context (other n_samples) do not leak into it.
+        _rewrite(path, {str(a): done[str(a)] for a in archs}, context)
     return list(archs), [done[str(a)].m for a in archs]
 
 

@@ -28,6 +28,10 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("specialization", "Specialization"),
     ("models", "Published models"),
 )
+# Shown only when the page compares the run with a baseline (``onceflow report --baseline``),
+# right after the summary.
+COMPARISON: tuple[str, str] = ("comparison", "Compared with the baseline")
+_TITLES = dict((*SECTIONS, COMPARISON))
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
@@ -39,6 +43,7 @@ nav{margin-top:10px}
 nav a{color:#cfe3ff;margin-right:14px;text-decoration:none}
 header code{background:rgba(255,255,255,.15);color:#fff}
 main{max-width:1120px;margin:0 auto;padding:8px 24px 40px}
+section,details{min-width:0;max-width:100%}
 section{background:#fff;border:1px solid #dde2e8;border-radius:8px;margin:18px 0;
  padding:14px 20px}
 section h2{margin:4px 0 10px;font-size:20px}
@@ -53,8 +58,22 @@ table{border-collapse:collapse;margin:8px 0;font-size:14px}
 th,td{border-bottom:1px solid #e3e7ec;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f1f4f7;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td code,td:first-child,th{white-space:nowrap}
+td code,td:first-child{white-space:nowrap}
+th{white-space:normal}
+td small{overflow-wrap:anywhere}
+details.lineage table td{overflow-wrap:anywhere}
+details.lineage table td code{white-space:normal;word-break:break-all}
 tr.bad td{background:#fff1f0}
+table{max-width:100%}
+.arch{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:13px}
+td .arch{white-space:nowrap}
+details.arch-full code{word-break:break-all;white-space:normal}
+table.compare tr.group th{background:#e8edf3;text-align:left;font-size:13px;color:#2b3a4d}
+table.compare tr.better td.delta{background:#dff3e4;color:#176b2c}
+table.compare tr.worse td.delta{background:#fde2e1;color:#9b1c1c}
+table.compare tr.changed td.delta{background:#fff6dd}
+table.compare td.delta{font-weight:600}
+table.compare tr.same td{color:#6b7785}
 figure{margin:10px 0}
 figure img{max-width:100%;height:auto;border:1px solid #e3e7ec;border-radius:4px}
 figcaption{font-size:12px;color:#55606e}
@@ -173,8 +192,26 @@ def badge(status: str, text: str | None = None) -> str:
 
 
 def section(sid: str, status: str, body: str, note: str = "") -> str:
-    title = dict(SECTIONS)[sid]
+    title = _TITLES[sid]
     return (
         f'<section id="{sid}" data-status="{status}"><h2>{e(title)}'
         f"{badge(status, note or None)}</h2>{body}</section>"
     )
+
+
+def short_arch(arch: str, width: int = 24) -> str:
+    """A subnet's arch string cut to its first parts (resolution, depths, widths), e.g.
+    ``r24-d2_1-w1_0.5…``: the per-block kernels and expands make the full string too wide for
+    a table cell."""
+    parts = arch.split("-")
+    short = "-".join(parts[:3]) if len(parts) > 3 else arch
+    if len(short) > width:
+        short = short[: width - 1]
+    return short + "…" if short != arch else arch
+
+
+def arch_cell(arch: Any) -> str:
+    """An arch for a table cell: shortened, the full string on hover (``title``)."""
+    if not isinstance(arch, str) or not arch:
+        return e(fmt(arch))
+    return f'<span class="arch" title="{e(arch)}">{e(short_arch(arch))}</span>'

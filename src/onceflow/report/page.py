@@ -11,20 +11,23 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from onceflow.report.collect import RunOutputs, TargetOutputs
+from onceflow.report.compare import comparison_section
 from onceflow.report.html import (
+    COMPARISON,
     CSS,
     SECTIONS,
     Row,
+    arch_cell,
     e,
     fmt,
     get,
     img,
     kv_table,
     missing,
-    scalars_table,
     section,
     table,
 )
+from onceflow.report.specialization import specialization_section
 
 
 def summary_section(run: RunOutputs) -> str:
@@ -274,63 +277,11 @@ def search_section(run: RunOutputs) -> str:
     return section("search", "ok" if have else "missing", intro + "".join(parts))
 
 
-def _generic(value: Any, depth: int = 0) -> str:
-    """Render unknown JSON readably: a dict of dicts as a matrix, a list of dicts as a table."""
-    if isinstance(value, Mapping):
-        inner = list(value.values())
-        if inner and all(isinstance(v, Mapping) for v in inner):
-            cols = list(dict.fromkeys(k for v in inner for k in v))
-            if all(not isinstance(v.get(c), Mapping | list) for v in inner for c in cols):
-                rows = [
-                    [f"<b>{e(str(k))}</b>"] + [e(fmt(v.get(c))) for c in cols]
-                    for k, v in value.items()
-                ]
-                return table(["", *map(str, cols)], rows)
-        if depth >= 2:
-            return e(fmt(value))
-        rows = [(e(str(k)), _generic(v, depth + 1)) for k, v in value.items()]
-        return table(("key", "value"), rows)
-    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-        cols = list(dict.fromkeys(k for v in value for k in v))[:10]
-        return table(cols, [[e(fmt(v.get(c))) for c in cols] for v in value[:50]])
-    return e(fmt(value))
-
-
-def specialization_section(run: RunOutputs) -> str:
-    n = len(run.targets)
-    s, plot = run.specialization, run.specialization_plot
-    if s is None and plot is None:
-        why = (
-            (
-                f"it compares subnets across targets, and this run has {n}; add targets under "
-                "<code>latency.targets</code> in params.yaml"
-            )
-            if n < 2
-            else (
-                "<code>metrics/specialization.json</code> is missing (run <code>dvc repro</code>)"
-            )
-        )
-        return section(
-            "specialization",
-            "missing",
-            f'<p class="missing-note">No specialization matrix: {why}.</p>',
-        )
-    intro = (
-        "<p>Each target's pick measured on every target: how much a subnet specialized "
-        "for one device loses on another.</p>"
-    )
-    body = img(plot, "specialization matrix") + scalars_table(s)
-    for key, value in (s or {}).items():  # the matrix and any other tables in the details
-        if isinstance(value, Mapping | list) and value:
-            body += f"<h3>{e(str(key))}</h3>" + _generic(value)
-    return section("specialization", "ok", intro + body)
-
-
 def _lineage(m: Mapping[str, Any]) -> str:
     lin = m.get("lineage") if isinstance(m.get("lineage"), Mapping) else {}
     git = lin.get("git") or {}
     rows = [
-        ("arch", e(str(get(m, "arch.string") or "–"))),
+        ("arch", f"<code>{e(str(get(m, 'arch.string') or '–'))}</code>"),
         (
             "git commit",
             e(str(git.get("commit") or "–"))
@@ -349,8 +300,11 @@ def _lineage(m: Mapping[str, Any]) -> str:
         rows.append((f"{e(role)} <small>(content sha256)</small>", e(str(h))))
     rows.append(("created", e(str(m.get("created_at", "–")))))
     rows.append(("onceflow", e(str(m.get("onceflow_version", "–")))))
-    summary = "<summary>arch, lineage</summary>"
-    return f"<details>{summary}" + table(("input", "identity"), rows) + "</details>"
+    summary = (
+        f"<summary>lineage of {e(str(m.get('target', '')))} "
+        f"<code>{e(str(m.get('model_id', '')))}</code></summary>"
+    )
+    return f'<details class="lineage">{summary}' + table(("input", "identity"), rows) + "</details>"
 
 
 def _off(ratio: Any) -> str:
@@ -395,7 +349,7 @@ def models_section(run: RunOutputs) -> str:
                 e(fmt(lat.get("budget"), "ms")),
                 e(fmt(parity)),
                 e(status.get(key, "–")) + f"<br><small>{e(where)}</small>",
-                _lineage(m),
+                arch_cell(get(m, "arch.string")),
             ]
         )
         bad.append(parity is False)
@@ -409,7 +363,7 @@ def models_section(run: RunOutputs) -> str:
         "budget",
         "parity",
         "registry",
-        "lineage",
+        "subnet",
     )
     note = (
         f"<p>Registry <code>{e(registry)}</code>; pull one with "
@@ -417,7 +371,8 @@ def models_section(run: RunOutputs) -> str:
         if registry
         else "<p>Not published yet (run <code>dvc repro publish</code>).</p>"
     )
-    return section("models", "ok", note + table(header, rows, bad))
+    lineage = "".join(_lineage(m) for m in run.manifests)
+    return section("models", "ok", note + table(header, rows, bad) + lineage)
 
 
 SECTION_BUILDERS: dict[str, Callable[[RunOutputs], str]] = {
@@ -432,15 +387,26 @@ SECTION_BUILDERS: dict[str, Callable[[RunOutputs], str]] = {
 }
 
 
-def render_html(run: RunOutputs, generated_at: str) -> str:
-    """The whole page for ``run`` (``generated_at``: a timestamp shown in the header)."""
+def render_html(run: RunOutputs, generated_at: str, baseline: RunOutputs | None = None) -> str:
+    """The whole page for ``run`` (``generated_at``: a timestamp shown in the header); with
+    ``baseline`` (named by its ``root``), a comparison section follows the summary."""
     commit = run.git.get("commit")
     ident = f"commit {commit[:10]}" if commit else "not a git commit"
     if run.git.get("dirty"):
         ident += " (uncommitted changes)"
+    if baseline is not None:
+        ident += f" · baseline {baseline.root}"
     targets = ", ".join(run.targets) or "none"
-    nav = "".join(f'<a href="#{sid}">{e(title)}</a>' for sid, title in SECTIONS)
-    body = "\n".join(SECTION_BUILDERS[sid](run) for sid, _ in SECTIONS)
+    order = list(SECTIONS)
+    if baseline is not None:
+        order.insert(1, COMPARISON)
+    nav = "".join(f'<a href="#{sid}">{e(title)}</a>' for sid, title in order)
+    body = "\n".join(
+        comparison_section(run, baseline, baseline.root)
+        if sid == COMPARISON[0] and baseline is not None
+        else SECTION_BUILDERS[sid](run)
+        for sid, _ in order
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -86,8 +86,8 @@ def remove_partial(
     removed = []
     for out in map(Path, outputs):
         leftovers = list(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.is_dir() else []
-        if out.is_dir():  # e.g. checkpoints: half-written files of their own atomic writes
-            leftovers += list(out.glob(".*.tmp"))
+        if out.is_dir():  # e.g. checkpoints (one folder per run): half-written atomic writes
+            leftovers += sorted(out.glob("**/.*.tmp"), key=lambda p: len(p.parts))
         created = out not in kept and (out.exists() or out.is_symlink())
         for p in leftovers + ([out] if created else []):
             if p.is_dir() and not p.is_symlink():

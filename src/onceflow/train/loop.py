@@ -41,7 +41,7 @@ from onceflow.train.distributed import (
     mean_over_ranks,
 )
 from onceflow.train.evaluation import subnet_accuracy
-from onceflow.train.resume import RunState, fingerprint, resume, world_key
+from onceflow.train.resume import RunState, fingerprint, identity_dir, resume, world_key
 from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import Plan, make_plan
 
@@ -84,7 +84,7 @@ class _Run:
     seed: int
     device: torch.device
     ctx: DistContext
-    directory: Path | None  # checkpoints; None: none written or resumed
+    directory: Path | None  # this identity's checkpoints; None: none written or resumed
     fp: str  # the run's identity, carried by its checkpoints
     only_arch: Arch | None
     state: RunState
@@ -126,7 +126,7 @@ def train_supernet(
     from-scratch baseline the weight-sharing benchmark compares against."""
     device = torch.device(device)
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    state, fp = _setup(data, space, cfg, seed, device, directory, ctx, only_arch)
+    state, fp, directory = _setup(data, space, cfg, seed, device, directory, ctx, only_arch)
     if on_epoch is not None and ctx.is_main:
         for rec in state.history:
             on_epoch(rec)
@@ -159,9 +159,10 @@ def _setup(
     directory: Path | None,
     ctx: DistContext,
     only_arch: Arch | None,
-) -> tuple[RunState, str]:
-    """(state, identity) of the run: a fresh seeded supernet (the same on every rank) under
-    the step plan, then the state of the newest checkpoint of this identity, if any."""
+) -> tuple[RunState, str, Path | None]:
+    """(state, identity, checkpoint folder) of the run: a fresh seeded supernet (the same on
+    every rank) under the step plan, then the state of the newest checkpoint of this identity
+    (in its own folder under ``directory``), if any."""
     n_train = len(data.train)
     if n_train == 0:
         raise DataError("prepared train split is empty; check params data.max_train")
@@ -178,8 +179,9 @@ def _setup(
     if only_arch is not None:
         space.validate(only_arch)
         fp = sha256_bytes(f"{fp}:{only_arch}".encode())[:16]
-    resume(state, directory, fp, ctx, device)
-    return state, fp
+    run_dir = identity_dir(directory, fp, ctx)
+    resume(state, run_dir, fp, ctx, device)
+    return state, fp, run_dir
 
 
 def _enter_phase(run: _Run) -> PhaseConfig | None:

@@ -1,7 +1,10 @@
 """What a training checkpoint holds and when it is resumed.
 
 A run's identity (:func:`fingerprint`) covers everything that changes the weights it produces;
-a checkpoint of another identity is never resumed (stale files are cleared instead). The state
+a checkpoint of another identity is never resumed. Each identity has its own folder under the
+checkpoint root (:func:`identity_dir`), so runs of other params (DVC experiments one after
+another in one workspace, or side by side on a shared per-host cache) neither resume nor delete
+each other's checkpoints, and returning to earlier params resumes their run. The state
 (:class:`RunState`) is weights, optimizer, schedule, position (phase, step), history and the
 torch RNG: a run resumed from it continues exactly where it was taken.
 """
@@ -15,6 +18,7 @@ from pathlib import Path
 import numba
 import torch
 
+from onceflow import hostcache
 from onceflow.config import TrainConfig
 from onceflow.data.prepared import PreparedData, data_identity
 from onceflow.errors import DataError
@@ -149,6 +153,23 @@ class RunState:
         assert self.optimizer is not None and self.scheduler is not None
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
+
+
+def identity_dir(root: Path | None, fp: str, ctx: DistContext) -> Path | None:
+    """``root/<fp>``: the checkpoints of the run of identity ``fp``. Checkpoint files directly
+    in ``root`` (the layout before identity folders) are cleared: they cannot be told apart."""
+    if root is None:
+        return None
+    if ctx.is_main:  # only the main rank touches checkpoints (see :func:`resume`)
+        if ckpt.checkpoint_files(root):
+            log.warning(
+                "checkpoints directly in %s predate per-identity folders (their params/data/"
+                "code cannot be checked); removing them, starting fresh",
+                root,
+            )
+            ckpt.clear_checkpoints(root)
+        hostcache.prune_siblings(root / fp)  # folders of runs nobody has touched for weeks
+    return root / fp
 
 
 def resume(

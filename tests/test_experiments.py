@@ -1,0 +1,192 @@
+"""Comparing runs the way DVC users do, on the real pipeline with tiny params.
+
+One module fixture runs the whole pipeline twice in a fresh project copy and commits each run
+(the second with fewer random search samples): `dvc metrics diff`, `dvc plots diff` and
+`onceflow report --baseline` compare the two commits. A fresh clone of it (DVC cache pulled
+from a local remote, as a teammate's clone would) queues two experiments, runs the queue in
+DVC's temp workspaces and reads each experiment's headlines through `dvc exp show --json`.
+Bad `-S` overrides end like bad params: the stage's one-line config error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dvc import api as dvc_api
+
+from tests.conftest import run_dvc, tool_env
+from tests.support.workspace import TINY_PARAMS, copy_project, deep_merge
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every stage imports the onceflow of the workspace it runs in (a queued experiment runs in a
+# temp copy under .dvc/tmp/exps/): a path relative to the stage's working directory.
+ENV = {"PYTHONPATH": "src", "ONCEFLOW_PROGRESS": "off"}
+IDENT = ["-c", "user.name=onceflow tests", "-c", "user.email=tests@onceflow.invalid"]
+
+
+def dvc(repo: Path, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_dvc(repo, *args, check=check, **{**ENV, **env})
+
+
+def git(repo: Path, *args: str) -> str:
+    res = subprocess.run(["git", *IDENT, *args], cwd=repo, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def commit_run(repo: Path, message: str, cache: Path) -> None:
+    """`dvc repro`, then commit what git tracks: dvc.lock, headline metrics and plot data."""
+    dvc(repo, "repro", ONCEFLOW_CACHE_DIR=str(cache))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    assert git(repo, "status", "--porcelain") == ""  # every output is either in git or ignored
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy with two committed pipeline runs (HEAD~1: 300 random search samples,
+    HEAD: 150) and a local DVC remote holding both runs' outputs and run cache."""
+    repo = copy_project(ROOT, tmp_path_factory.mktemp("exp") / "repo", TINY_PARAMS)
+    remote = repo.parent / "remote"
+    dvc(repo, "remote", "add", "-d", "local", str(remote))
+    git(repo, "commit", "-q", "-am", "a local DVC remote")
+    cache = repo.parent / "host-cache"  # the module's own (the autouse one is per test)
+    commit_run(repo, "run 1", cache)
+    params = repo / "params.yaml"
+    import yaml
+
+    doc = deep_merge(yaml.safe_load(params.read_text()), {"search": {"random_samples": 150}})
+    params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    commit_run(repo, "run 2: 150 random search samples", cache)
+    dvc(repo, "push", "--run-cache")
+    return repo
+
+
+def test_metrics_and_plots_diff_between_two_commits(two_runs: Path, tmp_path: Path) -> None:
+    repo = two_runs
+    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--json").stdout)
+    # Fewer random samples: the search's gain over random search moved; training did not.
+    changed = {(f, k): v for f, keys in diff.items() for k, v in keys.items()}
+    assert changed and {f for f, _ in changed} <= {
+        f"metrics/{s}/{t}.json" for s in ("search", "package") for t in ("ort-cpu", "ort-cpu-int8")
+    } | {"metrics/specialization.json", "metrics/publish.json"}
+    assert any(f.startswith("metrics/search/") and k == "gain_pp" for f, k in changed)
+    assert all(v["old"] is not None and v["new"] is not None for v in changed.values())
+    same = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
+    assert same["metrics/supernet.json"]["top1"]["diff"] == 0
+
+    out = str(tmp_path / "dvc_plots")
+    plots = json.loads(dvc(repo, "plots", "diff", "HEAD~1", "--json", "--split", "-o", out).stdout)
+    (search,) = plots["data"]["plots/search/ort-cpu.csv"]
+    points = search["anchor_definitions"]["<DVC_METRIC_DATA>"]
+    by_rev = {
+        r: sum(p["rev"] == r and p["kind"] == "random" for p in points) for r in search["revisions"]
+    }
+    assert by_rev == {"workspace": 150, "HEAD~1": 300}  # each commit's own points, read from git
+
+    page = tmp_path / "cmp.html"
+    res = subprocess.run(
+        ["onceflow", "report", "--root", str(repo), "--baseline", "HEAD~1", "--out", str(page)],
+        capture_output=True, text=True, env=tool_env(**ENV), cwd=repo,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    html = page.read_text()
+    cmp = html[html.index('<section id="comparison"') :]
+    cmp = cmp[: cmp.index("</section>")]
+    assert 'data-status="ok"' in cmp and "<code>HEAD~1</code>" in cmp
+    assert re.search(r"<td>val top-1, largest subnet</td>.*?same</td>", cmp)  # one supernet
+    assert "pick ort-cpu · budget 1 of 1" in cmp and "pick ort-cpu-int8 · budget 1 of 1" in cmp
+
+
+def _exp_headlines(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """name -> (commit, {metrics file: headline}) of every experiment in `dvc exp show --json`."""
+    out = {}
+    for base in show:
+        for exp in base.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                metrics = (rev.get("data") or {}).get("metrics") or {}
+                heads = {f: (m or {}).get("data") for f, m in metrics.items()}
+                out[rev.get("name")] = (rev.get("rev"), heads)
+    return out
+
+
+def _wait_for_queue(repo: Path, timeout_s: float = 900) -> str:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        status = dvc(repo, "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(3)
+    dvc(repo, "queue", "kill", "--all", check=False)  # pragma: no cover - a hung queue
+    pytest.fail(f"queue still running after {timeout_s} s:\n{status}")
+
+
+def test_queued_experiments_from_a_fresh_clone_record_their_headlines(
+    two_runs: Path, tmp_path: Path
+) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(two_runs), str(clone)], check=True)
+    dvc(clone, "pull", "--run-cache")  # what a teammate's clone does first
+    sizes = {"small": 14, "large": 20}  # >= 13: 3 folds + 20% held out
+    for name, n in sizes.items():
+        dvc(clone, "exp", "run", "--queue", "-n", name, "-S", f"predictor.n_samples={n}")
+    dvc(clone, "queue", "start", "-j", "1")
+    status = _wait_for_queue(clone)
+    assert "Failed" not in status, dvc(clone, "queue", "logs", "small", check=False).stdout
+
+    show = json.loads(dvc(clone, "exp", "show", "--json").stdout)
+    found = _exp_headlines(show)
+    assert set(found) >= set(sizes)
+    for name, n in sizes.items():
+        commit, heads = found[name]
+        # every headline file is in the experiment's commit (no '!' in `dvc exp show`)
+        assert heads["metrics/supernet.json"]["top1"] is not None
+        assert heads["metrics/predictor.json"]["kendall_tau"] is not None
+        assert heads["metrics/search/ort-cpu.json"]["top1"] is not None
+        assert heads["metrics/package/ort-cpu-int8.json"]["models"] == 1
+        # its own predictor, measured with its own params (details: DVC-cached, by the hash
+        # in the experiment's dvc.lock)
+        details = json.loads(
+            dvc_api.read("metrics/predictor.details.json", repo=str(clone), rev=commit)
+        )
+        assert details["n_samples"] == n
+    # the supernet was restored from the run cache, not retrained per experiment
+    assert found["small"][1]["metrics/supernet.json"] == found["large"][1]["metrics/supernet.json"]
+
+    dvc(clone, "exp", "apply", "large")
+    applied = json.loads((clone / "metrics/predictor.details.json").read_text())
+    assert applied["n_samples"] == 20
+    assert len((clone / "data/predictor/arch_acc.csv").read_text().splitlines()) == 1 + 20
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.batch_size=many", "params.yaml: train.batch_size:"),
+        ("train.batch_size=0", "params.yaml: train.batch_size:"),
+        ("+train.bacth_size=64", "params.yaml: train.bacth_size: unknown key"),
+    ],
+)
+def test_a_bad_override_fails_like_bad_params(two_runs: Path, override: str, message: str) -> None:
+    res = dvc(two_runs, "exp", "run", "--temp", "-S", override, check=False)
+    assert res.returncode != 0
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if message in ln]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    assert git(two_runs, "status", "--porcelain") == ""  # the workspace is untouched
+
+
+def test_an_override_of_an_unlisted_key_is_refused_by_dvc_as_the_readme_says(
+    two_runs: Path,
+) -> None:
+    res = dvc(two_runs, "exp", "run", "--temp", "-S", "train.bacth_size=64", check=False)
+    assert res.returncode != 0 and "is not in struct" in res.stderr
+    readme = (ROOT / "README.md").read_text()
+    assert "is not in struct" in readme and "+train.bacth_size=64" in readme
