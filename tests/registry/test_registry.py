@@ -420,6 +420,7 @@ def test_publish_stage_exits_75_naming_the_endpoint_when_s3_is_down(
             "--metrics", str(tmp_path / "metrics/publish.json")]  # fmt: skip
     assert stage.run(publish.main, argv) == 75
     err = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(err) == 1 and "\n" not in err[0] and f"cannot reach the S3 endpoint http://127.0.0.1:{port}" in err[0]
+    assert len(err) == 1 and "\n" not in err[0]
+    assert f"cannot reach the S3 endpoint http://127.0.0.1:{port}" in err[0]
     assert "Traceback" not in err[0] and SECRET not in err[0]
     assert not (tmp_path / "metrics").exists()
