@@ -29,6 +29,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     whole session, with the bucket :data:`S3_BUCKET`. Tests take unique prefixes in it."""
     with seaweed(tmp_path_factory.mktemp("seaweedfs")) as server:
         server.create_bucket(S3_BUCKET)
+        if os.environ.get("ONCEFLOW_TEST_REPORT_DIR"):  # the figure for a person to read
+            Path(os.environ["ONCEFLOW_TEST_REPORT_DIR"], "seaweedfs_startup_s.txt").write_text(
+                f"{server.startup_s:.2f}\n"
+            )
         yield server
 
 
