@@ -5,7 +5,10 @@ cache, applies its ``-S`` overrides there (never to the user's checkout) and let
 runs. Targets with a ``work_pool`` run on that pool through the ``nas-target-stages/<pool>``
 deployment; their results come back through the DVC remote's run cache. Phases, when some target
 has a pool: ``dvc repro`` of what those targets read, the pool runs in parallel with ``dvc repro``
-of the local targets, then ``dvc repro`` of the rest. Without pools: one ``dvc repro``.
+of the local targets, then ``dvc repro`` of the rest. Without pools: one ``dvc repro``. With
+``train_pool``, the supernet is trained first on that pool's machine (``nas-train-stage/<pool>``)
+and restored here the same way. A pool whose machine is lost fails or retries its run instead of
+hanging this one (:mod:`onceflow.orchestration.pools`); the run ends by checking ``dvc status``.
 """
 
 from __future__ import annotations
