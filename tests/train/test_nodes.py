@@ -187,7 +187,10 @@ def test_a_node_lost_mid_run_resumes_from_a_checkpoint(tmp_path, tiny_prepared):
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and first.poll() is None:
-            found = load_latest_checkpoint(a / "ckpt")
+            runs = sorted((a / "ckpt").glob("*/")) if (a / "ckpt").is_dir() else []
+            found = next(  # one folder per run identity (train/resume.py identity_dir)
+                (f for f in map(load_latest_checkpoint, runs) if f is not None), None
+            )
             if found is not None and found[0].get("world") == 2:
                 timeline["checkpoint_of_two_nodes_step"] = found[0]["global_step"]
                 break
