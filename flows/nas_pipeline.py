@@ -28,14 +28,13 @@ from flows.tasks import (
     run_cache,
     tell_story,
 )
+from flows.train_stage import TRAIN_STAGE
 from onceflow.errors import ConfigError
 from onceflow.orchestration import dvc as od
 from onceflow.orchestration.dvc import StageFailed, Transient
 from onceflow.orchestration.pools import ApiUnavailable, Watch, api_unavailable, wait_for_pool_run
 from onceflow.orchestration.targets import read_targets, work_pools
 from onceflow.orchestration.worktree import Workspace
-
-TRAIN_STAGE = "train_supernet"
 
 TARGET_FLOW = "nas-target-stages"  # flows/target_stages.py; one deployment per work pool
 TRAIN_FLOW = "nas-train-stage"  # flows/train_stage.py; on the training machine's pool

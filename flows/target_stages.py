@@ -13,9 +13,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.tasks import close_run_workspace, dvc_repro, dvc_transfer, open_run_workspace, run_cache
+from flows.tasks import close_run_workspace, open_run_workspace, reproduce_and_send_back
 from onceflow.errors import ConfigError
-from onceflow.io import write_text_atomic
 from onceflow.orchestration import dvc as od
 
 
@@ -34,12 +33,8 @@ def nas_target_stages(
         if not group.stages:
             raise ConfigError(f"{ws.path}: dvc.yaml has no stages for target '{target}'")
         get_run_logger().info("target %s: %s", target, ", ".join(group.stages))
-        if lock:
-            write_text_atomic(ws.path / "dvc.lock", lock)
-        if group.inputs:
-            dvc_transfer(ws, "pull", list(group.inputs))
-        dvc_repro(ws, list(group.stages), label=f"target {target}", single_item=True)
-        run_cache(ws, "push", list(group.stages))
-        return list(group.stages)
+        return reproduce_and_send_back(
+            ws, lock, group.inputs, group.stages, label=f"target {target}"
+        )
     finally:
         close_run_workspace(ws)

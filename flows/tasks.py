@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.tasks import exponential_backoff
 
+from onceflow.io import write_text_atomic
 from onceflow.orchestration import dvc as od
 from onceflow.orchestration import story
 from onceflow.orchestration.worktree import Workspace, close_workspace, open_workspace
@@ -85,6 +86,22 @@ def dvc_transfer(ws: Workspace, verb: str, args: Sequence[str] = ()) -> None:
 def run_cache(ws: Workspace, verb: str, stages: Sequence[str]) -> None:
     """``push`` a worker's results to the remote's run cache, or ``restore`` them here."""
     od.run_cache(ws.path, verb, list(stages), on_line=get_run_logger().info, project=ws.repo)
+
+
+def reproduce_and_send_back(
+    ws: Workspace, lock: str, inputs: Sequence[str], stages: Sequence[str], label: str
+) -> list[str]:
+    """On a pool's machine: take the caller's ``dvc.lock`` (the hashes of the inputs), pull
+    ``inputs`` from the DVC remote, ``dvc repro`` ``stages`` (restored from the remote's run
+    cache when they already ran) and push them with their run-cache entries; the caller then
+    restores them through the run cache."""
+    if lock:
+        write_text_atomic(ws.path / "dvc.lock", lock)
+    if inputs:
+        dvc_transfer(ws, "pull", list(inputs))
+    dvc_repro(ws, list(stages), label=label, single_item=True)
+    run_cache(ws, "push", list(stages))
+    return list(stages)
 
 
 @task(task_run_name="tell the run's story")

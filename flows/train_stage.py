@@ -14,8 +14,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.tasks import close_run_workspace, dvc_repro, dvc_transfer, open_run_workspace, run_cache
-from onceflow.io import write_text_atomic
+from flows.tasks import close_run_workspace, open_run_workspace, reproduce_and_send_back
 
 TRAIN_STAGE = "train_supernet"
 
@@ -30,12 +29,7 @@ def nas_train_stage(
     """Train the supernet of ``repo`` at ``commit``; return the stages it ran."""
     ws = open_run_workspace(str(Path(repo).resolve()), commit, list(set_params or []))
     try:
-        if lock:
-            write_text_atomic(ws.path / "dvc.lock", lock)
         get_run_logger().info("training the supernet of %s here", commit[:12])
-        dvc_transfer(ws, "pull", ["prepare"])
-        dvc_repro(ws, [TRAIN_STAGE], label="train_supernet", single_item=True)
-        run_cache(ws, "push", [TRAIN_STAGE])
-        return [TRAIN_STAGE]
+        return reproduce_and_send_back(ws, lock, ["prepare"], [TRAIN_STAGE], TRAIN_STAGE)
     finally:
         close_run_workspace(ws)
