@@ -18,10 +18,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("params", "target", "supernet", "data", "out", "metrics", "plot"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--plot-data", required=True, help="the plot's points (CSV) for dvc plots")
+    ap.add_argument("--results", default=None, help="device_results@<T>: imported timings")
     args = parse_stage_args(ap, argv)
     params = load_params(args.params)
     result = run_latency_table(
-        params, args.target, args.supernet, args.data, params_file=args.params
+        params, args.target, args.supernet, args.data, params_file=args.params, results=args.results
     )
     with atomic_dir(args.out) as tmp:
         result.save(tmp)

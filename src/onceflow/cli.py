@@ -5,6 +5,8 @@
     onceflow show r28-0123abcd4567 [--artifacts artifacts]
     onceflow publish --registry file://registry artifacts/
     onceflow train join --endpoint HOST:PORT   (another machine joins the training job)
+    onceflow latency export --target phone --n 120 --out to-time/   (a device with no worker)
+    onceflow latency import --target phone results.csv
 
 S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_PROFILE, instance roles), the endpoint from --endpoint-url or AWS_ENDPOINT_URL (MinIO).
@@ -511,6 +513,64 @@ def train_join(
 
     logging.getLogger().setLevel(os.environ.get("ONCEFLOW_LOG_LEVEL", "INFO").upper())
     join_job(endpoint, params, data)
+
+
+latency_app = typer.Typer(
+    name="latency",
+    cls=_OneLineErrors,
+    help="Latency tables for devices that run no worker: export subnets, import timings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(latency_app)
+ParamsFile = Annotated[Path, typer.Option("--params", metavar="FILE", help="The params file.")]
+SupernetDir = Annotated[
+    Path, typer.Option("--supernet", metavar="DIR", help="The trained supernet (its space).")
+]
+
+
+@latency_app.command("export", cls=_Command)
+@_user_errors
+def latency_export(
+    target: Annotated[str, typer.Option("--target", metavar="NAME", help="The target.")],
+    n: Annotated[int, typer.Option("--n", min=2, metavar="N", help="Subnets to export.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="A new directory.")],
+    params: ParamsFile = Path("params.yaml"),
+    supernet: SupernetDir = Path("models/supernet"),
+) -> None:
+    """Write N subnets covering the space as ONNX files + manifest.json (arch, input shape) +
+    README.txt (how to report the timings) for the device of TARGET."""
+    from onceflow.config import load_params
+    from onceflow.latency.roundtrip import export_for_target
+
+    done = export_for_target(load_params(params), target, n, out, supernet, params_file=params)
+    typer.echo(f"exported {n} subnets to {done}; time them on the device (see README.txt)")
+
+
+@latency_app.command("import", cls=_Command)
+@_user_errors
+def latency_import(
+    results: Annotated[Path, typer.Argument(metavar="RESULTS.csv", help="arch|id,latency_ms")],
+    target: Annotated[str, typer.Option("--target", metavar="NAME", help="The target.")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", metavar="FILE", help="The export manifest (rows by id)."),
+    ] = None,
+    params: ParamsFile = Path("params.yaml"),
+    supernet: SupernetDir = Path("models/supernet"),
+) -> None:
+    """Check device timings (every arch in the space, finite positive ms, enough distinct
+    subnets; repeats merged) and write TARGET's results file; then `dvc repro` builds its
+    latency table, search and packages."""
+    from onceflow.config import load_params
+    from onceflow.latency.roundtrip import import_for_target
+
+    dest, n = import_for_target(
+        load_params(params), target, results, supernet, manifest=manifest, params_file=params
+    )
+    typer.echo(f"imported {n} subnets for {target} into {dest}; next: dvc repro")
 
 
 @app.command(cls=_Command)

@@ -368,6 +368,25 @@ class LatencyTarget(StrictModel):
     # Latency budgets of this target's search; null: search.default_budgets. Kept here (not in
     # the search section) so that editing one target's budgets reruns only that target's stages.
     budgets: BudgetConfig | None = None
+    # attached: timed on a machine that runs this target's stage. imported: a device that runs
+    # no worker (phone, NPU): `onceflow latency export` writes sample subnets, the user times
+    # them there, `onceflow latency import` writes `results`, and the table is fit on those.
+    kind: Literal["attached", "imported"] = "attached"
+    # The whole-subnet timings of an imported target (CSV: arch,latency_ms), relative to the
+    # repo root; a DVC dependency of device_results@<name>. null: devices/<name>.csv.
+    results: str | None = None
+    _results = field_validator("results")(lambda v: v if v is None else _plain_path(v))
+    # lut: per-layer table + calibration. measured: a model fit on whole measured subnets
+    # (features of the arch). auto: the one with the better cross-validated error on the
+    # measured subnets (the table's details say why). Imported targets always use measured.
+    estimator: Literal["lut", "measured", "auto"] = "lut"
+    # Whole subnets timed (attached) or required (imported) to fit the measured estimator;
+    # the validation subnets stay held out.
+    measured_subnets: Annotated[int, Field(ge=10)] = 100
+
+    def results_path(self, name: str) -> str:
+        """Where this (imported) target's results file lives, relative to the repo root."""
+        return self.results or f"devices/{name}.csv"
 
     @property
     def single_threaded_cpu(self) -> bool:
@@ -425,6 +444,11 @@ class LatencyConfig(StrictModel):
             if t.backend == "onnxruntime" and t.precision == "fp16":
                 raise ValueError(
                     f"latency.targets.{name}: onnxruntime targets run fp32 or int8 (fp16: tensorrt)"
+                )
+            if t.kind == "imported" and t.estimator == "lut":
+                raise ValueError(
+                    f"latency.targets.{name}: an imported target has no per-layer table; "
+                    "set estimator: measured (or auto)"
                 )
             if self.protocol.clock == "thread_cpu" and not t.single_threaded_cpu:
                 raise ValueError(

@@ -30,7 +30,7 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
     repo = copy_repo(tmp_path / "repo", TINY)
     save_supernet(Supernet(tiny_space), repo / "models" / "supernet")  # random weights suffice
     write_prepared(repo / "data" / "prepared", n_per_class=4)
-    run_dvc(repo, "repro", "--single-item", "latency_table@ort-cpu")
+    run_dvc(repo, "repro", "--single-item", "device_results@ort-cpu", "latency_table@ort-cpu")
 
     out = repo / "latency" / "ort-cpu"
     assert {p.name for p in out.iterdir()} == {
@@ -64,7 +64,9 @@ def test_dvc_repro_latency_table(tmp_path: Path, tiny_space) -> None:
     pred = est.predict(space.encode_batch([space.sample(rng) for _ in range(20)]))
     assert pred.shape == (20,) and np.all(pred > 0)
 
-    again = run_dvc(repo, "repro", "--single-item", "latency_table@ort-cpu")
+    again = run_dvc(
+        repo, "repro", "--single-item", "device_results@ort-cpu", "latency_table@ort-cpu"
+    )
     assert "didn't change" in again.stdout or "up to date" in again.stdout
 
 

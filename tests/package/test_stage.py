@@ -60,7 +60,10 @@ def test_dvc_repro_default_int8_target_table_and_package(tmp_path: Path) -> None
     }
     repo = copy_repo(tmp_path / "repo", tiny)
     _upstream(repo, "ort-cpu-int8")
-    run_dvc(repo, "repro", "--single-item", "latency_table@ort-cpu-int8", "package@ort-cpu-int8")
+    run_dvc(
+        repo, "repro", "--single-item", "device_results@ort-cpu-int8", "latency_table@ort-cpu-int8",
+        "package@ort-cpu-int8",
+    )  # fmt: skip
     lut = json.loads((repo / "latency" / "ort-cpu-int8" / "lut.json").read_text())
     assert lut["environment"]["quantization"]["format"] == "QDQ"
     assert lut["target_config"]["options"]["int8_calibration_images"] == 64

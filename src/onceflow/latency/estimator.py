@@ -17,6 +17,7 @@ from onceflow.errors import ConfigError
 from onceflow.io import read_json
 from onceflow.latency.calibration import Calibration
 from onceflow.latency.lut import LUT_FILE, Lut
+from onceflow.latency.measured import MeasuredEstimator, MeasuredModel
 from onceflow.supernet.arch import Arch
 from onceflow.supernet.space import SearchSpace
 from onceflow.supernet.tables import BlockTables
@@ -30,6 +31,8 @@ MIN_LATENCY_MS = 1e-4  # floor for calibrated predictions (ms)
 
 class LatencyEstimator:
     """Predicts end-to-end latency (ms) of archs of ``space`` on the LUT's target."""
+
+    kind = "lut"
 
     def __init__(self, space: SearchSpace, lut: Lut, calibration: Calibration | None = None):
         self.space, self.lut = space, lut
@@ -105,28 +108,50 @@ class LatencyEstimator:
         return float(max(self.calibration.apply(feats)[0], MIN_LATENCY_MS))
 
 
-def estimator_json(calibration: Calibration, target: str) -> dict:
+def estimator_json(
+    calibration: Calibration | None,
+    target: str,
+    measured: MeasuredModel | None = None,
+    selection: dict | None = None,
+) -> dict:
+    """estimator.json: ``kind`` lut (LUT + calibration) or measured (a model fit on whole
+    subnets; it reads the LUT too when one of its features is the LUT sum)."""
     return {
         "schema_version": ESTIMATOR_SCHEMA_VERSION,
         "target": target,
-        "lut": LUT_FILE,
-        "calibration": calibration.to_json(),
+        "kind": "measured" if measured is not None else "lut",
+        "lut": LUT_FILE if calibration is not None else None,
+        "calibration": calibration.to_json() if calibration is not None else None,
+        **({"measured": measured.to_json()} if measured is not None else {}),
+        **({"selection": selection} if selection else {}),
     }
 
 
-def load_estimator(latency_dir: str | Path, space: SearchSpace) -> LatencyEstimator:
-    """Load ``latency/<target>/`` (lut.json + estimator.json) for ``space``."""
+def load_estimator(
+    latency_dir: str | Path, space: SearchSpace
+) -> LatencyEstimator | MeasuredEstimator:
+    """Load ``latency/<target>/`` (estimator.json, + lut.json when the estimator uses it) for
+    ``space``: either estimator has ``predict(encoded)`` and ``predict_arch(arch)`` in ms."""
     d = Path(latency_dir)
     est_path, lut_path = d / ESTIMATOR_FILE, d / LUT_FILE
-    for p in (est_path, lut_path):
-        if not p.is_file():
-            raise ConfigError(f"{p}: missing; build the table first (dvc repro latency_table)")
+    if not est_path.is_file():
+        raise ConfigError(f"{est_path}: missing; build the table first (dvc repro latency_table)")
     est = read_json(est_path)
     if est.get("schema_version") != ESTIMATOR_SCHEMA_VERSION:
         raise ConfigError(
             f"{est_path}: schema_version {est.get('schema_version')!r} is not "
             f"{ESTIMATOR_SCHEMA_VERSION}; rebuild the table (dvc repro latency_table)"
         )
+    if est.get("kind", "lut") == "measured":
+        model = MeasuredModel.from_json(est.get("measured") or {}, str(est_path))
+        lut_est = _load_lut(lut_path, space, est) if model.uses_lut else None
+        return MeasuredEstimator(space, model, lut_est.raw if lut_est else None)
+    return _load_lut(lut_path, space, est)
+
+
+def _load_lut(lut_path: Path, space: SearchSpace, est: dict) -> LatencyEstimator:
+    if not lut_path.is_file():
+        raise ConfigError(f"{lut_path}: missing; build the table first (dvc repro latency_table)")
     lut_d = read_json(lut_path)
     lut = Lut.from_json(lut_d, str(lut_path))
     if "space" in lut.meta and SearchSpace.from_json(lut.meta["space"]) != space:
@@ -134,4 +159,5 @@ def load_estimator(latency_dir: str | Path, space: SearchSpace) -> LatencyEstima
             f"{lut_path} was built for a different search space than models/supernet/space.json; "
             "rebuild it (dvc repro latency_table)"
         )
-    return LatencyEstimator(space, lut, Calibration.from_json(est["calibration"]))
+    cal = est.get("calibration")
+    return LatencyEstimator(space, lut, Calibration.from_json(cal) if cal else None)

@@ -18,12 +18,13 @@ from onceflow.io import write_json_atomic
 from onceflow.latency.backends import make_backend
 from onceflow.latency.calibration_data import target_calibration_images
 from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
+from onceflow.latency.imported import build_imported_table, read_results
 from onceflow.latency.lut import LUT_FILE
 from onceflow.latency.plot import plot_rows
 from onceflow.latency.table import TableResult, build_latency_table
 from onceflow.metrics import latency_headline
 from onceflow.plots import latency_png
-from onceflow.supernet import build_layer, load_supernet
+from onceflow.supernet import SearchSpace, build_layer, load_supernet
 
 HOST_FILE = "host.json"
 
@@ -40,9 +41,12 @@ class LatencyTableOutputs:
     def save(self, directory: Path) -> None:
         """lut.json, estimator.json, validation.json (the measured subnets) and host.json (the
         machine and its load while it was timed)."""
-        write_json_atomic(directory / LUT_FILE, self.table.lut.to_json())
+        t = self.table
+        if t.lut is not None:
+            write_json_atomic(directory / LUT_FILE, t.lut.to_json())
         write_json_atomic(
-            directory / ESTIMATOR_FILE, estimator_json(self.table.calibration, self.target)
+            directory / ESTIMATOR_FILE,
+            estimator_json(t.calibration, self.target, t.measured, t.selection),
         )
         write_json_atomic(directory / "validation.json", self.table.records)
         write_json_atomic(directory / HOST_FILE, self.table.metrics["host"])
@@ -68,14 +72,20 @@ def run_latency_table(
     data_dir: str | os.PathLike[str],
     *,
     params_file: str | os.PathLike[str] = "params.yaml",
+    results: str | os.PathLike[str] | None = None,
 ) -> LatencyTableOutputs:
     """Measure, calibrate and validate the latency table of ``latency.targets.<target>`` on this
-    machine. ConfigError (naming ``params_file``) when there is no such target."""
+    machine; for an imported target, fit its estimator on ``results`` (device_results@<T>'s
+    file) instead. ConfigError (naming ``params_file``) when there is no such target."""
     cfg = params.latency
     if target not in cfg.targets:
         raise ConfigError(f"{params_file}: latency.targets has no {target!r} ({list(cfg.targets)})")
     torch.set_num_threads(params.base.threads)
     supernet = load_supernet(supernet_dir).eval()
+    if cfg.targets[target].kind == "imported":
+        if results is None:
+            raise ConfigError(f"latency_table@{target}: an imported target needs --results")
+        return imported_table(params, target, supernet.space, Path(results))
     images = target_calibration_images(cfg.targets[target], data_dir, params.base.seed)
     backend = make_backend(cfg.targets[target], images)
     with timed_on_host(f"latency_table@{target}") as host:
@@ -85,6 +95,25 @@ def run_latency_table(
     table.metrics["host"] = host  # the machine it was timed on, and its load around the timing
     title = (
         f"{target}: within ±10% {table.metrics['within_10pct']:.0%}, "
+        f"Kendall τ {table.metrics['kendall_tau']:.3f}"
+    )
+    return LatencyTableOutputs(target, table, latency_png(table.records, title))
+
+
+def imported_table(
+    params: Params, target: str, space: SearchSpace, results: Path
+) -> LatencyTableOutputs:
+    """An imported target's table: the measured-subnet estimator fit on its device timings."""
+    t = params.latency.targets[target]
+    try:
+        text = results.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{results}: cannot read ({err.__class__.__name__}); dvc repro") from None
+    rows = read_results(text, space, source=str(results), min_rows=t.measured_subnets)
+    table = build_imported_table(space, rows, t, target, params.base.seed)
+    table.metrics["host"] = {"imported_from": t.results_path(target), "timed_here": False}
+    title = (
+        f"{target} (imported): within ±10% {table.metrics['within_10pct']:.0%}, "
         f"Kendall τ {table.metrics['kendall_tau']:.3f}"
     )
     return LatencyTableOutputs(target, table, latency_png(table.records, title))

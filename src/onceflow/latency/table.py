@@ -28,7 +28,9 @@ from onceflow.latency.calibration import Calibration, fit_calibration
 from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.fidelity import fidelity
 from onceflow.latency.lut import Lut, lut_from_stats, lut_models
+from onceflow.latency.measured import MeasuredModel
 from onceflow.latency.protocol import LatencyStats, MeasureProtocol
+from onceflow.latency.selection import choose_estimator
 from onceflow.supernet.arch import Arch
 from onceflow.supernet.space import SearchSpace
 from onceflow.supernet.specs import LayerSpec
@@ -38,10 +40,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TableResult:
-    lut: Lut
-    calibration: Calibration
+    lut: Lut | None  # None for an imported target (no per-layer table)
+    calibration: Calibration | None
     records: list[dict]  # one per measured subnet: arch, role, measured/predicted/raw ms, cv
     metrics: dict
+    measured: MeasuredModel | None = None  # set when the chosen estimator is `measured`
+    selection: dict | None = None  # estimator auto: what was compared and why one won
 
 
 def protocol_from_config(cfg: LatencyConfig, target: LatencyTarget, seed: int) -> MeasureProtocol:
@@ -96,16 +100,20 @@ def build_latency_table(
     ends = list(dict.fromkeys([space.min_arch(), space.max_arch()]))[:k]
     calib = ends + sample_distinct(space, k - len(ends), rng, set(ends))
     valid = sample_distinct(space, m, rng, set(calib))
-    archs = calib + valid
+    # estimator measured / auto: more whole subnets to fit on (the validation stays held out)
+    n_extra = max(0, target.measured_subnets - k) if target.estimator != "lut" else 0
+    extra = sample_distinct(space, n_extra, rng, set(calib) | set(valid))
+    archs = calib + valid + extra
 
     # One interleaved pass over LUT layers and whole subnets: whatever the machine does
     # meanwhile (other processes, clocks, caches) hits table and subnets alike.
     log.info(
-        "timing %d layer signatures + call overhead and %d calibration + %d validation subnets "
-        "on %s (%s clock)",
+        "timing %d layer signatures + call overhead and %d calibration + %d validation "
+        "(+ %d training) subnets on %s (%s clock)",
         len(specs),
         k,
         m,
+        n_extra,
         backend.name,
         protocol.clock,
     )
@@ -133,22 +141,50 @@ def build_latency_table(
     # Wall time over the protocol's clock (1.0 for wall): how much contention inflated wall time.
     wall_ratio = float(np.median(np.median(wall[n_lut:], axis=1) / measured))
 
-    feats = estimator.features(space.encode_batch(archs))
+    encoded = space.encode_batch(archs)
+    feats = estimator.features(encoded)
     calibration = fit_calibration(
         {n: v[:k] for n, v in feats.items()}, measured[:k], cfg.calibration
     )
     predicted = calibration.apply(feats)
     raw = feats["sum"]
+    v = slice(k, k + m)  # the held-out validation subnets
+    train = np.r_[0:k, k + m : len(archs)]
+    model, selection = None, None
+    if target.estimator != "lut":
+        choice = choose_estimator(
+            space,
+            encoded[train],
+            measured[train],
+            feats={n: f[train] for n, f in feats.items()},
+            mode=target.estimator,
+            calibration_model=cfg.calibration,
+            seed=seed,
+        )
+        selection = choice.selection
+        selection["validation"] = {
+            name: fidelity(est_pred(feats, encoded)[v], measured[v])
+            for name, est_pred in choice.predictors(space).items()
+        }
+        if choice.kind == "measured":
+            model = choice.measured
+            predicted = choice.predictors(space)["measured"](feats, encoded)
+        else:
+            calibration = choice.calibration
+            predicted = calibration.apply(feats)
 
     metrics = {
         "target": target_name,
         "backend": target.backend,
-        **fidelity(predicted[k:], measured[k:], cvs[k:]),
-        "mape_uncalibrated": fidelity(raw[k:], measured[k:])["mape"],
-        "kendall_tau_uncalibrated": fidelity(raw[k:], measured[k:])["kendall_tau"],
+        "estimator": "measured" if model is not None else "lut",
+        **fidelity(predicted[v], measured[v], cvs[v]),
+        "mape_uncalibrated": fidelity(raw[v], measured[v])["mape"],
+        "kendall_tau_uncalibrated": fidelity(raw[v], measured[v])["kendall_tau"],
         "calibration_model": calibration.model,
         "calibration_loo_mape": calibration.loo_mape,
         "n_calibration": k,
+        "n_measured_train": int(len(train)) if target.estimator != "lut" else 0,
+        **({"estimator_selection": selection} if selection else {}),
         "lut_entries": len(lut.entries),
         "lut_noise_cv": float(np.median([s.cv for s in lut.entries.values()])),
         "call_overhead_ms": lut.overhead.median,
@@ -161,7 +197,7 @@ def build_latency_table(
     records = [
         {
             "arch": str(a),
-            "role": "calibration" if i < k else "validation",
+            "role": "calibration" if i < k else "validation" if i < k + m else "training",
             "measured_ms": float(measured[i]),
             "predicted_ms": float(predicted[i]),
             "raw_lut_sum_ms": float(raw[i]),
@@ -178,4 +214,4 @@ def build_latency_table(
         metrics["mape_uncalibrated"],
         metrics["noise_cv"],
     )
-    return TableResult(lut=lut, calibration=calibration, records=records, metrics=metrics)
+    return TableResult(lut, calibration, records, metrics, model, selection)

@@ -270,8 +270,9 @@ def build_package(
         plan = build_engine(static, shape)
     engine = "built" if plan is not None else f"skipped: {engine_skip_reason}"
     budget = min(cand.budgets_ms) if cand.budgets_ms else None
-    measured = float(stats["median"])
-    ratio = latency_ratio(measured, cand.predicted_latency_ms)
+    timed = bool(stats.get("timed", True))  # False: imported target, device not attached
+    measured = float(stats["median"]) if timed else float(cand.predicted_latency_ms or "nan")
+    ratio = latency_ratio(measured, cand.predicted_latency_ms) if timed else None
     if ratio is not None and abs(ratio - 1.0) > LATENCY_WARN_REL:
         log.warning(
             "package %s (%s) for target %r: measured latency %.3f ms is %.2fx the predicted "
@@ -307,6 +308,7 @@ def build_package(
             "budgets": list(cand.budgets_ms),
             "batch_size": target.batch_size,
             "stats": stats,
+            **({} if timed else {"timed_on_device": False}),
         },
         "parity": parity.to_json(),
         **({"quantization": quant} if quant is not None else {}),

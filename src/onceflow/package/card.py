@@ -26,6 +26,20 @@ def _quantization_lines(q: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
+def _latency_line(m: Mapping[str, Any], lat: Mapping[str, Any], ratio: str) -> str:
+    if lat.get("timed_on_device") is False:  # an imported target: its device is not attached
+        return (
+            f"- Latency: **{_ms(lat['measured'])}** predicted for `{m['target']}` (batch "
+            f"{lat.get('batch_size', 1)}) by a model fit on the device's own timings of sample "
+            "subnets (an imported target); this package was not timed on the device, so there "
+            "is no on-device latency check: time it there before relying on the budget"
+        )
+    return (
+        f"- Latency: **{_ms(lat['measured'])}** measured on `{m['target']}` (median, batch "
+        f"{lat.get('batch_size', 1)}); predicted {_ms(lat.get('predicted'))}{ratio}"
+    )
+
+
 def render_card(m: Mapping[str, Any]) -> str:
     """Markdown: what the model is, accuracy, latency, input spec, 5 lines of onnxruntime."""
     inp, lat, arch = m["input"], m["latency_ms"], m["arch"]
@@ -54,8 +68,7 @@ def render_card(m: Mapping[str, Any]) -> str:
         f"- Architecture: `{arch['string']}`",
         f"- Test accuracy (top-1): **{100 * m['test_accuracy']:.2f}%** on {m.get('n_test', 'n/a')} "
         f"test images, ONNX Runtime (predicted at search time: {pred_acc})",
-        f"- Latency: **{_ms(lat['measured'])}** measured on `{m['target']}` (median, batch "
-        f"{lat.get('batch_size', 1)}); predicted {_ms(lat.get('predicted'))}{ratio}",
+        _latency_line(m, lat, ratio),
         f"- Parity ONNX Runtime vs PyTorch: max |diff| {m['parity']['max_abs_diff']:.2g}, top-1 "
         f"agreement {100 * m['parity']['top1_agreement']:.2f}% on {m['parity']['n_images']} images",
         *_quantization_lines(m.get("quantization")),

@@ -113,6 +113,12 @@ def target_info(name: str, target: LatencyTarget) -> TargetInfo:
     return TargetInfo(name=name, config=target)
 
 
+def not_timed(onnx_bytes: bytes, model: nn.Module, shape: tuple[int, ...]) -> Mapping[str, Any]:
+    """An imported target's package: its device is not attached, so nothing is timed here; the
+    latency shipped is the estimator's (fit on the device's own timings of sample subnets)."""
+    return {"timed": False}
+
+
 def backend_fns(
     target: LatencyTarget, params: Params, name: str, data: PreparedData | None = None
 ) -> tuple[MeasureFn, EngineFn | None, str, QuantizeFn | None]:
@@ -127,6 +133,8 @@ def backend_fns(
     from onceflow.latency.protocol import LatencyStats
     from onceflow.latency.table import protocol_from_config
 
+    if target.kind == "imported":  # the device is not attached: nothing to time here
+        return not_timed, None, f"imported target {name}: not built here", None
     backend = make_backend(target, target_calibration_images(target, data, params.base.seed))
     backend.require(name)
     # The very protocol the target's latency table used (sessions, priming, clock), so measured

@@ -1,0 +1,226 @@
+"""A device that is not attached: export -> time elsewhere -> import -> table -> search.
+
+The "device" is ONNX Runtime on this machine at another setting (batch 8, a latency per batch)
+timing the exported files the way a user would: with its own script, from the files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from onceflow.cli import app
+from onceflow.config import (
+    BudgetConfig,
+    EvolutionConfig,
+    NsgaConfig,
+    SearchConfig,
+    load_params,
+)
+from onceflow.devices import device_results_text
+from onceflow.errors import ConfigError
+from onceflow.latency import load_estimator
+from onceflow.latency.imported import covering_archs, read_results
+from onceflow.latency.measured import MeasuredEstimator
+from onceflow.latency.stage import imported_table
+from onceflow.search import run_search
+from onceflow.supernet import Arch, SearchSpace, Supernet, save_supernet
+from tests.conftest import REPO_ROOT, tiny_supernet_config
+
+T = "edge"
+N_EXPORT = 36
+DEVICE = {
+    "kind": "imported",
+    "estimator": "measured",
+    "batch_size": 8,
+    "measured_subnets": 24,
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path, tiny_space: SearchSpace, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder: params.yaml with the tiny space and an imported target, a supernet."""
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["supernet"] = tiny_supernet_config().model_dump(mode="json")
+    params["latency"]["targets"][T] = dict(DEVICE)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    save_supernet(Supernet(tiny_space).eval(), tmp_path / "models" / "supernet")
+    (tmp_path / "devices").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def time_on_device(folder: Path, repeats: int = 25) -> str:
+    """What a user does on the device: run every exported file at its manifest input shape and
+    write arch,latency_ms rows (some subnets twice: repeats are merged)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rows = ["arch,latency_ms"]
+    for i, s in enumerate(manifest["subnets"]):
+        sess = ort.InferenceSession(str(folder / s["file"]), so, providers=["CPUExecutionProvider"])
+        x = {sess.get_inputs()[0].name: np.ones(s["input_shape"], dtype=np.float32)}
+        for _ in range(3):
+            sess.run(None, x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sess.run(None, x)
+            times.append(time.perf_counter() - t0)
+        ms = 1e3 * float(np.percentile(times, 25))
+        rows += [f"{s['arch']},{ms!r}"] * (2 if i % 10 == 0 else 1)
+    return "\n".join(rows) + "\n"
+
+
+def test_export_time_import_build_search(project: Path, tiny_space: SearchSpace) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["latency", "export", "--target", T, "--n", str(N_EXPORT), "--out",
+                              "to-time"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((project / "to-time" / "manifest.json").read_text())
+    subnets = manifest["subnets"]
+    assert len(subnets) == N_EXPORT == len(list((project / "to-time").glob("*.onnx")))
+    archs = [Arch.parse(s["arch"]) for s in subnets]
+    assert len(set(archs)) == N_EXPORT and {a.resolution for a in archs} == {12, 16}
+    assert tiny_space.min_arch() in archs and tiny_space.max_arch() in archs
+    assert all(s["input_shape"] == [8, 1, a.resolution, a.resolution]
+               for s, a in zip(subnets, archs, strict=True))  # fmt: skip
+    again = runner.invoke(app, ["latency", "export", "--target", T, "--n", "3", "--out",
+                                "to-time"])  # fmt: skip
+    assert again.exit_code == 2 and "already exists" in again.output
+
+    (project / "results.csv").write_text(time_on_device(project / "to-time"))
+    res = runner.invoke(app, ["latency", "import", "--target", T, "results.csv"])
+    assert res.exit_code == 0, res.output
+    merged = (project / "devices" / f"{T}.csv").read_text().splitlines()
+    assert merged[0] == "arch,latency_ms" and len(merged) == 1 + N_EXPORT  # repeats merged
+
+    # device_results@edge passes the file on; latency_table@edge fits on it
+    params = load_params("params.yaml")
+    passed = device_results_text(params, T, project / "devices")
+    assert passed == (project / "devices" / f"{T}.csv").read_text()
+    assert device_results_text(params, "ort-cpu", project / "devices") == "arch,latency_ms\n"
+    (project / "device_results").mkdir()
+    (project / "device_results" / f"{T}.csv").write_text(passed)
+    out = imported_table(params, T, tiny_space, project / "device_results" / f"{T}.csv")
+    m = out.table.metrics
+    assert m["kind"] == "imported" and m["n_imported"] == N_EXPORT and m["n_validation"] >= 5
+    assert m["kendall_tau"] > 0.5, m  # tiny subnets, a loaded machine: a loose floor
+    out.table.metrics["host"] |= {}
+    out.save(project / "latency" / T)
+    assert not (project / "latency" / T / "lut.json").exists()  # no per-layer table
+    est = load_estimator(project / "latency" / T, tiny_space)
+    assert isinstance(est, MeasuredEstimator)
+    pred = est.predict(tiny_space.encode_batch([tiny_space.min_arch(), tiny_space.max_arch()]))
+    assert 0 < pred[0] < pred[1]
+
+
+def _write(project: Path, text: str) -> Path:
+    p = project / "bad.csv"
+    p.write_text(text)
+    return p
+
+
+def _rows(space: SearchSpace, n: int, ms: float = 1.0) -> list[str]:
+    return [f"{a},{ms + i / 100}" for i, a in enumerate(covering_archs(space, n))]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "is empty"),
+        ("name,ms\nx,1\n", "needs columns arch (or id) and latency_ms"),
+        ("arch,latency_ms\nr99-d1_1-w1_1-k3_3_3_3-e2_2_2_2,1.0\n", "line 2: arch r99"),
+        ("arch,latency_ms\nnot-an-arch,1.0\n", "line 2: cannot parse arch string"),
+        ("GOOD\nARCH,nan\n", "latency_ms 'nan' must be finite and > 0"),
+        ("GOOD\nARCH,-1\n", "latency_ms '-1' must be finite and > 0"),
+        ("GOOD\nARCH,0\n", "latency_ms '0' must be finite and > 0"),
+        ("GOOD\nARCH,fast\n", "latency_ms 'fast' is not a number"),
+        ("GOOD\nARCH\n", "1 columns, expected 2"),
+        ("arch,latency_ms\nFEW\n", "distinct subnets, need at least 24"),
+        ("id,latency_ms\ns999,1.0\n", "unknown subnet id 's999'"),
+    ],
+)
+def test_bad_results_are_one_line_exit_2_and_write_nothing(
+    project: Path, tiny_space: SearchSpace, body: str, message: str
+) -> None:
+    good = _rows(tiny_space, 30)
+    body = body.replace("GOOD", "arch,latency_ms\n" + "\n".join(good[:29]))
+    body = body.replace("ARCH", good[29].split(",")[0]).replace("FEW", "\n".join(good[:5]))
+    res = CliRunner().invoke(app, ["latency", "import", "--target", T, str(_write(project, body))])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().count("\n") == 0 and "bad.csv" in res.output
+    assert message in res.output, res.output
+    assert list((project / "devices").iterdir()) == []  # nothing half-written
+
+
+def test_import_refuses_an_attached_target_and_a_missing_supernet(project: Path) -> None:
+    res = CliRunner().invoke(app, ["latency", "import", "--target", "ort-cpu", "x.csv"])
+    assert res.exit_code == 2 and "set kind: imported" in res.output
+    res = CliRunner().invoke(
+        app, ["latency", "import", "--target", T, "x.csv", "--supernet", "nowhere"]
+    )
+    assert res.exit_code == 2 and "x.csv: cannot read" in res.output
+
+
+def test_results_merge_duplicates_and_accept_manifest_ids(tiny_space: SearchSpace) -> None:
+    archs = covering_archs(tiny_space, 12)
+    text = "arch,latency_ms\n" + "".join(f"{a},{1 + i}\n" for i, a in enumerate(archs))
+    text += f"{archs[0]},3\n{archs[0]},2\n"  # 1, 3, 2 -> median 2
+    rows = read_results(text, tiny_space, source="r.csv", min_rows=12)
+    assert len(rows) == 12 and rows[0] == (tiny_space.canonical(archs[0]), 2.0)
+    ids = {f"s{i:03d}": str(a) for i, a in enumerate(archs)}
+    by_id = "id,latency_ms\n" + "".join(f"s{i:03d},{1 + i}\n" for i in range(12))
+    assert read_results(by_id, tiny_space, source="r.csv", min_rows=12, ids=ids)[3][1] == 4.0
+    with pytest.raises(ConfigError, match="r.csv: 12 distinct subnets, need at least 13"):
+        read_results(text, tiny_space, source="r.csv", min_rows=13)
+
+
+def _device_table(space: SearchSpace, project: Path, name: str, ms: np.ndarray) -> object:
+    archs = covering_archs(space, len(ms))
+    rows = "arch,latency_ms\n" + "".join(
+        f"{a},{float(v)!r}\n" for a, v in zip(archs, ms, strict=True)
+    )
+    path = project / f"{name}.csv"
+    path.write_text(rows)
+    params = load_params("params.yaml")
+    out = imported_table(params, T, space, path)
+    out.table.metrics["host"] = {}
+    out.save(project / "latency" / name)
+    return load_estimator(project / "latency" / name, space)
+
+
+def test_search_picks_follow_the_device_ranking(project: Path, tiny_space: SearchSpace) -> None:
+    """Two devices that rank subnets differently (one pays for resolution, the other for
+    kernel size and depth) get different picks at the same budgets and the same accuracy."""
+    space = tiny_space
+    archs = covering_archs(space, 40)
+    res_cost = np.array([a.resolution**2 for a in archs], dtype=float) / 100.0
+    k_cost = np.array([sum(a.kernels[: sum(a.depths)]) + 3 * sum(a.depths) for a in archs], float)
+    by_res = _device_table(space, project, "by-res", 0.5 + res_cost)
+    by_kernel = _device_table(space, project, "by-kernel", 0.5 + k_cost / 4)
+    cfg = SearchConfig(
+        nsga=NsgaConfig(pop_size=30, generations=20, polish_sweeps=2),
+        evolution=EvolutionConfig(population=20, generations=30),
+        random_samples=300,
+    )
+    budgets = BudgetConfig(unit="fraction", values=[0.3, 0.6])
+
+    def accuracy(x: np.ndarray) -> np.ndarray:  # a bigger net is better, whatever its cost
+        d = [space.decode(r) for r in x]
+        return np.array([a.resolution / 16 + sum(a.depths) / 4 + sum(a.kernels) / 20 for a in d])
+
+    picks = {}
+    for name, est in (("by-res", by_res), ("by-kernel", by_kernel)):
+        r = run_search(space.dimensions(), cfg, budgets, accuracy, est.predict, seed=0)
+        picks[name] = [str(space.decode(p.x)) for p in r.picks]
+        assert all(p.latency <= p.budget * (1 + 1e-9) for p in r.picks)
+    assert picks["by-res"] != picks["by-kernel"], picks
