@@ -55,7 +55,7 @@ def _changed(repo: Path) -> set[str]:
 
 
 def _of(target: str) -> set[str]:
-    return {f"{s}@{target}" for s in ("latency_table", "search", "package")}
+    return {f"{s}@{target}" for s in ("device_results", "latency_table", "search", "package")}
 
 
 # Stages that compare or show every target: a new target is one of their inputs by design.

@@ -371,7 +371,7 @@ class LatencyTarget(StrictModel):
     # attached: timed on a machine that runs this target's stage. imported: a device that runs
     # no worker (phone, NPU): `onceflow latency export` writes sample subnets, the user times
     # them there, `onceflow latency import` writes `results`, and the table is fit on those.
-    kind: Literal["attached", "imported"] = "attached"
+    timings: Literal["attached", "imported"] = "attached"
     # The whole-subnet timings of an imported target (CSV: arch,latency_ms), relative to the
     # repo root; a DVC dependency of device_results@<name>. null: devices/<name>.csv.
     results: str | None = None
@@ -445,7 +445,7 @@ class LatencyConfig(StrictModel):
                 raise ValueError(
                     f"latency.targets.{name}: onnxruntime targets run fp32 or int8 (fp16: tensorrt)"
                 )
-            if t.kind == "imported" and t.estimator == "lut":
+            if t.timings == "imported" and t.estimator == "lut":
                 raise ValueError(
                     f"latency.targets.{name}: an imported target has no per-layer table; "
                     "set estimator: measured (or auto)"

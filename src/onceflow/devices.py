@@ -23,7 +23,7 @@ def device_results_text(params: Params, target: str, devices: Path) -> str:
     if target not in cfg.targets:
         raise ConfigError(f"latency.targets has no {target!r} ({', '.join(cfg.targets)})")
     t = cfg.targets[target]
-    if t.kind != "imported":
+    if t.timings != "imported":
         return ",".join(RESULTS_HEADER) + "\n"
     path = Path(t.results_path(target))
     if not path.resolve().is_relative_to(devices.resolve()):

@@ -145,6 +145,6 @@ def test_imported_targets_need_the_measured_estimator() -> None:
     from onceflow.config import LatencyConfig
 
     with pytest.raises(ValidationError, match="imported target has no per-layer table"):
-        LatencyConfig(targets={"phone": LatencyTarget(kind="imported")})
-    ok = LatencyConfig(targets={"phone": LatencyTarget(kind="imported", estimator="measured")})
+        LatencyConfig(targets={"phone": LatencyTarget(timings="imported")})
+    ok = LatencyConfig(targets={"phone": LatencyTarget(timings="imported", estimator="measured")})
     assert ok.targets["phone"].results_path("phone") == "devices/phone.csv"

@@ -36,7 +36,7 @@ from tests.conftest import REPO_ROOT, tiny_supernet_config
 T = "edge"
 N_EXPORT = 36
 DEVICE = {
-    "kind": "imported",
+    "timings": "imported",
     "estimator": "measured",
     "batch_size": 8,
     "measured_subnets": 24,
@@ -112,7 +112,7 @@ def test_export_time_import_build_search(project: Path, tiny_space: SearchSpace)
     (project / "device_results" / f"{T}.csv").write_text(passed)
     out = imported_table(params, T, tiny_space, project / "device_results" / f"{T}.csv")
     m = out.table.metrics
-    assert m["kind"] == "imported" and m["n_imported"] == N_EXPORT and m["n_validation"] >= 5
+    assert m["timings"] == "imported" and m["n_imported"] == N_EXPORT and m["n_validation"] >= 5
     assert m["kendall_tau"] > 0.5, m  # tiny subnets, a loaded machine: a loose floor
     out.table.metrics["host"] |= {}
     out.save(project / "latency" / T)
@@ -164,7 +164,7 @@ def test_bad_results_are_one_line_exit_2_and_write_nothing(
 
 def test_import_refuses_an_attached_target_and_a_missing_supernet(project: Path) -> None:
     res = CliRunner().invoke(app, ["latency", "import", "--target", "ort-cpu", "x.csv"])
-    assert res.exit_code == 2 and "set kind: imported" in res.output
+    assert res.exit_code == 2 and "set timings: imported" in res.output
     res = CliRunner().invoke(
         app, ["latency", "import", "--target", T, "x.csv", "--supernet", "nowhere"]
     )

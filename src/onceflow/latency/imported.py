@@ -6,7 +6,7 @@ space (:func:`covering_archs`: every resolution alike, spread from the smallest 
 compute, min and max arch included). The user times them on the device with any tool and
 writes a CSV with a ``latency_ms`` column and an ``arch`` (or manifest ``id``) column.
 ``onceflow latency import`` checks it (:func:`read_results`) and writes the merged results file
-of the target; ``latency_table@<T>`` (kind ``imported``) fits the measured-subnet estimator on
+of the target; ``latency_table@<T>`` (``timings: imported``) fits the measured-subnet estimator on
 it (:func:`build_imported_table`).
 """
 
@@ -241,7 +241,7 @@ def build_imported_table(
     metrics: dict[str, Any] = {
         "target": target_name,
         "backend": target.backend,
-        "kind": "imported",
+        "timings": "imported",
         "estimator": "measured",
         **fidelity(predicted[val], y[val]),
         "n_imported": n,

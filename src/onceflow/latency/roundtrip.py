@@ -96,9 +96,9 @@ def import_for_target(
     """Validate ``results`` and write the target's results file (under ``root``); returns
     (its path, distinct subnets)."""
     t = _target(params, target, params_file)
-    if t.kind != "imported":
+    if t.timings != "imported":
         raise ConfigError(
-            f"{params_file}: latency.targets.{target} is kind {t.kind}; set kind: imported "
+            f"{params_file}: latency.targets.{target} has timings: {t.timings}; set timings: imported "
             "(and estimator: measured) to import device timings for it"
         )
     src = Path(results)

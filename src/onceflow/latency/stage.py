@@ -82,7 +82,7 @@ def run_latency_table(
         raise ConfigError(f"{params_file}: latency.targets has no {target!r} ({list(cfg.targets)})")
     torch.set_num_threads(params.base.threads)
     supernet = load_supernet(supernet_dir).eval()
-    if cfg.targets[target].kind == "imported":
+    if cfg.targets[target].timings == "imported":
         if results is None:
             raise ConfigError(f"latency_table@{target}: an imported target needs --results")
         return imported_table(params, target, supernet.space, Path(results))

@@ -133,7 +133,7 @@ def backend_fns(
     from onceflow.latency.protocol import LatencyStats
     from onceflow.latency.table import protocol_from_config
 
-    if target.kind == "imported":  # the device is not attached: nothing to time here
+    if target.timings == "imported":  # the device is not attached: nothing to time here
         return not_timed, None, f"imported target {name}: not built here", None
     backend = make_backend(target, target_calibration_images(target, data, params.base.seed))
     backend.require(name)

@@ -83,7 +83,7 @@ def host_measurer(
 
     def measure(arch: Arch, host: str) -> float | None:
         target = params.latency.targets[host]
-        if target.kind == "imported":
+        if target.timings == "imported":
             return None  # the device is not attached: its estimator stands for it
         backend = make_backend(target, target_calibration_images(target, data, params.base.seed))
         ok, why = backend.available()
