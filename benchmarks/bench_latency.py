@@ -10,6 +10,18 @@ backend and protocol, over the estimator's prediction -- end to end, what a publ
 is against the number the search budgeted with. Timings on a shared machine are noisy:
 ``noise_cv`` says how much.
 
+Issue 25 adds (the table is then built with ``estimator: measured`` and ``--measured-subnets``
+whole subnets to fit on, the 50 validation subnets held out):
+
+* ``measured_estimator_*``: the measured-subnet estimator's held-out figures, and its learning
+  curve over N = 20...200 training subnets (arch features only, and with the LUT sum as a
+  feature);
+* ``idle_*`` / ``loaded_*``: the fp32 LUT table's held-out fidelity (calibrated on K subnets, as
+  the default stage does) built once as is and once with a competing CPU-bound process switching
+  on and off every ``--toggle-s`` seconds; with the measured estimator's figures for both;
+* ``scenario_kendall``: Kendall tau of per-image latency under other deployment settings
+  (batch 32 and 64, 2 threads, torch eager) against ``ort-cpu`` (batch 1) on the same subnets.
+
     python benchmarks/bench_latency.py [--params params.yaml] [--target ort-cpu]
 """
 
@@ -18,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +47,10 @@ from onceflow.latency import (  # noqa: E402
     build_latency_table,
     make_backend,
 )
+from onceflow.latency.fidelity import fidelity  # noqa: E402
+from onceflow.latency.measured import MeasuredEstimator, fit_measured  # noqa: E402
+from onceflow.latency.protocol import LatencyStats  # noqa: E402
+from onceflow.latency.table import protocol_from_config  # noqa: E402
 from onceflow.package.export import export_onnx  # noqa: E402
 from onceflow.package.pipeline import backend_fns  # noqa: E402
 from onceflow.stage import setup_logging  # noqa: E402
@@ -78,7 +95,7 @@ def package_over_estimator(
     onnx = [
         export_onnx(m, chw, opset=params.package.opset) for m, chw in zip(subs, chws, strict=True)
     ]
-    measure, _, _ = backend_fns(t, params, target)  # exactly what package@target times
+    measure, *_ = backend_fns(t, params, target)  # exactly what package@target times
     samples = np.empty((passes, len(archs)))
     for p in range(passes):
         for i, (sub, chw) in enumerate(zip(subs, chws, strict=True)):
@@ -97,12 +114,135 @@ def package_over_estimator(
     }
 
 
+CURVE = (20, 50, 100, 150, 200)
+BUSY = """
+import time
+on, off = {on}, {off}
+while True:
+    end = time.time() + on
+    while time.time() < end:
+        pass
+    time.sleep(off)
+"""
+
+
+def learning_curve(space: SearchSpace, records: list[dict]) -> dict:
+    """Held-out figures of the measured estimator fit on the first N training subnets."""
+    train = [r for r in records if r["role"] != "validation"]
+    valid = [r for r in records if r["role"] == "validation"]
+
+    def arrays(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        enc = space.encode_batch([Arch.parse(r["arch"]) for r in rows])
+        y = np.array([r["measured_ms"] for r in rows])
+        return enc, y, np.array([r["raw_lut_sum_ms"] for r in rows])
+
+    et, yt, lt = arrays(train)
+    ev, yv, lv = arrays(valid)
+    out = {}
+    for n in (n for n in CURVE if n <= len(yt)):
+        row = {}
+        for name, lut in (("arch", None), ("arch+lut", lt)):
+            model = fit_measured(space, et[:n], yt[:n], None if lut is None else lut[:n])
+            est = MeasuredEstimator(
+                space, model, (lambda e, lv=lv: lv) if lut is not None else None
+            )
+            f = fidelity(est.predict(ev), yv)
+            row[name] = {
+                "kendall_tau": round(f["kendall_tau"], 3),
+                "spearman": round(f["spearman"], 3),
+                "within_10pct": round(f["within_10pct"], 3),
+                "model": model.cv["chosen"],
+            }
+        out[str(n)] = row
+    return out
+
+
+def build(space, supernet, params: Params, target: str, load: bool, toggle_s: float):  # noqa: ANN001, ANN201
+    """The table (and seconds); with ``load``, a CPU-bound process switches on and off."""
+    busy = None
+    if load:
+        code = BUSY.format(on=toggle_s, off=toggle_s)
+        busy = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        backend = make_backend(params.latency.targets[target])
+        t0 = time.perf_counter()
+        res = build_latency_table(
+            space, build_layer, supernet.extract, backend, params.latency, target, params.base.seed
+        )
+        return res, time.perf_counter() - t0
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
+def fig(m: dict) -> dict:
+    sel = m.get("estimator_selection", {}).get("validation", {})
+    meas = sel.get("measured", {})
+    return {
+        "lut_within_10pct": m["lut_within_10pct"],
+        "lut_kendall_tau": round(m["lut_kendall_tau"], 3),
+        "measured_within_10pct": meas.get("within_10pct"),
+        "measured_kendall_tau": round(meas["kendall_tau"], 3) if meas else None,
+        "noise": m["noise"],
+        "noise_cv": round(m["noise_cv"], 4),
+    }
+
+
+SCENARIOS = {
+    "ort-batch32": {"batch_size": 32},
+    "ort-batch64": {"batch_size": 64},
+    "ort-threads2": {"threads": 2},
+    "torch-eager": {"backend": "torch"},
+}
+
+
+def scenario_kendall(supernet: Supernet, params: Params, target: str, n: int = 60) -> dict:
+    """Kendall tau of per-image latency under each scenario vs ``target`` (batch 1), timed on
+    the same ``n`` subnets with a short protocol (interleaved, robust estimator)."""
+    from scipy import stats as sps
+
+    from onceflow.config import LatencyTarget
+    from onceflow.latency.table import sample_distinct
+
+    space = supernet.space
+    rng = np.random.default_rng(params.base.seed + 11)
+    archs = sample_distinct(space, n, rng)
+    base = params.latency.targets[target]
+    short = params.latency.model_copy(
+        update={
+            "protocol": params.latency.protocol.model_copy(update={"repeats": 24, "sessions": 1})
+        }
+    )
+    per_image = {}
+    for name, change in {"base": {}, **SCENARIOS}.items():
+        t = LatencyTarget(**{**base.model_dump(), **change})
+        backend = make_backend(t)
+        ok, _ = backend.available()
+        if not ok:
+            continue
+        protocol = protocol_from_config(short, t, params.base.seed)
+        b = t.batch_size
+        models = [(supernet.extract(a).eval(), (b, space.in_channels, a.resolution, a.resolution))
+                  for a in archs]  # fmt: skip
+        wall, cpu = backend.sample_many(models, protocol)
+        chosen = cpu if protocol.clock == "thread_cpu" else wall
+        per_image[name] = np.array([LatencyStats.from_samples(r).median / b for r in chosen])
+    return {
+        name: round(float(sps.kendalltau(per_image["base"], v).statistic), 3)
+        for name, v in per_image.items()
+        if name != "base"
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--target", default="ort-cpu")
     ap.add_argument("--supernet", default="models/supernet")
     ap.add_argument("--records", default=None, help="also write per-subnet records (JSON) here")
+    ap.add_argument("--measured-subnets", type=int, default=200, help="N for the curve's top")
+    ap.add_argument("--toggle-s", type=float, default=10.0, help="competing load on/off period")
     args = ap.parse_args()
     setup_logging("WARNING")
     params = load_params(args.params)
@@ -115,20 +255,24 @@ def main() -> None:
         supernet = Supernet(space).eval()
         source = f"random-init ({side}x{side}x{c}, {space.n_classes} classes)"
     space = supernet.space
-    backend = make_backend(params.latency.targets[args.target])
-    t0 = time.perf_counter()
-    res = build_latency_table(
-        space,
-        build_layer,
-        supernet.extract,
-        backend,
-        params.latency,
-        args.target,
-        params.base.seed,
+    tgt = params.latency.targets[args.target].model_copy(
+        update={"estimator": "measured", "measured_subnets": args.measured_subnets}
     )
-    stage_seconds = time.perf_counter() - t0
+    params = params.model_copy(
+        update={
+            "latency": params.latency.model_copy(
+                update={"targets": {**params.latency.targets, args.target: tgt}}
+            )
+        }
+    )
+    load_before = os.getloadavg()
+    res, stage_seconds = build(space, supernet, params, args.target, False, args.toggle_s)
+    loaded, loaded_seconds = build(space, supernet, params, args.target, True, args.toggle_s)
+    load_after = os.getloadavg()
     est = LatencyEstimator(space, res.lut, res.calibration)
     package = package_over_estimator(supernet, est, params, args.target)
+    curve = learning_curve(space, res.records)
+    scenarios = scenario_kendall(supernet, params, args.target)
     torch.set_num_threads(1)
     m = res.metrics
     keys = (
@@ -149,11 +293,26 @@ def main() -> None:
         "lut_noise_cv",
         "build_seconds",
     )
+    at100 = curve.get("100", {}).get("arch", {})
+    idle, load = fig(res.metrics), fig(loaded.metrics)
     out = {
         "target": args.target,
         "supernet": source,
+        "estimator": m["estimator"],
         **{k: m[k] for k in keys},
+        "measured_estimator_tau_at_100": at100.get("kendall_tau"),
+        "measured_estimator_within_10pct_at_100": at100.get("within_10pct"),
+        "measured_estimator_learning_curve": curve,
+        "scenario_kendall": scenarios,
+        "idle_within_10pct": idle["lut_within_10pct"],
+        "loaded_within_10pct": load["lut_within_10pct"],
+        "idle_kendall_tau": idle["lut_kendall_tau"],
+        "loaded_kendall_tau": load["lut_kendall_tau"],
+        "idle": idle,
+        "loaded": load,
+        "loadavg_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "table_seconds": round(stage_seconds, 1),
+        "loaded_table_seconds": round(loaded_seconds, 1),
         "estimator_archs_per_s": round(archs_per_second(est, space)),
         "protocol": {k: res.lut.meta["protocol"][k] for k in ("repeats", "prime", "sessions")},
         "package_over_estimator": package,

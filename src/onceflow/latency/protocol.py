@@ -70,15 +70,81 @@ class MeasureProtocol:
         return asdict(self)
 
 
+# Two-speed detection (a CPU that switches clocks for minutes at a time gives a sample set with
+# two modes): the slower mode must be this much slower than the faster one...
+BIMODAL_RATIO = 1.12
+# ...hold at least this share of the samples (fewer are preemption outliers the median ignores)...
+BIMODAL_MIN_SHARE = 0.15
+# ...and the modes must be this many pooled standard deviations apart.
+BIMODAL_SEPARATION = 3.0
+# ...with at most this share of the samples in the middle third between the two modes' medians.
+BIMODAL_MAX_VALLEY = 0.05
+# A drift: the medians of the first and the second half of the samples (in time) differ by more.
+DRIFT_REL = 0.08
+
+
+def split_modes(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(fast, slow) samples when ``samples`` are bimodal (see the constants above), else None.
+    The split is the one that maximizes the between-group variance of log latency (Otsu)."""
+    s = np.sort(np.asarray(samples, dtype=np.float64))
+    n = s.size
+    lo = max(2, int(np.ceil(BIMODAL_MIN_SHARE * n)))
+    if n < 10 or s[0] <= 0 or n - lo <= lo:
+        return None
+    x = np.log(s)
+    c = np.cumsum(x)
+    k = np.arange(lo, n - lo + 1)
+    m1, m2 = c[k - 1] / k, (c[-1] - c[k - 1]) / (n - k)
+    best = int(k[np.argmax(k * (n - k) * (m2 - m1) ** 2)])
+    fast, slow = s[:best], s[best:]
+    spread = np.sqrt((x[:best].var() * best + x[best:].var() * (n - best)) / n) + 1e-12
+    sep = (np.log(slow).mean() - np.log(fast).mean()) / spread
+    a, b = np.median(fast), np.median(slow)
+    if b / a < BIMODAL_RATIO or sep < BIMODAL_SEPARATION:
+        return None
+    # a valley between the modes: few samples in the middle third between the two medians
+    # (a wide single mode, e.g. uniform noise, fills it)
+    lo3, hi3 = a + (b - a) / 3, b - (b - a) / 3
+    if np.mean((s > lo3) & (s < hi3)) > BIMODAL_MAX_VALLEY:
+        return None
+    return fast, slow
+
+
+def drift(samples_in_time_order: np.ndarray) -> float:
+    """Relative difference between the medians of the first and the second half in time."""
+    s = np.asarray(samples_in_time_order, dtype=np.float64)
+    if s.size < 4:
+        return 0.0
+    a, b = np.median(s[: s.size // 2]), np.median(s[s.size // 2 :])
+    return float(abs(a - b) / min(a, b)) if min(a, b) > 0 else 0.0
+
+
+def robust_latency(samples: np.ndarray) -> float:
+    """The one latency figure of a sample set: its median, or the faster mode's median when the
+    machine switched between two speeds while it was timed (noise only ever adds time)."""
+    modes = split_modes(samples)
+    return float(np.median(modes[0] if modes is not None else samples))
+
+
+def unstable(samples_in_time_order: np.ndarray) -> bool:
+    """Bimodal or drifting samples: worth timing again (interleaved with the other such items)."""
+    return split_modes(samples_in_time_order) is not None or (
+        drift(samples_in_time_order) > DRIFT_REL
+    )
+
+
 @dataclass(frozen=True)
 class LatencyStats:
-    """Per-inference latency of one item in milliseconds, over ``n`` samples."""
+    """Per-inference latency of one item in milliseconds, over ``n`` samples. ``median`` is the
+    latency every consumer reads (tables, calibration subnets, packages): the samples' median,
+    or the faster mode's when they are bimodal (``bimodal``; :func:`robust_latency`)."""
 
     median: float
     p10: float
     p90: float
     std: float
     n: int
+    bimodal: bool = False
 
     @property
     def cv(self) -> float:
@@ -92,9 +158,16 @@ class LatencyStats:
         s = np.asarray(samples_ms, dtype=np.float64)
         if s.size == 0:
             raise ValueError("no latency samples")
-        p10, med, p90 = np.percentile(s, [10, 50, 90])
+        p10, p90 = np.percentile(s, [10, 90])
+        modes = split_modes(s)
+        med = np.median(modes[0] if modes is not None else s)
         return cls(
-            median=float(med), p10=float(p10), p90=float(p90), std=float(s.std()), n=int(s.size)
+            median=float(med),
+            p10=float(p10),
+            p90=float(p90),
+            std=float(s.std()),
+            n=int(s.size),
+            bimodal=modes is not None,
         )
 
     def to_json(self) -> dict:
@@ -104,12 +177,18 @@ class LatencyStats:
             "p90": self.p90,
             "std": self.std,
             "n": self.n,
+            "bimodal": self.bimodal,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> LatencyStats:
         return cls(
-            float(d["median"]), float(d["p10"]), float(d["p90"]), float(d["std"]), int(d["n"])
+            float(d["median"]),
+            float(d["p10"]),
+            float(d["p90"]),
+            float(d["std"]),
+            int(d["n"]),
+            bool(d.get("bimodal", False)),
         )
 
 

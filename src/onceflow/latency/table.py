@@ -149,6 +149,7 @@ def build_latency_table(
     predicted = calibration.apply(feats)
     raw = feats["sum"]
     v = slice(k, k + m)  # the held-out validation subnets
+    lut_k = fidelity(predicted[v], measured[v])  # the LUT calibrated on the K subnets
     train = np.r_[0:k, k + m : len(archs)]
     model, selection = None, None
     if target.estimator != "lut":
@@ -178,6 +179,8 @@ def build_latency_table(
         "backend": target.backend,
         "estimator": "measured" if model is not None else "lut",
         **fidelity(predicted[v], measured[v], cvs[v]),
+        "lut_within_10pct": lut_k["within_10pct"],
+        "lut_kendall_tau": lut_k["kendall_tau"],
         "mape_uncalibrated": fidelity(raw[v], measured[v])["mape"],
         "kendall_tau_uncalibrated": fidelity(raw[v], measured[v])["kendall_tau"],
         "calibration_model": calibration.model,
@@ -187,6 +190,13 @@ def build_latency_table(
         **({"estimator_selection": selection} if selection else {}),
         "lut_entries": len(lut.entries),
         "lut_noise_cv": float(np.median([s.cv for s in lut.entries.values()])),
+        # the machine's mood while timing: models whose samples were bimodal or drifted were
+        # timed again; a bimodal one's latency is its faster mode's median
+        "noise": {
+            **backend.noise,
+            "bimodal_lut_entries": sum(s.bimodal for s in lut.entries.values()),
+            "bimodal_subnets": sum(s.bimodal for s in stats),
+        },
         "call_overhead_ms": lut.overhead.median,
         "build_seconds": round(build_seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
