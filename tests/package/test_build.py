@@ -221,3 +221,25 @@ def test_tensorrt_target_ships_an_engine(
     m = load_manifest(res.path)
     assert m["engine"] == "built" and "model.plan" in m["files"]
     verify_files(res.path, m)
+
+
+def test_imported_target_package_is_not_timed_and_its_card_says_so(
+    small_cnn: nn.Module, data: PreparedData, tmp_path: Path
+) -> None:
+    """A device that is not attached: no timing here, the estimator's latency ships, marked."""
+    phone = LatencyTarget(timings="imported", estimator="measured")
+    params = fast_params()
+    measure, engine, skip, quantize = backend_fns(phone, params, "phone")
+    assert engine is None and quantize is None and "imported" in skip
+    res = build_package(
+        small_cnn, candidate(), data=data, target=TargetInfo("phone", phone), cfg=params.package,
+        identity=IDENTITY, lineage={}, measure=measure, out_root=tmp_path,
+        created_at="2024-01-01T00:00:00+00:00", build_engine=engine, engine_skip_reason=skip,
+    )  # fmt: skip
+    m = load_manifest(res.path)
+    lat = m["latency_ms"]
+    assert lat["timed_on_device"] is False and lat["measured"] == lat["predicted"] == 0.1
+    assert lat["ratio"] is None and res.latency_ratio is None
+    card = (res.path / "README.md").read_text()
+    assert "was not timed on the device" in card and "no on-device latency check" in card
+    assert m["parity"]["passed"]  # accuracy parity still runs (ONNX Runtime here)
