@@ -98,8 +98,8 @@ def import_for_target(
     t = _target(params, target, params_file)
     if t.timings != "imported":
         raise ConfigError(
-            f"{params_file}: latency.targets.{target} has timings: {t.timings}; set timings: imported "
-            "(and estimator: measured) to import device timings for it"
+            f"{params_file}: latency.targets.{target} has timings: {t.timings}; set timings: "
+            "imported (and estimator: measured) to import device timings for it"
         )
     src = Path(results)
     try:
