@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,69 @@ from tests.support.s3server import S3Server, seaweed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The session's process-wide settings, fixed for the whole run (so no test sees another's) and
+# restored at its end: tools quiet; Prefect's home (read at import) private; flows retry fast; and
+# every temp file, ours or a tool's (Prefect workers, torchrun, DVC), in one folder removed at the
+# end of a passing session (kept, and named, after a failing one). The timing lock stays the
+# machine's own, so xdist workers and other jobs still take turns timing.
+SESSION_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_UI_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+    "ONCEFLOW_RETRY_BACKOFF_S": "0.5",
+}
+_saved_env: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+
+    from onceflow.hostlock import lock_path
+
+    env = dict(SESSION_ENV)
+    env["ONCEFLOW_TIMING_LOCK"] = str(lock_path())
+    if "ONCEFLOW_TEST_TMPDIR" not in os.environ:  # xdist workers share their controller's
+        tmp = Path(tempfile.mkdtemp(prefix="onceflow-tests-"))
+        # At exit, after the cleanups registered later (Prefect's test harness removes its own
+        # folder in there at exit too).
+        atexit.register(_remove_session_tmp, config, tmp)
+        env |= {"ONCEFLOW_TEST_TMPDIR": str(tmp), "TMPDIR": str(tmp)}
+    env["PREFECT_HOME"] = tempfile.mkdtemp(
+        prefix="prefect-home-", dir=env.get("TMPDIR", os.environ.get("TMPDIR"))
+    )
+    for var, value in env.items():
+        _saved_env[var] = os.environ.get(var)
+        os.environ[var] = value
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import tempfile
+
+    for var, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    tempfile.tempdir = None
+
+
+def _remove_session_tmp(config: pytest.Config, tmp: Path) -> None:
+    import shutil
+    import sys
+
+    if getattr(config, "_onceflow_failed", False):
+        sys.stderr.write(f"onceflow tests: the failed session's temp files are kept in {tmp}\n")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._onceflow_failed = exitstatus not in (0, 5)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")
