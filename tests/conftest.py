@@ -44,7 +44,9 @@ def pytest_configure(config: pytest.Config) -> None:
     env = dict(SESSION_ENV)
     env["ONCEFLOW_TIMING_LOCK"] = str(lock_path())
     if "ONCEFLOW_TEST_TMPDIR" not in os.environ:  # xdist workers share their controller's
-        tmp = Path(tempfile.mkdtemp(prefix="onceflow-tests-"))
+        _prune_dead_sessions(Path(tempfile.gettempdir()))
+        tmp = Path(tempfile.mkdtemp(prefix=_SESSION_PREFIX))
+        (tmp / "pid").write_text(str(os.getpid()))
         # At exit, after the cleanups registered later (Prefect's test harness removes its own
         # folder in there at exit too).
         atexit.register(_remove_session_tmp, config, tmp)
@@ -67,6 +69,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         else:
             os.environ[var] = value
     tempfile.tempdir = None
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle: keeps its order otherwise
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort), so that under xdist the long integration tests start
+    at once on every worker and the quick ones fill the gaps, instead of a long tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+_SESSION_PREFIX = "onceflow-tests-"
+KEEP_FAILED_SESSIONS = 3
+
+
+def _prune_dead_sessions(tmp_root: Path) -> None:
+    """Remove the folders of sessions whose process is gone (killed, or failed and kept), but
+    the newest few, so failed sessions stay readable without filling the disk."""
+    import shutil
+
+    dead = []
+    for folder in tmp_root.glob(_SESSION_PREFIX + "*"):
+        try:
+            os.kill(int((folder / "pid").read_text()), 0)
+        except (OSError, ValueError):  # no such process, or no readable pid: not running
+            dead.append(folder)
+    dead.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+    for folder in dead[KEEP_FAILED_SESSIONS:]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _remove_session_tmp(config: pytest.Config, tmp: Path) -> None:
