@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as _cx  # type: ignore[no-redef]
 
 from onceflow import __version__
+from onceflow.config import PublishConfig
 from onceflow.errors import OnceflowError
 
 
@@ -106,6 +107,8 @@ Endpoint = Annotated[
         "(default: AWS_ENDPOINT_URL, else AWS S3).",
     ),
 ]
+# The registry commands' default attempts per S3 request: the publish section's.
+MAX_ATTEMPTS: int = PublishConfig.model_fields["max_attempts"].default
 Attempts = Annotated[
     int,
     typer.Option(
@@ -140,7 +143,8 @@ def _store(registry: str, max_attempts: int, endpoint_url: str | None = None) ->
     from onceflow.registry import StoreOptions, open_store
     from onceflow.registry.store import resolve_registry
 
-    options = StoreOptions(endpoint_url=endpoint_url, max_attempts=max_attempts)
+    # Checked where it is used (open_store, the S3 client), with this command's one-line errors.
+    options = StoreOptions.model_construct(endpoint_url=endpoint_url, max_attempts=max_attempts)
     return open_store(resolve_registry(registry), options)
 
 
@@ -166,7 +170,7 @@ def ls_cmd(
         typer.Option("--all-revisions", help="List every revision, not only each model's newest."),
     ] = False,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """List published models as a table (fastest first, per target)."""
     from onceflow.registry import list_models
@@ -249,7 +253,7 @@ def pull(
         ),
     ] = False,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """Pull a model, verified by sha256 before anything lands in --dest.
 
@@ -299,7 +303,7 @@ def show(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the lineage as JSON.")] = False,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """Print a model's lineage: git commit, params of every stage, DVC hashes of its inputs."""
     from onceflow.package.manifest import MANIFEST, load_manifest
@@ -410,7 +414,7 @@ def publish(
     ],
     registry: Registry = DEFAULT_REGISTRY,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """Publish packages: immutable revision objects first, the index last (conditional write)."""
     from onceflow.package.manifest import MANIFEST

@@ -1,13 +1,14 @@
 """What a store is, below every implementation: the index's object name, the conflict a
-conditional write raises, the connection options and the :class:`Store` interface. The
-implementations (:mod:`.local`, :mod:`.s3`) and :func:`.store.open_store` import from here, so
-nothing in the registry imports back up."""
+conditional write raises, the connection options (the ``publish`` config section) and the
+:class:`Store` interface. The implementations (:mod:`.local`, :mod:`.s3`) and
+:func:`.store.open_store` import from here, so nothing in the registry imports back up."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from onceflow.config import PublishConfig
 
 __all__ = ["INDEX", "IndexConflict", "Store", "StoreOptions"]
 
@@ -18,15 +19,9 @@ class IndexConflict(Exception):
     """A conditional write lost the race: the object changed since it was read. Retry."""
 
 
-@dataclass(frozen=True)
-class StoreOptions:
-    """How to talk to object storage. None means the standard AWS chain (env, config files)."""
-
-    endpoint_url: str | None = None  # e.g. http://minio:9000; default AWS_ENDPOINT_URL(_S3)
-    region: str | None = None  # default AWS_REGION / AWS_DEFAULT_REGION / us-east-1
-    max_attempts: int = 5  # total attempts per S3 request (botocore standard retry mode)
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+# How to talk to object storage (endpoint, region, attempts per request, timeouts): the
+# validated ``publish`` section itself, not a copy of its fields.
+StoreOptions = PublishConfig
 
 
 class Store(Protocol):
