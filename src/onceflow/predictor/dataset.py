@@ -6,9 +6,9 @@ and mean cross-entropy ``loss`` on the evaluation images, both also on two fixed
 halves estimate how much of the spread between subnets is measurement noise
 (:mod:`onceflow.predictor.noise`). ``context`` fingerprints everything a measurement depends on
 (sha256 of the supernet weights, the space, the prepared data's content hash, every measurement
-setting): a rerun keeps the rows of its own context and skips those archs, so a killed run
+setting, the measuring code's import closure and the torch/numpy versions): a rerun keeps the rows of its own context and skips those archs, so a killed run
 resumes where it stopped, and rows measured on another supernet, other data or with other
-settings are dropped instead of reused.
+settings, code or libraries are dropped instead of reused.
 """
 
 from __future__ import annotations
