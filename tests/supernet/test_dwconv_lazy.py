@@ -36,6 +36,7 @@ def test_no_stage_imports_numba() -> None:
 _CASE = """
 import logging, sys
 import torch
+from onceflow.supernet.dwconv import depthwise_conv2d
 
 def grads():
     g = torch.Generator().manual_seed(3)

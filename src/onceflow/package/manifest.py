@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from onceflow import artifacts
 from onceflow.errors import RegistryError
 from onceflow.io import sha256_bytes, sha256_file
 
@@ -117,13 +118,9 @@ def validate_manifest(manifest: Any, source: str = MANIFEST) -> dict[str, Any]:
 def load_manifest(package_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``<package_dir>/manifest.json``."""
     path = Path(package_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: no manifest (is this a package directory?)") from None
-    except json.JSONDecodeError as err:
-        raise RegistryError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    return validate_manifest(manifest, str(path))
+    if not path.exists():
+        raise RegistryError(f"{path}: no manifest (is this a package directory?)")
+    return validate_manifest(artifacts.manifest_file(path, RegistryError), str(path))
 
 
 def verify_files(package_dir: str | Path, manifest: Mapping[str, Any]) -> None:

@@ -18,6 +18,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from onceflow.artifacts import field_error, supernet_space
 from onceflow.errors import ConfigError, DataError
 from onceflow.supernet.arch import Arch
 from onceflow.supernet.elastic import (
@@ -167,13 +168,28 @@ def save_supernet(model: Supernet, directory: str | os.PathLike[str]) -> None:
     (d / SPACE_FILE).write_text(json.dumps(model.space.to_json(), indent=2) + "\n")
 
 
+def load_space(directory: str | os.PathLike[str]) -> SearchSpace:
+    """The search space of ``models/supernet/`` (its ``space.json``), checked: a missing or
+    corrupt file is one line naming it and ``train_supernet``."""
+    path = Path(directory) / SPACE_FILE
+    raw = supernet_space(path)
+    try:
+        return SearchSpace.from_json(raw)
+    except ConfigError as err:
+        raise DataError(f"{path}: {err}") from None
+    except (KeyError, TypeError, AttributeError, ValueError, ValidationError) as err:
+        raise field_error(path, err, "train_supernet") from None
+
+
 def load_supernet(directory: str | os.PathLike[str], device: str = "cpu") -> Supernet:
     """Read ``models/supernet/`` (``space.json`` + ``supernet.pt`` with weights_only=True).
     A missing, corrupt or foreign file is a DataError naming it."""
     d = Path(directory)
     rerun = "rerun `dvc repro train_supernet`"
     try:
-        raw = json.loads((d / SPACE_FILE).read_text(encoding="utf-8"))
+        if not (d / SPACE_FILE).is_file():
+            raise FileNotFoundError(2, "missing", str(d / SPACE_FILE))
+        raw = supernet_space(d / SPACE_FILE)  # JSON-level damage: one line, names the stage
         space = SearchSpace.from_json(raw)
         state = torch.load(d / WEIGHTS_FILE, map_location=device, weights_only=True)
     except FileNotFoundError as err:
