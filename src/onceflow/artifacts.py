@@ -143,8 +143,9 @@ def read_json_artifact(
 
 def field_error(path: str | os.PathLike[str], err: Exception, stage: str) -> ArtifactError:
     """A kind's reader failed on a field (KeyError, TypeError, ValueError, ...): one line."""
-    first = str(err).splitlines()[0] if str(err) else ""
-    what = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    text = " ".join(str(err).split())  # one line, whatever the reader's message held
+    text = text if len(text) <= 300 else text[:297] + "..."
+    what = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return ArtifactError(f"{path}: not the layout {stage} writes ({what}); {rebuild(stage)}")
 
 
@@ -171,18 +172,48 @@ def latency_file(path: str | os.PathLike[str], expect: type = dict) -> Any:
     return read_json_artifact(path, rebuild(latency_stage(path)), expect=expect)
 
 
+def latency_validation(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """``latency/<T>/validation.json``: the measured subnets, a list of records with ``role``,
+    ``arch`` (strings) and ``measured_ms`` (a number >= 0)."""
+    records = latency_file(path, expect=list)
+    for i, r in enumerate(records):
+        ok = (
+            isinstance(r, dict)
+            and isinstance(r.get("role"), str)
+            and isinstance(r.get("arch"), str)
+        )
+        ms = r.get("measured_ms") if ok else None
+        if not (isinstance(ms, int | float) and not isinstance(ms, bool) and ms >= 0):
+            raise ArtifactError(
+                f"{path}: record {i} is not {{role, arch, measured_ms >= 0}}; "
+                f"{rebuild(latency_stage(path))}"
+            )
+    return records
+
+
 def predictor_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``models/predictor/predictor.json``."""
     return read_json_artifact(path, rebuild("predictor"))
 
 
 def selection(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``search/<T>/selected.json``: an object whose ``selected`` is a list of objects."""
+    """``search/<T>/selected.json``: an object whose ``selected`` is a non-empty list of
+    objects, each with an arch (``arch_json`` object or ``arch`` string/object) and a
+    ``budget_ms`` (a number or null)."""
     stage = f"search@{Path(path).parent.name}"
     doc = read_json_artifact(path, rebuild(stage))
     entries = doc.get("selected")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ArtifactError(f"{path}: 'selected' is not a list of objects; {rebuild(stage)}")
+    if not isinstance(entries, list) or not entries:
+        raise ArtifactError(f"{path}: 'selected' is not a non-empty list; {rebuild(stage)}")
+    for i, e in enumerate(entries):
+        arch = e.get("arch_json", e.get("arch")) if isinstance(e, dict) else None
+        budget = e.get("budget_ms") if isinstance(e, dict) else None
+        if not isinstance(arch, dict | str) or not (
+            budget is None or (isinstance(budget, int | float) and not isinstance(budget, bool))
+        ):
+            raise ArtifactError(
+                f"{path}: selected[{i}] is not {{arch_json or arch, budget_ms}}; {rebuild(stage)}"
+            )
     return doc
 
 

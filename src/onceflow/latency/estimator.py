@@ -138,4 +138,7 @@ def load_estimator(latency_dir: str | Path, space: SearchSpace) -> LatencyEstima
             f"{lut_path} was built for a different search space than models/supernet/space.json; "
             "rebuild it (dvc repro latency_table)"
         )
-    return LatencyEstimator(space, lut, calibration)
+    try:
+        return LatencyEstimator(space, lut, calibration)
+    except ConfigError as err:  # an entry the space needs is not in the table: name the file
+        raise ConfigError(f"{lut_path}: {err}") from None

@@ -119,8 +119,16 @@ def load_manifest(package_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``<package_dir>/manifest.json``."""
     path = Path(package_dir) / MANIFEST
     if not path.exists():
-        raise RegistryError(f"{path}: no manifest (is this a package directory?)")
-    return validate_manifest(artifacts.manifest_file(path, RegistryError), str(path))
+        raise RegistryError(
+            f"{path}: no manifest (is this a package directory? a package's is made by "
+            f"`dvc repro {artifacts.package_stage(path)}`)"
+        )
+    doc = artifacts.manifest_file(path, RegistryError)
+    try:
+        return validate_manifest(doc, str(path))
+    except RegistryError as err:
+        msg = str(err) if str(path) in str(err) else f"{path}: {err}"
+        raise RegistryError(f"{msg}; {artifacts.rebuild(artifacts.package_stage(path))}") from None
 
 
 def verify_files(package_dir: str | Path, manifest: Mapping[str, Any]) -> None:

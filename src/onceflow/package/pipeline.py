@@ -64,7 +64,10 @@ def parse_selection(doc: Any, source: str, space: Any) -> list[Candidate]:
         if not isinstance(e, dict):
             raise SearchError(f"{source}: selected[{i}] is not an object")
         raw = e.get("arch_json", e.get("arch"))
-        arch = Arch.parse(raw) if isinstance(raw, str) else Arch.from_json(raw or {})
+        try:
+            arch = Arch.parse(raw) if isinstance(raw, str) else Arch.from_json(raw or {})
+        except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise artifacts.field_error(source, err, f"search@{Path(source).parent.name}") from None
         try:
             space.validate(arch)
         except ConfigError as err:

@@ -72,9 +72,14 @@ def load_predictor(directory: str | os.PathLike[str], space: SearchSpace) -> Acc
         raise DataError(f"{meta_path}: no predictor here; run `dvc repro predictor` first")
     meta = artifacts.predictor_meta(meta_path)  # checked: one line naming the file and stage
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{meta_path}: format_version {meta.get('format_version')!r} unsupported")
+        raise ConfigError(
+            f"{meta_path}: format_version {meta.get('format_version')!r} unsupported; "
+            f"{artifacts.rebuild('predictor')}"
+        )
     try:
         encoder = ArchEncoder.from_layout(space, meta["layout"])
+    except ConfigError as err:  # another space: name the file
+        raise ConfigError(f"{meta_path}: {err}") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise artifacts.field_error(meta_path, err, "predictor") from None
     weights = d / WEIGHTS_FILE
@@ -89,5 +94,7 @@ def load_predictor(directory: str | os.PathLike[str], space: SearchSpace) -> Acc
         )
     try:
         return AccuracyPredictor(encoder, model_from_state(meta["model"], state))
+    except ConfigError as err:
+        raise ConfigError(f"{meta_path}: {err}") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         raise artifacts.field_error(meta_path, err, "predictor") from None

@@ -20,7 +20,7 @@ import numpy as np
 
 from onceflow.artifacts import (
     ArtifactError,
-    latency_file,
+    latency_validation,
     manifest_file,
     selection,
 )
@@ -120,7 +120,7 @@ def specialization_report(
     picks = []
     for name, target in targets.items():
         est = load_estimator(latency_root / name, space)
-        records = latency_file(latency_root / name / "validation.json", expect=list)
+        records = latency_validation(latency_root / name / "validation.json")
         picks.append(
             TargetPicks(
                 name=name,

@@ -186,25 +186,12 @@ def load_supernet(directory: str | os.PathLike[str], device: str = "cpu") -> Sup
     A missing, corrupt or foreign file is a DataError naming it."""
     d = Path(directory)
     rerun = "rerun `dvc repro train_supernet`"
+    for name in (SPACE_FILE, WEIGHTS_FILE):
+        if not (d / name).exists():
+            raise DataError(f"{d}: missing {name} — not a trained supernet ({rerun})")
+    space = load_space(d)  # checked: one line naming space.json and train_supernet
     try:
-        if not (d / SPACE_FILE).is_file():
-            raise FileNotFoundError(2, "missing", str(d / SPACE_FILE))
-        raw = supernet_space(d / SPACE_FILE)  # JSON-level damage: one line, names the stage
-        space = SearchSpace.from_json(raw)
         state = torch.load(d / WEIGHTS_FILE, map_location=device, weights_only=True)
-    except FileNotFoundError as err:
-        raise DataError(
-            f"{d}: missing {Path(err.filename).name} — not a trained supernet ({rerun})"
-        ) from None
-    except ConfigError as err:
-        raise DataError(f"{d / SPACE_FILE}: {err}") from None
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise DataError(f"{d / SPACE_FILE}: not valid JSON ({err}); {rerun}") from None
-    except (KeyError, TypeError, AttributeError, ValidationError) as err:
-        raise DataError(
-            f"{d / SPACE_FILE}: not a search-space description ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); {rerun}"
-        ) from None
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{d / WEIGHTS_FILE}: unreadable weights ({first}); {rerun}") from None
