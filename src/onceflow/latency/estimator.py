@@ -118,6 +118,9 @@ def load_estimator(latency_dir: str | Path, space: SearchSpace) -> LatencyEstima
     """Load ``latency/<target>/`` (lut.json + estimator.json) for ``space``."""
     d = Path(latency_dir)
     est_path, lut_path = d / ESTIMATOR_FILE, d / LUT_FILE
+    for p in (est_path, lut_path):
+        if not p.is_file():
+            raise ConfigError(f"{p}: missing; build the table first (dvc repro latency_table)")
     est = artifacts.latency_file(est_path)  # checked: one line naming the file and its stage
     if est.get("schema_version") != ESTIMATOR_SCHEMA_VERSION:
         raise ConfigError(
