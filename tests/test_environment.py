@@ -94,7 +94,7 @@ def test_a_stage_with_a_stale_recorded_version_exits_2(tmp_path: Path) -> None:
     ws.path(ENV_FILE).write_text(render({**versions, "numpy": "0.0.1"}))
     args = ["--out", "data/prepared", "--report", "reports/v.json", "--summary", "reports/v.md",
             "--metrics", "metrics/data.json"]  # fmt: skip
-    proc = run_stage(ws, "prepare", args)
+    proc = run_stage(ws, "prepare", args, in_process=False)  # `python -m`: the stage by __spec__
     check(proc, STALE, [tmp_path / "data/prepared", tmp_path / "metrics/data.json"], tmp_path)
     assert "make setup" in proc.stderr
 

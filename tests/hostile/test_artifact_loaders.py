@@ -291,29 +291,69 @@ def _train(ws: Workspace) -> tuple[str, list[str], list[str]]:
     return "train_supernet", args, outs
 
 
-SUBPROCESS = [
-    ("search-truncated-lut", _search, "latency-lut", "truncated", "lut.json"),
-    ("search-nested-predictor", _search, "predictor-model", "nested-bomb", "predictor.json"),
-    ("package-non-utf8-selection", _package, "search-selection", "not-utf8", "selected.json"),
-    ("predictor-nan-meta", _predictor, "prepared-meta", "nan", "meta.json"),
-    ("latency-deep-space", _latency, "supernet-space", "nested-100", "space.json"),
-    ("train-empty-meta", _train, "prepared-meta", "empty", "meta.json"),
+def _specialize(ws: Workspace) -> tuple[str, list[str], list[str]]:
+    outs = ["metrics/spec.json", "plots/spec.png", "plots/spec.csv"]
+    args = ["--supernet", "supernet", "--data", "prepared", "--latency", "latency", "--search",
+            "search", "--artifacts", "artifacts", "--metrics", outs[0], "--plot", outs[1],
+            "--plot-data", outs[2]]  # fmt: skip
+    return "specialize_report", args, outs
+
+
+def _publish(ws: Workspace) -> tuple[str, list[str], list[str]]:
+    ws.params["publish"] = {"uri": "file://published"}
+    return "publish", ["--artifacts", "artifacts", "--metrics", "metrics/publish.json"], [
+        "metrics/publish.json", "published"]  # fmt: skip
+
+
+# Every stage input (a kind a stage reads before its work), through the stage entry.
+STAGE_INPUTS = [
+    (_train, "prepared-meta"),
+    (_latency, "supernet-space"),
+    (_predictor, "prepared-meta"),
+    (_predictor, "supernet-space"),
+    (_search, "supernet-space"),
+    (_search, "predictor-model"),
+    (_search, "latency-lut"),
+    (_search, "latency-estimator"),
+    (_package, "supernet-space"),
+    (_package, "search-selection"),
+    (_package, "prepared-meta"),
+    (_specialize, "latency-validation"),
+    (_specialize, "search-selection"),
+    (_publish, "package-manifest"),
 ]
+STAGE_DAMAGES = ("truncated", "not-utf8", "wrong-top-type")
+# A few as real subprocesses: exit code 2 and no traceback seen from outside.
+SUBPROCESS = [
+    (_search, "latency-lut", "truncated"),
+    (_search, "predictor-model", "nested-bomb"),
+    (_package, "search-selection", "not-utf8"),
+    (_predictor, "prepared-meta", "nan"),
+    (_latency, "supernet-space", "nested-100"),
+    (_train, "prepared-meta", "empty"),
+]
+STAGE_ROWS = [(s, k, d, False) for s, k in STAGE_INPUTS for d in STAGE_DAMAGES]
+STAGE_ROWS += [(s, k, d, True) for s, k, d in SUBPROCESS]
 
 
 @pytest.mark.parametrize(
-    ("stage", "kind_name", "damage", "word"),
-    [(s, k, d, w) for _, s, k, d, w in SUBPROCESS],
-    ids=[r[0] for r in SUBPROCESS],
+    ("stage", "kind_name", "damage", "subprocess"),
+    STAGE_ROWS,
+    ids=[f"{s.__name__[1:]}-{k}-{d}" + ("-subprocess" if sp else "") for s, k, d, sp in STAGE_ROWS],
 )
 def test_stage_row(tmp_path: Path, run_dir: Path, stage, kind_name: str, damage: str,
-                   word: str) -> None:  # fmt: skip
+                   subprocess: bool) -> None:  # fmt: skip
     ws = Workspace(tmp_path, params=json.loads(json.dumps(STAGE_PARAMS)))
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     kind = next(k for k in KINDS if k.name == kind_name)
     path = tmp_path / kind.rel
     _break(path, damage, path.read_bytes(), kind.expect)
     module, args, outs = stage(ws)
-    proc = run_stage(ws, module, args)
-    check(proc, Row(kind_name, lambda w: None, word), [tmp_path / o for o in outs], tmp_path)
+    proc = run_stage(ws, module, args, in_process=not subprocess)
+    row = Row(kind_name, lambda w: None, Path(kind.rel).name)
+    check(proc, row, [tmp_path / o for o in outs], tmp_path)
     assert kind.fix.split("@")[0] in proc.stderr
+
+
+def test_stage_row_count() -> None:
+    assert len(STAGE_ROWS) == 14 * 3 + 6
