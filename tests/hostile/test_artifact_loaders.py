@@ -357,3 +357,15 @@ def test_stage_row(tmp_path: Path, run_dir: Path, stage, kind_name: str, damage:
 
 def test_stage_row_count() -> None:
     assert len(STAGE_ROWS) == 14 * 3 + 6
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-utf8", "nested-bomb", "huge-integer"])
+def test_the_report_skips_a_damaged_metrics_file(tmp_path: Path, damage: str) -> None:
+    """The report reads whatever metrics exist: a damaged one is skipped, never a traceback."""
+    from onceflow.metrics import read_metrics
+    from onceflow.report.collect import read_json_or_none
+
+    path = tmp_path / "metrics.json"
+    path.write_bytes(DAMAGES[damage](b'{"top1": 0.9, "images": 10}', dict) or b"")
+    assert read_json_or_none(path) is None
+    assert read_metrics(path) is None
