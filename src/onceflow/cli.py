@@ -5,6 +5,7 @@
     onceflow show r28-0123abcd4567 [--artifacts artifacts]
     onceflow publish --registry file://registry artifacts/
     onceflow train join --endpoint HOST:PORT   (another machine joins the training job)
+    onceflow env --write   (record the library versions the stages depend on: environment.yaml)
 
 S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_PROFILE, instance roles), the endpoint from --endpoint-url or AWS_ENDPOINT_URL (MinIO).
@@ -377,6 +378,12 @@ def lineage_lines(manifest: Mapping[str, Any], source: str, revision: str | None
         f"{_fmt(lat.get('measured'), '.3f')} ms measured, {_fmt(lat.get('predicted'), '.3f')} "
         "ms predicted",
         f"git commit {git.get('commit') or 'unknown'} ({dirty.get(git.get('dirty'), '?')})",
+        "libraries  "
+        + (
+            ", ".join(f"{k} {v or '-'}" for k, v in lin["versions"].items())
+            if isinstance(lin.get("versions"), dict)
+            else "not recorded (an older onceflow)"
+        ),
         "inputs     (DVC's md5 as dvc.lock records it)",
     ]
     roles = lin.get("dvc_lock") or {}
@@ -515,6 +522,39 @@ def train_join(
 
     logging.getLogger().setLevel(os.environ.get("ONCEFLOW_LOG_LEVEL", "INFO").upper())
     join_job(endpoint, params, data)
+
+
+@app.command(cls=_Command)
+@_user_errors
+def env(
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="Record them in environment.yaml (rewritten only when a "
+            "version changed; scripts/setup.sh runs this).",
+        ),
+    ] = False,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            help="The project (default: the folder holding "
+            "dvc.yaml and params.yaml above the working directory).",
+        ),
+    ] = None,
+) -> None:
+    """Print the installed versions of the libraries that change numbers (the stages' DVC
+    inputs, see environment.yaml)."""
+    from onceflow.environment import installed_versions, write_environment
+    from onceflow.registry.store import project_root
+
+    for lib, v in installed_versions().items():
+        typer.echo(f"{lib:<12} {v or 'not installed'}")
+    if write:
+        path, changed = write_environment(root or project_root() or Path.cwd())
+        typer.echo(f"{path}: {'updated' if changed else 'up to date'}")
 
 
 @app.command(cls=_Command)

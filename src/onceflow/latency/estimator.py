@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onceflow import artifacts
 from onceflow.errors import ConfigError
-from onceflow.io import read_json
 from onceflow.latency.calibration import Calibration
 from onceflow.latency.lut import LUT_FILE, Lut
 from onceflow.supernet.arch import Arch
@@ -121,17 +121,27 @@ def load_estimator(latency_dir: str | Path, space: SearchSpace) -> LatencyEstima
     for p in (est_path, lut_path):
         if not p.is_file():
             raise ConfigError(f"{p}: missing; build the table first (dvc repro latency_table)")
-    est = read_json(est_path)
+    est = artifacts.latency_file(est_path)  # checked: one line naming the file and its stage
     if est.get("schema_version") != ESTIMATOR_SCHEMA_VERSION:
         raise ConfigError(
             f"{est_path}: schema_version {est.get('schema_version')!r} is not "
             f"{ESTIMATOR_SCHEMA_VERSION}; rebuild the table (dvc repro latency_table)"
         )
-    lut_d = read_json(lut_path)
-    lut = Lut.from_json(lut_d, str(lut_path))
-    if "space" in lut.meta and SearchSpace.from_json(lut.meta["space"]) != space:
+    lut_d = artifacts.latency_file(lut_path)
+    path = lut_path
+    try:
+        lut = Lut.from_json(lut_d, str(lut_path))
+        same = "space" not in lut.meta or SearchSpace.from_json(lut.meta["space"]) == space
+        path = est_path
+        calibration = Calibration.from_json(est["calibration"])
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise artifacts.field_error(path, err, artifacts.latency_stage(path)) from None
+    if not same:
         raise ConfigError(
             f"{lut_path} was built for a different search space than models/supernet/space.json; "
             "rebuild it (dvc repro latency_table)"
         )
-    return LatencyEstimator(space, lut, Calibration.from_json(est["calibration"]))
+    try:
+        return LatencyEstimator(space, lut, calibration)
+    except ConfigError as err:  # an entry the space needs is not in the table: name the file
+        raise ConfigError(f"{lut_path}: {err}") from None
