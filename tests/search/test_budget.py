@@ -178,6 +178,47 @@ def test_evolution_never_loses_to_its_own_floor_sample() -> None:
     assert best.fitness >= floor.fitness
 
 
+def _table(x: np.ndarray) -> np.ndarray:
+    """An unstructured lookup table (i.i.d. per row): only coverage finds its best rows."""
+    h = (x * np.array([1, 6, 36, 216, 1296, 7776])).sum(1)
+    return np.random.default_rng(11).random(6**6)[h]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_evolution_is_never_worse_than_the_uniform_rows_it_drew(seed: int) -> None:
+    """Floor, restarts and the uniform share of each brood are one uniform feasible stream:
+    the result is at least the best of random_search's first ``uniform_rows`` draws with the
+    same seed. Before, restarts drew independent samples, and runs lost to that sample."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)
+    con = lambda x: x.sum(1).astype(float)  # noqa: E731
+    p = EvolutionConfig(max_evaluations=500, generations=10**6)
+    best = constrained_evolution(space, _table, con, 12.0, p, seed=seed)
+    assert best.uniform_rows > p.random_share * 500
+    same = random_search(space, _table, con, 12.0, best.uniform_rows, seed=seed,
+                         feasible_only=True)  # fmt: skip
+    assert best.fitness >= same.fitness
+
+
+def _slope(x: np.ndarray) -> np.ndarray:
+    return (np.sqrt(x) * np.array([1.0, 1.3, 0.7, 1.1, 0.9, 1.2])).sum(1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_uniform_share_follows_what_breeding_brings(seed: int) -> None:
+    """Where breeding finds nothing (an unstructured table) most of the budget moves to the
+    uniform sample, far more than the floor and the restarts alone; where it keeps finding
+    better rows (a smooth slope) the brood stays with breeding."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)
+    con = lambda x: x.sum(1).astype(float)  # noqa: E731
+
+    def uniform_rows(f, share: float) -> int:  # noqa: ANN001
+        p = EvolutionConfig(max_evaluations=1000, generations=10**6, uniform_share_max=share)
+        return constrained_evolution(space, f, con, 15.0, p, seed=seed).uniform_rows
+
+    assert uniform_rows(_table, 0.8) > 0.75 * 1000 > uniform_rows(_table, 0.0) + 100
+    assert uniform_rows(_slope, 0.8) < 0.5 * 1000
+
+
 def test_uniform_random_search_samples_without_replacement() -> None:
     space = CategoricalSpace(("a", "b", "c"), (3, 4, 5))
     f = Recorder(lambda x: x.sum(1).astype(float))

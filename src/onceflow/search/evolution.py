@@ -36,7 +36,7 @@ import numpy as np
 from onceflow.config import EvolutionConfig
 from onceflow.search.archive import Archive
 from onceflow.search.problem import Best, Counter
-from onceflow.search.space import BatchFn, CategoricalSpace
+from onceflow.search.space import BatchFn, CategoricalSpace, DistinctStream
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class _Evaluator:
         self.cap = float("inf") if max_evaluations is None else float(max_evaluations)
         self.best_x: np.ndarray | None = None
         self.best_f, self.best_c = float("nan"), float("nan")
+        self.records = 0  # rows that were, when evaluated, better than every feasible one before
 
     @property
     def spent(self) -> int:
@@ -79,6 +80,9 @@ class _Evaluator:
     @property
     def left(self) -> float:
         return min(self.cap - self.spent, self.a.remaining)
+
+    def _best(self) -> float:
+        return self.best_f if self.best_x is not None else -np.inf
 
     def room(self, n: int, reserve: int = 0) -> int:
         """How many of ``n`` new candidates the budget still allows (keeping ``reserve``)."""
@@ -102,6 +106,10 @@ class _Evaluator:
         x, f, c = x[ok], got[self.fit][ok], got[self.con][ok]
         if len(c):
             self.lowest = min(self.lowest, float(c.min()))
+        ff = f[c <= self.budget]
+        if len(ff):
+            run = np.maximum.accumulate(np.concatenate([[self._best()], ff]))
+            self.records += int((ff > run[:-1]).sum())
         bx, bf, bc = _best_of(x, f, c, self.budget)
         if bx is not None and (self.best_x is None or bf > self.best_f):
             self.best_x, self.best_f, self.best_c = bx, bf, bc
@@ -114,12 +122,15 @@ def _fresh(
     ev: _Evaluator,
     n: int,
     how: Sampling,
+    stream: DistinctStream | None = None,
 ) -> np.ndarray:
-    """Up to ``n`` new candidates (not in the archive; feasible when the constraint is cheap)."""
+    """Up to ``n`` new candidates (not in the archive; feasible when the constraint is cheap).
+    ``uniform`` ones are the next rows of ``stream`` (one sample without replacement)."""
     if n <= 0:
         return np.zeros((0, space.n_dims), np.int64)
     if how == "uniform":
-        return space.sample_distinct(rng, n, exclude=ev.a.contains, accept=ev.feasible)
+        stream = stream or DistinctStream(space, rng)
+        return stream.take(n, exclude=ev.a.contains, accept=ev.feasible)
     out = np.zeros((0, space.n_dims), np.int64)
     for _ in range(20):  # bounded: 20 rounds of 4n spread draws
         x = space.sample_spread(rng, 4 * max(n, 8))
@@ -212,7 +223,10 @@ def constrained_evolution(
     spent or nothing new is feasible."""
     params = params or EvolutionConfig()
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
+    # The uniform arm draws from its own generator: one stream without replacement, the same
+    # rows random_search(seed=seed, feasible_only=True) draws; breeding has another.
+    stream = DistinctStream(space, np.random.default_rng(seed))
+    rng = np.random.default_rng([seed, 1])
     if archive is None:
         archive = Archive({names[0]: fitness, names[1]: constraint})
     rows0 = archive.rows
@@ -220,45 +234,51 @@ def constrained_evolution(
     ev = _Evaluator(archive, names[0], names[1], budget, cheap, params.max_evaluations)
     pl = plan(space, params, ev.left)
     ev.cap = min(ev.cap, pl.spend)
+    arms = _Arms(stream, params)
 
     seeds = np.zeros((0, space.n_dims), np.int64)
     if initial is not None and len(initial):
         seeds = space.canonical(np.atleast_2d(np.asarray(initial, np.int64)))
     sx, sf, sc = ev(seeds)  # free when already in the archive
-    how: Sampling = "uniform" if pl.floor >= pl.population else params.init
-    n0 = ev.room(max(pl.floor, pl.population - len(sx)), pl.reserve)
     xs, fs, cs = [sx], [sf], [sc]
     floor_end = t0 + params.random_share * params.time_limit_s  # its share of the time, too
+    n0 = ev.room(pl.floor, pl.reserve)
     while n0 > 0:  # in chunks, so that a huge unbudgeted floor stops with its time share
-        x, f, c = ev(_fresh(space, rng, ev, min(n0, max(pl.population, 2000)), how))
+        x, f, c = arms.score(ev, "uniform", arms.uniform(ev, min(n0, max(pl.population, 2000))))
         xs, fs, cs = xs + [x], fs + [f], cs + [c]
         n0 -= len(x)
         if not len(x) or time.perf_counter() > floor_end:
             break
+    n1 = ev.room(pl.population - sum(map(len, xs)), pl.reserve)  # a floor too small: fill up
+    if n1 > 0:
+        x, f, c = ev(_fresh(space, rng, ev, n1, params.init))
+        xs, fs, cs = xs + [x], fs + [f], cs + [c]
     x, f, c = np.concatenate(xs), np.concatenate(fs), np.concatenate(cs)
     top = _order(f, c, budget)[: pl.population]  # the floor's best members start the evolution
     state = _Population(x[top], f[top], c[top])
     t_end = t0 + params.time_limit_s
-    gen, restarts = _evolve(space, rng, ev, state, pl, params, pl.reserve, t_end, 0)
+    gen, restarts = _evolve(space, rng, ev, state, pl, params, arms, pl.reserve, t_end, 0)
     if ev.best_x is not None:
         _polish(space, ev, ev.best_x, params.polish_sweeps)
     # Spend what the polish left: more evolution, then uniform feasible samples.
     if ev.left > 0 and time.perf_counter() < t_end:
-        gen, r = _evolve(space, rng, ev, state, pl, params, 0, t_end, gen, params.generations)
+        gen, r = _evolve(space, rng, ev, state, pl, params, arms, 0, t_end, gen,
+                         params.generations)  # fmt: skip
         restarts += r
     while ev.left > 0 and time.perf_counter() < t_end:
-        got, _, _ = ev(_fresh(space, rng, ev, ev.room(max(pl.children, 64)), "uniform"))
+        got, _, _ = arms.score(ev, "uniform", arms.uniform(ev, ev.room(max(pl.children, 64))))
         if not len(got):
             break
     secs = time.perf_counter() - t0
     n_cheap = cheap.n if cheap is not None else 0
-    log.debug("evolution: %d generations, %d restarts, %d evaluations", gen, restarts, ev.spent)
+    log.debug("evolution: %d generations, %d restarts, %d evaluations (%d uniform)", gen,
+              restarts, ev.spent, arms.n_uniform)  # fmt: skip
     if ev.best_x is None:
         lowest = ev.lowest if np.isfinite(ev.lowest) else float("nan")
         return Best(None, float("nan"), lowest, ev.spent, secs, gen, state.history,
-                    archive.rows - rows0, n_cheap, restarts)  # fmt: skip
+                    archive.rows - rows0, n_cheap, restarts, arms.n_uniform)  # fmt: skip
     return Best(ev.best_x, ev.best_f, ev.best_c, ev.spent, secs, gen, state.history,
-                archive.rows - rows0, n_cheap, restarts)  # fmt: skip
+                archive.rows - rows0, n_cheap, restarts, arms.n_uniform)  # fmt: skip
 
 
 @dataclass
@@ -296,6 +316,55 @@ class _Population:
         self.born += len(x)
 
 
+class _Arms:
+    """How each generation's brood splits between breeding and fresh uniform feasible samples
+    (the next rows of the run's one uniform stream, which the floor and the restarts draw from
+    too), from what breeding has brought lately.
+
+    A record is a row better than every feasible row evaluated before it. After ``k`` uniform
+    rows the next one is a record with probability at most ``1/(k+1)``, so once breeding has
+    gone ``k+1`` children without a record it does no better than the uniform sample would:
+    the uniform share grows with breeding's drought, ``uniform_share_max`` once it reaches
+    ``k + 1``, and drops to 0 at breeding's next record. While breeding finds better candidates
+    it keeps the brood; where only coverage finds them (needles, an unstructured table) the
+    budget moves to the uniform sample, whose best the result is never worse than."""
+
+    def __init__(self, stream: DistinctStream, p: EvolutionConfig) -> None:
+        self.stream, self.top = stream, p.uniform_share_max
+        self.trials = {"uniform": 0, "bred": 0}
+        self.wins = {"uniform": 0, "bred": 0}
+        self.drought = 0  # bred children since breeding's last record
+
+    @property
+    def n_uniform(self) -> int:
+        return self.trials["uniform"]
+
+    def uniform(self, ev: _Evaluator, n: int) -> np.ndarray:
+        """The next ``n`` rows of the stream (evaluate them with :meth:`score`)."""
+        if n <= 0:
+            return np.zeros((0, self.stream.space.n_dims), np.int64)
+        return self.stream.take(n, exclude=ev.a.contains, accept=ev.feasible)
+
+    def score(self, ev: _Evaluator, arm: str, x: np.ndarray):  # noqa: ANN201
+        """Evaluate ``x`` for ``arm``; its rows and records count for it."""
+        r0 = ev.records
+        got = ev(x)
+        self.trials[arm] += len(got[0])
+        self.wins[arm] += ev.records - r0
+        if arm == "bred":
+            self.drought = 0 if ev.records > r0 else self.drought + len(got[0])
+        return got
+
+    @property
+    def share(self) -> float:
+        return self.top * min(1.0, self.drought / (self.trials["uniform"] + 1.0))
+
+    def split(self, rng: np.random.Generator, room: int) -> int:
+        """How many of ``room`` go to uniform samples (stochastic rounding of the share)."""
+        k = self.share * room
+        return int(k) + int(rng.random() < k - int(k))
+
+
 def _evolve(
     space: CategoricalSpace,
     rng: np.random.Generator,
@@ -303,13 +372,15 @@ def _evolve(
     pop: _Population,
     pl: Plan,
     params: EvolutionConfig,
+    arms: _Arms,
     reserve: int,
     t_end: float,
     gen: int,
     extra_generations: int = 0,
 ) -> tuple[int, int]:
     """Generations until the budget (less ``reserve``), the generations or the time run out;
-    returns (last generation, restarts)."""
+    returns (last generation, restarts). Each brood is bred children and, as ``arms`` says,
+    fresh uniform samples; both join the population."""
     restarts, last_gain, best_f = 0, gen, ev.best_f
     limit = params.generations + extra_generations
     while gen < limit:
@@ -318,26 +389,30 @@ def _evolve(
         room = ev.room(pl.children, reserve)
         if room <= 0 or time.perf_counter() > t_end or not len(pop.x):
             break
+        n_uni = arms.split(rng, room)
         rank = np.empty(len(pop.x), np.int64)
         rank[_order(pop.f, pop.c, ev.budget)] = np.arange(len(pop.x))
         kids = np.zeros((0, space.n_dims), np.int64)
-        for _ in range(10):  # bounded retries to fill the brood with new, feasible children
-            k = _breed(space, rng, pop.x, rank, 2 * room, params)
+        n_kids = room - n_uni
+        for _ in range(10 if n_kids else 0):  # bounded retries: new, feasible children
+            k = _breed(space, rng, pop.x, rank, 2 * n_kids, params)
             k = ev.a.novel(np.concatenate([kids, k]))
             k = k[ev.feasible(k)]
-            kids = k[:room]
-            if len(kids) >= room:
+            kids = k[:n_kids]
+            if len(kids) >= n_kids:
                 break
-        stuck = not len(kids)  # the neighbourhood is exhausted: restart now
-        x, f, c = ev(kids)
-        pop.add(x, f, c, pl.population)
+        stuck = n_kids > 0 and not len(kids)  # the neighbourhood is exhausted: restart now
+        x, f, c = arms.score(ev, "bred", kids)
+        xu, fu, cu = arms.score(ev, "uniform", arms.uniform(ev, room - len(x)))  # the rest
+        pop.add(np.concatenate([x, xu]), np.concatenate([f, fu]), np.concatenate([c, cu]),
+                pl.population)  # fmt: skip
         if ev.best_x is not None and not (ev.best_f <= best_f):  # a gain (or the first feasible)
             best_f, last_gain = ev.best_f, gen
         if stuck or (pl.patience and gen - last_gain >= pl.patience):
             restarts += 1
             last_gain = gen
             n = ev.room(max(pl.population - 1, 1), reserve)
-            x, f, c = ev(_fresh(space, rng, ev, n, "uniform"))  # compared with the incumbent
+            x, f, c = arms.score(ev, "uniform", arms.uniform(ev, n))  # vs the incumbent, too
             if stuck and not len(x):
                 break  # nothing new is feasible
             if ev.best_x is not None:  # the elite survives the restart
