@@ -3,20 +3,28 @@
 Maximize ``fitness`` subject to ``constraint <= budget``, spending at most ``max_evaluations``
 distinct candidates (every candidate goes through an :class:`Archive`, so none is paid twice).
 
-A portfolio, sized from the budget (:func:`plan`), that is never worse than a uniform feasible
-sample of ``random_share`` of the budget by construction:
+A portfolio, sized from the budget (:func:`plan`). Every uniform candidate it evaluates (the
+floor, the restarts, the uniform share of the broods, what is left at the end) is the next row
+of one uniform feasible stream without replacement (:class:`DistinctStream`), the very rows
+``random_search(seed=seed, feasible_only=True)`` draws: the result is never worse than the
+best of a uniform feasible sample as large as the uniform rows it evaluated (``uniform_rows``,
+at least ``random_share`` of the budget), by construction.
 
-1. the floor: ``random_share`` of the budget on uniform candidates the cheap constraint accepts
-   (rejection on the latency table); their best is the incumbent, their best members (with the
-   seeds: the lowest-latency row, NSGA-II's front) the first population;
+1. the floor: ``random_share`` of the budget on the stream (rejection on the cheap latency
+   table); their best is the incumbent, their best members (with the seeds: the lowest-latency
+   row, NSGA-II's front) the first population;
 2. regularized ("aging") evolution with tournament selection (Real et al., 2019), batched:
    each generation breeds ``children`` from parents picked by tournaments of ``tournament``
    members, and as many of the oldest die, whatever their fitness. Ranking is
    feasibility-aware (feasible by fitness, then infeasible by excess). After ``restart_after``
    of the generations the budget allows without a gain (at least 3), the population restarts
-   around fresh uniform feasible candidates (the elite survives);
+   from the stream's next rows (the incumbent stays with the run, not in the population, which
+   would breed the same basin again). The split of each brood between breeding and the stream
+   follows what breeding brings (:class:`_Arms`): once breeding has gone longer without a
+   record than the uniform sample is expected to, up to ``uniform_share_max`` of the brood
+   goes to the stream;
 3. a coordinate polish of the best (one dimension at a time, staying feasible), from a reserve
-   of about one sweep; what it leaves goes back to evolution, then to uniform samples, so a
+   of about one sweep; what it leaves goes back to evolution, then to the stream, so a
    budgeted run spends its whole budget unless nothing new is feasible.
 
 Every evaluated feasible candidate is compared with the incumbent, whichever phase asked for it
@@ -322,12 +330,14 @@ class _Arms:
     too), from what breeding has brought lately.
 
     A record is a row better than every feasible row evaluated before it. After ``k`` uniform
-    rows the next one is a record with probability at most ``1/(k+1)``, so once breeding has
-    gone ``k+1`` children without a record it does no better than the uniform sample would:
-    the uniform share grows with breeding's drought, ``uniform_share_max`` once it reaches
-    ``k + 1``, and drops to 0 at breeding's next record. While breeding finds better candidates
-    it keeps the brood; where only coverage finds them (needles, an unstructured table) the
-    budget moves to the uniform sample, whose best the result is never worse than."""
+    rows, the next ``d`` uniform rows bring about ``ln(1 + d/k)`` records (the next one at most
+    ``1/(k+1)``), so once breeding has gone ``d > k + 1`` children without one (0.69 records
+    expected of uniform samples) it does worse than the stream would: the uniform share grows
+    from 0 there to ``uniform_share_max`` at ``d = 3(k + 1)`` (1.4 expected) and drops to 0 at
+    breeding's next record. Restarts do not end a drought (a record is global). While breeding
+    finds better candidates it keeps the brood; where only coverage finds them (needles, an
+    unstructured table) the budget moves to the stream, whose best the result is never worse
+    than."""
 
     def __init__(self, stream: DistinctStream, p: EvolutionConfig) -> None:
         self.stream, self.top = stream, p.uniform_share_max
@@ -357,7 +367,8 @@ class _Arms:
 
     @property
     def share(self) -> float:
-        return self.top * min(1.0, self.drought / (self.trials["uniform"] + 1.0))
+        k = self.trials["uniform"] + 1.0
+        return self.top * min(1.0, max(0.0, self.drought - k) / (2.0 * k))
 
     def split(self, rng: np.random.Generator, room: int) -> int:
         """How many of ``room`` go to uniform samples (stochastic rounding of the share)."""
@@ -380,7 +391,7 @@ def _evolve(
 ) -> tuple[int, int]:
     """Generations until the budget (less ``reserve``), the generations or the time run out;
     returns (last generation, restarts). Each brood is bred children and, as ``arms`` says,
-    fresh uniform samples; both join the population."""
+    fresh uniform samples; those of them better than the population's median join it."""
     restarts, last_gain, best_f = 0, gen, ev.best_f
     limit = params.generations + extra_generations
     while gen < limit:
@@ -403,9 +414,10 @@ def _evolve(
                 break
         stuck = n_kids > 0 and not len(kids)  # the neighbourhood is exhausted: restart now
         x, f, c = arms.score(ev, "bred", kids)
-        xu, fu, cu = arms.score(ev, "uniform", arms.uniform(ev, room - len(x)))  # the rest
-        pop.add(np.concatenate([x, xu]), np.concatenate([f, fu]), np.concatenate([c, cu]),
-                pl.population)  # fmt: skip
+        xu, fu, cu = arms.score(ev, "uniform", arms.uniform(ev, n_uni))
+        good = (cu <= ev.budget) & (fu > np.median(pop.f))  # uniform rows join if they compete
+        pop.add(np.concatenate([x, xu[good]]), np.concatenate([f, fu[good]]),
+                np.concatenate([c, cu[good]]), pl.population)  # fmt: skip
         if ev.best_x is not None and not (ev.best_f <= best_f):  # a gain (or the first feasible)
             best_f, last_gain = ev.best_f, gen
         if stuck or (pl.patience and gen - last_gain >= pl.patience):
@@ -415,9 +427,8 @@ def _evolve(
             x, f, c = arms.score(ev, "uniform", arms.uniform(ev, n))  # vs the incumbent, too
             if stuck and not len(x):
                 break  # nothing new is feasible
-            if ev.best_x is not None:  # the elite survives the restart
-                x = np.concatenate([ev.best_x[None], x])
-                f, c = np.concatenate([[ev.best_f], f]), np.concatenate([[ev.best_c], c])
+            # The incumbent stays with the evaluator, not in the population: among fresh
+            # members it would win most tournaments and breed the same basin again.
             pop.replace(x, f, c)
     return gen, restarts
 

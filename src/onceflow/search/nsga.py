@@ -121,7 +121,7 @@ def nsga2(
     max_evaluations: int | None = None,
     archive: Archive | None = None,
     polish_share: float = 0.25,
-    uniform_init: float = 0.0,
+    evaluations_per_member: int = 60,
 ) -> Front:
     """Pareto front of ``objectives`` (>= 2) by NSGA-II.
 
@@ -163,13 +163,12 @@ def nsga2(
     budget = min(cap, archive.remaining)
     reserve = polish_share * budget if polish_sweeps and np.isfinite(budget) else 0.0
     if np.isfinite(budget):
-        pop_size = min(pop_size, max(16, int(budget) // 60))
+        pop_size = min(pop_size, max(16, int(budget) // evaluations_per_member))
 
     signs = np.array([-1.0 if o.maximize else 1.0 for o in objectives])
     Prob, Init, Cross, Mut, Dups = _operators(space, archive, names, signs)
     rng = np.random.default_rng(seed)
-    n_uni = int(round(uniform_init * pop_size))
-    x0 = np.concatenate([space.sample(rng, n_uni), space.sample_spread(rng, pop_size - n_uni)])
+    x0 = space.sample_spread(rng, pop_size)
     if initial is not None and len(initial):
         x0 = unique_rows(np.concatenate([space.canonical(np.atleast_2d(initial)), x0]))[0]
         x0 = np.concatenate([x0, space.sample_spread(rng, pop_size)])[:pop_size]
