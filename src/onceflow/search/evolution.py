@@ -18,8 +18,8 @@ at least ``random_share`` of the budget), by construction.
    members, and as many of the oldest die, whatever their fitness. Ranking is
    feasibility-aware (feasible by fitness, then infeasible by excess). After ``restart_after``
    of the generations the budget allows without a gain (at least 3), the population restarts
-   from the stream's next rows (the incumbent stays with the run, not in the population, which
-   would breed the same basin again). The split of each brood between breeding and the stream
+   from the stream's next rows (the elite survives: dropping it explored rugged landscapes
+   no better and lost smooth ones). The split of each brood between breeding and the stream
    follows what breeding brings (:class:`_Arms`): once breeding has gone longer without a
    record than the uniform sample is expected to, up to ``uniform_share_max`` of the brood
    goes to the stream;
@@ -427,8 +427,9 @@ def _evolve(
             x, f, c = arms.score(ev, "uniform", arms.uniform(ev, n))  # vs the incumbent, too
             if stuck and not len(x):
                 break  # nothing new is feasible
-            # The incumbent stays with the evaluator, not in the population: among fresh
-            # members it would win most tournaments and breed the same basin again.
+            if ev.best_x is not None:  # the elite survives the restart
+                x = np.concatenate([ev.best_x[None], x])
+                f, c = np.concatenate([[ev.best_f], f]), np.concatenate([[ev.best_c], c])
             pop.replace(x, f, c)
     return gen, restarts
 
@@ -479,7 +480,7 @@ def random_search(
     ``sample_spread``; assumes ordered choices, draws with replacement). ``feasible_only`` spends
     the samples on candidates the (cheap) constraint accepts, as the evolution does."""
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 1])
     f, c = Counter(fitness), Counter(constraint)
     if sampling == "uniform":
         accept = (lambda x: c(x) <= budget) if feasible_only else None
