@@ -480,7 +480,7 @@ def random_search(
     ``sample_spread``; assumes ordered choices, draws with replacement). ``feasible_only`` spends
     the samples on candidates the (cheap) constraint accepts, as the evolution does."""
     t0 = time.perf_counter()
-    rng = np.random.default_rng([seed, 1])
+    rng = np.random.default_rng(seed)
     f, c = Counter(fitness), Counter(constraint)
     if sampling == "uniform":
         accept = (lambda x: c(x) <= budget) if feasible_only else None
