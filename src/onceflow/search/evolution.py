@@ -344,6 +344,8 @@ class _Arms:
         self.trials = {"uniform": 0, "bred": 0}
         self.wins = {"uniform": 0, "bred": 0}
         self.drought = 0  # bred children since breeding's last record
+        self.uniform_f: list[np.ndarray] = []  # the stream's feasible fitness values
+        self.beat: float | None = None  # recent share of children above the stream's median
 
     @property
     def n_uniform(self) -> int:
@@ -361,14 +363,25 @@ class _Arms:
         got = ev(x)
         self.trials[arm] += len(got[0])
         self.wins[arm] += ev.records - r0
-        if arm == "bred":
+        f = got[1][got[2] <= ev.budget]
+        if arm == "uniform":
+            self.uniform_f.append(f)
+        else:
             self.drought = 0 if ev.records > r0 else self.drought + len(got[0])
+            if len(f) and self.uniform_f:
+                med = float(np.median(np.concatenate(self.uniform_f)))
+                b = float(np.mean((f > med) + 0.5 * (f == med)))
+                self.beat = b if self.beat is None else 0.7 * self.beat + 0.3 * b
         return got
 
     @property
     def share(self) -> float:
         k = self.trials["uniform"] + 1.0
-        return self.top * min(1.0, max(0.0, self.drought - k) / (2.0 * k))
+        dry = min(1.0, max(0.0, self.drought - k) / (2.0 * k))
+        # Children no better than uniform rows (half above the stream's median): breeding
+        # exploits nothing (an unstructured table); 3 in 4 above: it does.
+        flat = 0.0 if self.beat is None else min(1.0, max(0.0, (0.75 - self.beat) / 0.25))
+        return self.top * max(dry, flat)
 
     def split(self, rng: np.random.Generator, room: int) -> int:
         """How many of ``room`` go to uniform samples (stochastic rounding of the share)."""
