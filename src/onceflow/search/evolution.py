@@ -327,17 +327,21 @@ class _Population:
 class _Arms:
     """How each generation's brood splits between breeding and fresh uniform feasible samples
     (the next rows of the run's one uniform stream, which the floor and the restarts draw from
-    too), from what breeding has brought lately.
+    too): up to ``uniform_share_max`` of it goes to the stream when either rule says breeding
+    does no better than sampling would.
 
-    A record is a row better than every feasible row evaluated before it. After ``k`` uniform
-    rows, the next ``d`` uniform rows bring about ``ln(1 + d/k)`` records (the next one at most
-    ``1/(k+1)``), so once breeding has gone ``d > k + 1`` children without one (0.69 records
-    expected of uniform samples) it does worse than the stream would: the uniform share grows
-    from 0 there to ``uniform_share_max`` at ``d = 3(k + 1)`` (1.4 expected) and drops to 0 at
-    breeding's next record. Restarts do not end a drought (a record is global). While breeding
-    finds better candidates it keeps the brood; where only coverage finds them (needles, an
-    unstructured table) the budget moves to the stream, whose best the result is never worse
-    than."""
+    * Children against fresh samples: the recent share of children above the stream's median.
+      Uniform rows score 1/2; children that exploit structure score far more. At 1/2 or less
+      (an unstructured table: nothing to exploit) the full share goes to the stream, at 3/4
+      or more none.
+    * Drought: a record is a row better than every feasible row evaluated before it. After
+      ``k`` uniform rows the next ``d`` bring about ``ln(1 + d/k)`` records, so once breeding
+      has gone ``d > k + 1`` children without one (0.69 expected of the stream) it does worse
+      than the stream would: the share grows from 0 there to the full share at ``d = 3(k+1)``
+      and drops to 0 at breeding's next record (restarts do not end a drought).
+
+    Where only coverage finds better rows the budget moves to the stream, whose best the
+    result is never worse than."""
 
     def __init__(self, stream: DistinctStream, p: EvolutionConfig) -> None:
         self.stream, self.top = stream, p.uniform_share_max

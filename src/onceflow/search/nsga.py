@@ -133,9 +133,10 @@ def nsga2(
     name) shares evaluations with other phases; ``max_evaluations`` bounds the distinct
     candidates this call evaluates, polish included: then ``polish_share`` of it is kept for
     the polish (what the polish leaves goes back to the generations: the budget is spent),
-    and the population is at most ~1/60 of the budget (>= 16), so that a small
-    budget still runs dozens of generations (on the rugged landscapes of ``bench_search``,
-    pop 100 at 200-1000 evaluations ran 2-10 generations and lost to a plain pymoo call).
+    and the population is at most 1/``evaluations_per_member`` (60) of the budget (>= 16),
+    so that a small budget still runs dozens of generations (on the rugged landscapes of
+    ``bench_search``, pop 100 at 200-1000 evaluations ran 2-10 generations and lost to a plain
+    pymoo call; 30 won plateau and cell at 1,000 but lost nas on instance 0).
     """
     if len(objectives) < 2:
         raise ConfigError("nsga2: need at least two objectives")
