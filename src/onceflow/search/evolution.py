@@ -350,6 +350,7 @@ class _Arms:
         self.drought = 0  # bred children since breeding's last record
         self.uniform_f: list[np.ndarray] = []  # the stream's feasible fitness values
         self.beat: float | None = None  # recent share of children above the stream's median
+        self.owed = 0.0  # uniform rows the share has accrued, not yet drawn
 
     @property
     def n_uniform(self) -> int:
@@ -388,9 +389,15 @@ class _Arms:
         return self.top * max(dry, flat)
 
     def split(self, rng: np.random.Generator, room: int) -> int:
-        """How many of ``room`` go to uniform samples (stochastic rounding of the share)."""
-        k = self.share * room
-        return int(k) + int(rng.random() < k - int(k))
+        """How many of ``room`` go to uniform samples: the share accrues, and is paid in
+        batches of at least a quarter brood (one stream draw and one evaluation call, not a
+        row or two per generation)."""
+        self.owed += self.share * room
+        n = min(int(self.owed), room)
+        if n < max(1, room // 4):
+            return 0
+        self.owed -= n
+        return n
 
 
 def _evolve(
