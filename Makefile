@@ -28,8 +28,11 @@ EXP_DROP := Created|State|Executor|[^:]*/[^:]*$$|(artifacts|latency|metrics|plot
 exps: setup
 	@dvc exp show --only-changed --drop '$(EXP_DROP)'
 
+# The suite on up to 4 xdist workers (one per core), a test module per worker at a time (its
+# module fixtures built once); slow tests start first (tests/conftest.py).
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 test: setup
-	pytest -q
+	pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: setup
 	ruff check src stages flows tests benchmarks

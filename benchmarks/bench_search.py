@@ -36,7 +36,8 @@ predictor stage does on 250 spread samples of a smooth synthetic accuracy functi
 Thread pools: the process runs at one thread (``set_threads(1)``) for the throughput figures;
 the contention section sets ``base.threads`` as a stage does.
 
-Usage: python benchmarks/bench_search.py [--random 1000000] [--budgeted-only]
+Usage: python benchmarks/bench_search.py [--random 1000000] [--budgeted-only [--landscape-seed K
+       --run-seeds S.. --landscapes L.. --evaluations N.. --percentiles P.. --parts P..]]
        [--contention-only] [--rounds 2]
 """
 
@@ -291,10 +292,32 @@ def main() -> None:
         help="budgeted landscapes' instance (0: the set the settings were fixed on)",
     )
     ap.add_argument("--landscapes", nargs="*", help="budgeted: only these landscapes")
+    ap.add_argument("--run-seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                    help="budgeted: the runs' seeds (5 per cell)")  # fmt: skip
+    ap.add_argument("--evaluations", type=int, nargs="*", default=[200, 500, 1000],
+                    help="budgeted: the budgets N")  # fmt: skip
+    ap.add_argument("--percentiles", type=int, nargs="*", default=[10, 25, 50, 75],
+                    help="budgeted: the constraint's percentiles (share feasible)")  # fmt: skip
+    ap.add_argument("--parts", nargs="*", default=["evolution", "nsga"],
+                    choices=["evolution", "nsga"], help="budgeted: which comparisons")  # fmt: skip
+    ap.add_argument("--evolution-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="budgeted: evolution settings other than the schema's")  # fmt: skip
+    ap.add_argument("--nsga-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="budgeted: nsga2 keyword arguments other than its defaults")  # fmt: skip
     args = ap.parse_args()
+    budgeted_args = {
+        "nsga": {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.nsga_set)},
+        "evolution": {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.evolution_set)},
+        "landscape_seed": args.landscape_seed,
+        "names": args.landscapes,
+        "seeds": tuple(args.run_seeds),
+        "evaluations": tuple(args.evaluations),
+        "percentiles": tuple(args.percentiles),
+        "parts": tuple(args.parts),
+    }
     set_threads(1)
     if args.budgeted_only:
-        budgeted = run_budgeted(landscape_seed=args.landscape_seed, names=args.landscapes)
+        budgeted = run_budgeted(**budgeted_args)
         json.dump({"budgeted": budgeted}, sys.stdout, indent=2)
         print()
         return
@@ -427,7 +450,7 @@ def main() -> None:
     for k in ("search_loaded_over_idle", "fit_loaded_over_idle", "measure_loaded_over_idle"):
         out[k] = out["contention"][k]
     if not args.skip_budgeted:
-        out["budgeted"] = run_budgeted(landscape_seed=args.landscape_seed, names=args.landscapes)
+        out["budgeted"] = run_budgeted(**budgeted_args)
     out["threads"] = torch.get_num_threads()
     json.dump(out, sys.stdout, indent=2)
     print()

@@ -48,3 +48,7 @@ MSG
     exit 1
   fi
 fi
+
+# The library versions the stages depend on (DVC params of environment.yaml): rewritten only
+# when one changed, so an upgrade reruns exactly the stages that use that library.
+.venv/bin/onceflow env --write --root . >/dev/null

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,98 @@ from tests.support.s3server import S3Server, seaweed
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The session's process-wide settings, fixed for the whole run (so no test sees another's) and
+# restored at its end: tools quiet; Prefect's home (read at import) private; flows retry fast; and
+# every temp file, ours or a tool's (Prefect workers, torchrun, DVC), in one folder removed at the
+# end of a passing session (kept, and named, after a failing one). The timing lock stays the
+# machine's own, so xdist workers and other jobs still take turns timing.
+SESSION_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "OMP_WAIT_POLICY": "PASSIVE",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_UI_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+    "ONCEFLOW_RETRY_BACKOFF_S": "0.5",
+}
+_saved_env: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+
+    from onceflow.hostlock import lock_path
+
+    env = dict(SESSION_ENV)
+    env["ONCEFLOW_TIMING_LOCK"] = str(lock_path())
+    if "ONCEFLOW_TEST_TMPDIR" not in os.environ:  # xdist workers share their controller's
+        _prune_dead_sessions(Path(tempfile.gettempdir()))
+        tmp = Path(tempfile.mkdtemp(prefix=_SESSION_PREFIX))
+        (tmp / "pid").write_text(str(os.getpid()))
+        # At exit, after the cleanups registered later (Prefect's test harness removes its own
+        # folder in there at exit too).
+        atexit.register(_remove_session_tmp, config, tmp)
+        env |= {"ONCEFLOW_TEST_TMPDIR": str(tmp), "TMPDIR": str(tmp)}
+    env["PREFECT_HOME"] = tempfile.mkdtemp(
+        prefix="prefect-home-", dir=env.get("TMPDIR", os.environ.get("TMPDIR"))
+    )
+    for var, value in env.items():
+        _saved_env[var] = os.environ.get(var)
+        os.environ[var] = value
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import tempfile
+
+    for var, value in _saved_env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    tempfile.tempdir = None
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle: keeps its order otherwise
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort), so that under xdist the long integration tests start
+    at once on every worker and the quick ones fill the gaps, instead of a long tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+_SESSION_PREFIX = "onceflow-tests-"
+KEEP_FAILED_SESSIONS = 3
+
+
+def _prune_dead_sessions(tmp_root: Path) -> None:
+    """Remove the folders of sessions whose process is gone (killed, or failed and kept), but
+    the newest few, so failed sessions stay readable without filling the disk."""
+    import shutil
+
+    dead = []
+    for folder in tmp_root.glob(_SESSION_PREFIX + "*"):
+        try:
+            os.kill(int((folder / "pid").read_text()), 0)
+        except (OSError, ValueError):  # no such process, or no readable pid: not running
+            dead.append(folder)
+    dead.sort(key=lambda f: f.stat().st_mtime, reverse=True)
+    for folder in dead[KEEP_FAILED_SESSIONS:]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_session_tmp(config: pytest.Config, tmp: Path) -> None:
+    import shutil
+    import sys
+
+    if getattr(config, "_onceflow_failed", False):
+        sys.stderr.write(f"onceflow tests: the failed session's temp files are kept in {tmp}\n")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._onceflow_failed = exitstatus not in (0, 5)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

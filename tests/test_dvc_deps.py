@@ -9,7 +9,6 @@ to it would not rerun the stage: the test names the stage and the file.
 
 from __future__ import annotations
 
-import ast
 import re
 from functools import cache
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onceflow import identity
 from tests.conftest import REPO_ROOT
 
 # Top-level packages that live in the repo, and where their sources are.
@@ -24,73 +24,11 @@ PACKAGE_ROOTS = {"onceflow": REPO_ROOT / "src", "stages": REPO_ROOT, "flows": RE
 _MODULE_CMD = re.compile(r"\bpython3?\s+-m\s+([\w.]+)")
 
 
-def _module_file(name: str) -> Path | None:
-    """The file that defines module ``name`` (a .py or a package __init__), if in the repo."""
-    root = PACKAGE_ROOTS.get(name.split(".")[0])
-    if root is None:
-        return None
-    base = root.joinpath(*name.split("."))
-    for cand in (base.with_suffix(".py"), base / "__init__.py"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def _executed_files(name: str) -> set[Path]:
-    """Files run by ``import name``: each enclosing package's __init__.py and the module."""
-    parts = name.split(".")
-    found = set()
-    for i in range(1, len(parts) + 1):
-        f = _module_file(".".join(parts[:i]))
-        if f is not None:
-            found.add(f)
-    return found
-
-
-def _module_name(path: Path) -> str:
-    for top, root in PACKAGE_ROOTS.items():
-        try:
-            rel = path.relative_to(root)
-        except ValueError:
-            continue
-        if rel.parts[0] == top:
-            parts = list(rel.with_suffix("").parts)
-            return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-    raise AssertionError(f"{path} is not in a known package")
-
-
-def _imports(path: Path) -> set[str]:
-    """Absolute module names ``path`` imports (any depth: lazy imports count too)."""
-    me = _module_name(path)
-    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            names.add(mod)
-            # `from pkg import sub` imports the submodule when there is one
-            names.update(f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}"))
-    return names
-
-
 @cache
 def import_closure(module: str) -> frozenset[Path]:
-    todo = sorted(_executed_files(module))
-    seen: set[Path] = set()
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
-        for name in _imports(f):
-            todo.extend(_executed_files(name) - seen)
-    return frozenset(seen)
+    """The library's closure (onceflow.identity, which also keys training and the predictor's
+    rows) over the repo's packages: stages/ and flows/ as well as onceflow."""
+    return identity.import_closure(module, PACKAGE_ROOTS)
 
 
 def _lookup(params: dict, expr: str) -> object:
@@ -106,8 +44,8 @@ def expand_stages(root: Path = REPO_ROOT) -> list[tuple[str, dict]]:
     dvc = yaml.safe_load((root / "dvc.yaml").read_text())
     params = yaml.safe_load((root / "params.yaml").read_text())
 
-    def interpolate(st: dict, key: str | None) -> dict:
-        scope = params if key is None else {**params, "key": key}
+    def interpolate(st: dict, key: str | None, item: object = None) -> dict:
+        scope = params if key is None else {**params, "key": key, "item": item}
         text = re.sub(r"\$\{([\w.-]+)\}", lambda m: str(_lookup(scope, m[1])), yaml.safe_dump(st))
         return yaml.safe_load(text)
 
@@ -117,7 +55,7 @@ def expand_stages(root: Path = REPO_ROOT) -> list[tuple[str, dict]]:
             out.append((name, interpolate(st, None)))
             continue
         items = _lookup(params, re.fullmatch(r"\$\{(.+)\}", st["foreach"])[1])
-        out += [(f"{name}@{key}", interpolate(st["do"], key)) for key in items]  # type: ignore[union-attr]
+        out += [(f"{name}@{k}", interpolate(st["do"], k, v)) for k, v in items.items()]  # type: ignore[union-attr]
     return out
 
 
@@ -149,6 +87,29 @@ def unused_code_deps(stage: dict) -> list[str]:
     return [d for d in code if not any(f == d or f.startswith(d + "/") for f in closure)]
 
 
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def undeclared_inputs(stage: dict) -> list[str]:
+    """Paths the stage's `cmd` passes (``--flag path``) that are neither its outputs nor
+    covered by a `deps` entry: an input whose change would not rerun the stage (``package``'s
+    lineage of the latency table and the predictor, say)."""
+    outs = [
+        str(next(iter(e)) if isinstance(e, dict) else e)
+        for kind in ("outs", "metrics", "plots")
+        for e in stage.get(kind, [])
+    ]
+    deps = [str(d) for d in stage.get("deps", [])]
+    missing = []
+    for flag, value in re.findall(r"--([\w-]+)\s+([^\s-][^\s]*)", stage["cmd"]):
+        if flag in ("params", "target") or any(_under(value, o) or _under(o, value) for o in outs):
+            continue
+        if not any(_under(value, d) or _under(d, value) for d in deps):
+            missing.append(f"--{flag} {value}")
+    return missing
+
+
 STAGES = expand_stages()
 
 
@@ -167,6 +128,12 @@ def test_code_deps_are_imported(name: str, stage: dict) -> None:
     assert not unused, f"dvc.yaml stage {name!r}: deps {unused} are not imported by its code"
 
 
+@pytest.mark.parametrize(("name", "stage"), STAGES, ids=[n for n, _ in STAGES])
+def test_every_input_path_is_a_dep(name: str, stage: dict) -> None:
+    missing = undeclared_inputs(stage)
+    assert not missing, f"dvc.yaml stage {name!r} reads {missing} but does not list it in `deps`"
+
+
 def test_closure_follows_lazy_relative_and_package_imports(tmp_path: Path) -> None:
     closure = {f.relative_to(REPO_ROOT).as_posix() for f in import_closure("stages.prepare")}
     # executed package inits, the stage's direct imports and what they import in turn
@@ -178,3 +145,8 @@ def test_closure_follows_lazy_relative_and_package_imports(tmp_path: Path) -> No
     assert "src/onceflow/config.py" in uncovered(bad)
     assert not [m for m in uncovered(bad) if m.startswith("src/onceflow/data/")]
     assert unused_code_deps({**bad, "deps": ["src/onceflow/search"]}) == ["src/onceflow/search"]
+    # a path the cmd passes that is neither an out nor a dep is reported
+    pkg = {"cmd": "python -m stages.package --latency latency/a --out artifacts/a",
+           "deps": ["stages/package.py"], "outs": ["artifacts/a"]}  # fmt: skip
+    assert undeclared_inputs(pkg) == ["--latency latency/a"]
+    assert undeclared_inputs({**pkg, "deps": ["latency/a"]}) == []

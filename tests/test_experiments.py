@@ -52,8 +52,9 @@ def commit_run(repo: Path, message: str, cache: Path) -> None:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project copy with two committed pipeline runs (HEAD~1: 300 random search samples,
-    HEAD: 150) and a local DVC remote holding both runs' outputs and run cache."""
+    """A project copy with two committed pipeline runs (HEAD~1: 300 random search samples and
+    one latency budget; HEAD: 150 samples and a second budget) and a local DVC remote holding
+    both runs' outputs and run cache."""
     repo = copy_project(ROOT, tmp_path_factory.mktemp("exp") / "repo", TINY_PARAMS)
     remote = repo.parent / "remote"
     dvc(repo, "remote", "add", "-d", "local", str(remote))
@@ -63,9 +64,13 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = repo / "params.yaml"
     import yaml
 
-    doc = deep_merge(yaml.safe_load(params.read_text()), {"search": {"random_samples": 150}})
+    # A second budget changes the search headline `models` by construction (fewer random
+    # samples alone may keep the same best random subnet, and so every headline).
+    budgets = {"unit": "fraction", "values": [0.5, 0.8]}
+    change = {"search": {"random_samples": 150, "default_budgets": budgets}}
+    doc = deep_merge(yaml.safe_load(params.read_text()), change)
     params.write_text(yaml.safe_dump(doc, sort_keys=False))
-    commit_run(repo, "run 2: 150 random search samples", cache)
+    commit_run(repo, "run 2: 150 random search samples, a second budget", cache)
     dvc(repo, "push", "--run-cache")
     return repo
 
@@ -73,12 +78,14 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_metrics_and_plots_diff_between_two_commits(two_runs: Path, tmp_path: Path) -> None:
     repo = two_runs
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--json").stdout)
-    # Fewer random samples: the search's gain over random search moved; training did not.
+    # A second budget: each search reports two picks; training did not move.
     changed = {(f, k): v for f, keys in diff.items() for k, v in keys.items()}
     assert changed and {f for f, _ in changed} <= {
         f"metrics/{s}/{t}.json" for s in ("search", "package") for t in ("ort-cpu", "ort-cpu-int8")
     } | {"metrics/specialization.json", "metrics/publish.json"}
-    assert any(f.startswith("metrics/search/") and k == "gain_pp" for f, k in changed)
+    for target in ("ort-cpu", "ort-cpu-int8"):
+        models = changed[(f"metrics/search/{target}.json", "models")]
+        assert (models["old"], models["new"]) == (1, 2)
     assert all(v["old"] is not None and v["new"] is not None for v in changed.values())
     same = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--all", "--json").stdout)
     assert same["metrics/supernet.json"]["top1"]["diff"] == 0
@@ -103,7 +110,8 @@ def test_metrics_and_plots_diff_between_two_commits(two_runs: Path, tmp_path: Pa
     cmp = cmp[: cmp.index("</section>")]
     assert 'data-status="ok"' in cmp and "<code>HEAD~1</code>" in cmp
     assert re.search(r"<td>val top-1, largest subnet</td>.*?same</td>", cmp)  # one supernet
-    assert "pick ort-cpu · budget 1 of 1" in cmp and "pick ort-cpu-int8 · budget 1 of 1" in cmp
+    for target in ("ort-cpu", "ort-cpu-int8"):  # the new budget's pick has no baseline
+        assert f"pick {target} · budget 1 of 2" in cmp and f"pick {target} · budget 2 of 2" in cmp
 
 
 def _exp_headlines(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str, Any]]]:

@@ -5,6 +5,7 @@
     onceflow show r28-0123abcd4567 [--artifacts artifacts]
     onceflow publish --registry file://registry artifacts/
     onceflow train join --endpoint HOST:PORT   (another machine joins the training job)
+    onceflow env --write   (record the library versions the stages depend on: environment.yaml)
     onceflow latency export --target phone --n 120 --out to-time/   (a device with no worker)
     onceflow latency import --target phone results.csv
 
@@ -34,6 +35,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as _cx  # type: ignore[no-redef]
 
 from onceflow import __version__
+from onceflow.config import PublishConfig
 from onceflow.errors import OnceflowError
 
 
@@ -108,6 +110,8 @@ Endpoint = Annotated[
         "(default: AWS_ENDPOINT_URL, else AWS S3).",
     ),
 ]
+# The registry commands' default attempts per S3 request: the publish section's.
+MAX_ATTEMPTS: int = PublishConfig.model_fields["max_attempts"].default
 Attempts = Annotated[
     int,
     typer.Option(
@@ -142,7 +146,8 @@ def _store(registry: str, max_attempts: int, endpoint_url: str | None = None) ->
     from onceflow.registry import StoreOptions, open_store
     from onceflow.registry.store import resolve_registry
 
-    options = StoreOptions(endpoint_url=endpoint_url, max_attempts=max_attempts)
+    # Checked where it is used (open_store, the S3 client), with this command's one-line errors.
+    options = StoreOptions.model_construct(endpoint_url=endpoint_url, max_attempts=max_attempts)
     return open_store(resolve_registry(registry), options)
 
 
@@ -168,7 +173,7 @@ def ls_cmd(
         typer.Option("--all-revisions", help="List every revision, not only each model's newest."),
     ] = False,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """List published models as a table (fastest first, per target)."""
     from onceflow.registry import list_models
@@ -251,7 +256,7 @@ def pull(
         ),
     ] = False,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """Pull a model, verified by sha256 before anything lands in --dest.
 
@@ -301,7 +306,7 @@ def show(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the lineage as JSON.")] = False,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """Print a model's lineage: git commit, params of every stage, DVC hashes of its inputs."""
     from onceflow.package.manifest import MANIFEST, load_manifest
@@ -375,6 +380,12 @@ def lineage_lines(manifest: Mapping[str, Any], source: str, revision: str | None
         f"{_fmt(lat.get('measured'), '.3f')} ms measured, {_fmt(lat.get('predicted'), '.3f')} "
         "ms predicted",
         f"git commit {git.get('commit') or 'unknown'} ({dirty.get(git.get('dirty'), '?')})",
+        "libraries  "
+        + (
+            ", ".join(f"{k} {v or '-'}" for k, v in lin["versions"].items())
+            if isinstance(lin.get("versions"), dict)
+            else "not recorded (an older onceflow)"
+        ),
         "inputs     (DVC's md5 as dvc.lock records it)",
     ]
     roles = lin.get("dvc_lock") or {}
@@ -412,7 +423,7 @@ def publish(
     ],
     registry: Registry = DEFAULT_REGISTRY,
     endpoint_url: Endpoint = None,
-    max_attempts: Attempts = 5,
+    max_attempts: Attempts = MAX_ATTEMPTS,
 ) -> None:
     """Publish packages: immutable revision objects first, the index last (conditional write)."""
     from onceflow.package.manifest import MANIFEST
@@ -571,6 +582,39 @@ def latency_import(
         load_params(params), target, results, supernet, manifest=manifest, params_file=params
     )
     typer.echo(f"imported {n} subnets for {target} into {dest}; next: dvc repro")
+
+
+@app.command(cls=_Command)
+@_user_errors
+def env(
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="Record them in environment.yaml (rewritten only when a "
+            "version changed; scripts/setup.sh runs this).",
+        ),
+    ] = False,
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            help="The project (default: the folder holding "
+            "dvc.yaml and params.yaml above the working directory).",
+        ),
+    ] = None,
+) -> None:
+    """Print the installed versions of the libraries that change numbers (the stages' DVC
+    inputs, see environment.yaml)."""
+    from onceflow.environment import installed_versions, write_environment
+    from onceflow.registry.store import project_root
+
+    for lib, v in installed_versions().items():
+        typer.echo(f"{lib:<12} {v or 'not installed'}")
+    if write:
+        path, changed = write_environment(root or project_root() or Path.cwd())
+        typer.echo(f"{path}: {'updated' if changed else 'up to date'}")
 
 
 @app.command(cls=_Command)

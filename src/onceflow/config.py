@@ -542,6 +542,10 @@ class EvolutionConfig(StrictModel):
     # Restart around fresh uniform samples after this share of the generations the budget
     # allows without a gain (at least 3 generations; 0: never).
     restart_after: Annotated[float, Field(ge=0, le=1)] = 0.15
+    # The most of a generation's brood given to fresh uniform feasible samples, taken when
+    # children are no better than uniform rows or breeding's drought outlasts what sampling
+    # would (0: breeding only).
+    uniform_share_max: Annotated[float, Field(ge=0, le=1)] = 0.8
     feasible_only: bool = True  # latency is cheap: infeasible children are never evaluated
     init: Literal["uniform", "spread"] = "spread"  # initial population sampling
     polish_sweeps: Annotated[int, Field(ge=0)] = 2

@@ -89,8 +89,8 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     for p in (details_path(path), Path(path)):
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-            continue
+        except (FileNotFoundError, NotADirectoryError, ValueError, RecursionError):
+            continue  # absent, or not JSON (ValueError: JSON, UTF-8; RecursionError: nesting)
         if isinstance(doc, dict):
             out.update(doc)
             found = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -74,12 +75,39 @@ def check_library(tree: str | os.PathLike[str] | None = None) -> None:
         )
 
 
+def _stage_name(main: Callable[..., object]) -> str:
+    """The stage a ``stages.<name>`` module's ``main`` runs (``python -m`` names it __main__)."""
+    mod = main.__module__
+    if mod == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        mod = spec.name if spec is not None else ""
+    return mod.rpartition(".")[2]
+
+
+def check_environment(stage: str, argv: Sequence[str] | None) -> None:
+    """The library versions ``stage`` uses are the ones environment.yaml records (when the
+    working tree has one); a per-target stage also checks its target's backend library."""
+    from onceflow import environment
+
+    if not Path(environment.ENV_FILE).is_file():
+        return
+    backend = None
+    if stage in environment.PER_TARGET:
+        ap = argparse.ArgumentParser(add_help=False)
+        ap.add_argument("--params", default="params.yaml")
+        ap.add_argument("--target")
+        args, _ = ap.parse_known_args(sys.argv[1:] if argv is None else argv)
+        backend = environment.target_backend(args.params, args.target)
+    environment.check_stage(stage, backend)
+
+
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
     """Run a stage's ``main``; a user-facing error becomes one log line and a non-zero exit."""
     setup_logging()
     record_outcome("start")
     try:
         check_library()
+        check_environment(_stage_name(main), argv)
         main(argv)
     except OnceflowError as err:
         log.error("%s", err)

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,23 +14,12 @@ from pathlib import Path
 
 import pytest
 
-# Prefect reads its settings at import: set them before anything imports prefect.
-_PREFECT_HOME = tempfile.mkdtemp(prefix="onceflow-prefect-")
-PREFECT_ENV = {
-    "PREFECT_HOME": _PREFECT_HOME,
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_UI_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
-    "ONCEFLOW_RETRY_BACKOFF_S": "0.5",
-}
-os.environ.update(PREFECT_ENV)
+from tests.flows.toy import write_toy_repo
+from tests.support.s3server import BUCKET as BUCKET
+from tests.support.s3server import S3Server
 
-from tests.flows.toy import write_toy_repo  # noqa: E402
-from tests.support.s3server import BUCKET as BUCKET  # noqa: E402
-from tests.support.s3server import S3Server  # noqa: E402
+# Prefect's home, quiet settings and fast retries are the session's (tests/conftest.py
+# SESSION_ENV), set before anything imports prefect and restored at the end.
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,14 +94,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(s3_server: S3Server) -> Iterator[str]:
+@pytest.fixture
+def s3_endpoint(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     """The session's real S3 server (SeaweedFS) for DVC remotes and registries, its AWS
-    credentials in the environment while the flow tests run (restored afterwards)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for var, value in s3_server.env.items():
-            mp.setenv(var, value)
-        yield s3_server.endpoint
+    credentials in the environment for this test only."""
+    for var, value in s3_server.env.items():
+        monkeypatch.setenv(var, value)
+    return s3_server.endpoint
 
 
 def dvc(root: Path, *args: str) -> None:

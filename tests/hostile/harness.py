@@ -1,10 +1,17 @@
 """The bad-input suite's machinery: a row is (input builder, command, exit code, word).
 
-Each row breaks one input in a fresh workspace, runs the real stage command in a subprocess
-and checks what a user sees: the exit code, exactly one ERROR line naming the word, no
-traceback, no secret from the environment echoed, and no output (nor temp file) written.
+Each row breaks one input in a fresh workspace, runs the real stage entry (``stages.<name>``
+through ``onceflow.stage.run``, as ``python -m`` does) and checks what a user sees: the exit
+code, exactly one ERROR line naming the word, no traceback, no secret from the environment
+echoed, and no output (nor temp file) written.
 A row that expects exit code 0 checks the opposite: the stage recovered, warned with the
 word, and wrote its outputs.
+
+Rows run in this process by default (the stage's argv, cwd and environment set for the call,
+its log lines and stderr captured as a subprocess's would be, every process-wide setting it may
+touch restored); rows marked ``subprocess=True`` (a few per stage), and every row when
+``ONCEFLOW_HOSTILE_SUBPROCESS=1``, run ``python -m stages.<name>`` for real, so the exit code and
+the absence of a traceback are also seen from outside.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class Row:
     build: Callable[[Workspace], None]
     word: str  # the message must name this (file, key or value)
     code: int = 2
+    subprocess: bool = False  # run as `python -m stages.<name>` even when rows run in-process
 
 
 @dataclass
@@ -58,15 +66,75 @@ class Workspace:
         return p
 
 
-def run_stage(ws: Workspace, module: str, args: list[str]) -> subprocess.CompletedProcess:
-    """``python -m stages.<module> --params <ws>/params.yaml ARGS`` in the workspace."""
+def run_stage(
+    ws: Workspace, module: str, args: list[str], *, in_process: bool = True
+) -> subprocess.CompletedProcess:
+    """``python -m stages.<module> --params <ws>/params.yaml ARGS`` in the workspace: in this
+    process unless ``in_process`` is false (or ``ONCEFLOW_HOSTILE_SUBPROCESS=1``)."""
     params = ws.write_params()
+    argv = ["--params", str(params), *args]
+    if in_process and os.environ.get("ONCEFLOW_HOSTILE_SUBPROCESS") != "1":
+        return _run_in_process(ws.root, module, argv)
     env = tool_env(OMP_NUM_THREADS="1", ONCEFLOW_LOG_LEVEL="INFO", **SECRET_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)])
     return subprocess.run(
-        [sys.executable, "-m", f"stages.{module}", "--params", str(params), *args],
+        [sys.executable, "-m", f"stages.{module}", *argv],
         cwd=ws.root, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # onceflow.stage.setup_logging's
+
+
+def _run_in_process(root: Path, module: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """The stage's ``main`` through ``onceflow.stage.run`` as its ``__main__`` calls it; what a
+    subprocess would print to stderr (its log lines, argparse's usage, a bug's traceback) is
+    returned as ``stderr``."""
+    import contextlib
+    import importlib
+    import io
+    import logging
+    import traceback
+
+    import numpy as np
+    import torch
+
+    from onceflow import stage
+
+    main = importlib.import_module(f"stages.{module}").main
+    err, out = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
+    root_logger = logging.getLogger()
+    saved = (root_logger.level, os.getcwd(), torch.get_num_threads(), np.geterr())
+    env = {**SECRET_ENV, "ONCEFLOW_LOG_LEVEL": "INFO"}
+    saved_env = {var: os.environ.get(var) for var in env}
+    root_logger.addHandler(handler)  # before stage.run: its basicConfig then adds no handler
+    root_logger.setLevel(logging.INFO)
+    os.environ.update(env)
+    os.chdir(root)
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            try:
+                code = stage.run(main, argv)
+            except SystemExit as exit_:  # argparse's usage errors
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+            except BaseException:  # a bug: the traceback a subprocess would print
+                traceback.print_exc(file=err)
+                code = 1
+    finally:
+        root_logger.removeHandler(handler)
+        root_logger.setLevel(saved[0])
+        os.chdir(saved[1])
+        torch.set_num_threads(saved[2])
+        np.seterr(**saved[3])
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+    return subprocess.CompletedProcess(["stages." + module, *argv], code, out.getvalue(),
+                                       err.getvalue())  # fmt: skip
 
 
 def _error_lines(stderr: str) -> list[str]:

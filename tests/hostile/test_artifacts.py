@@ -76,7 +76,7 @@ SUPERNET = [
     Row("weights-garbage", _file("supernet.pt", _garbage), "unreadable weights"),
     Row("weights-truncated", _file("supernet.pt", _truncate), "supernet.pt"),
     Row("weights-malicious-pickle", _file("supernet.pt", _torch_save(_Evil)),
-        "unreadable weights"),
+        "unreadable weights", subprocess=True),
     Row("weights-not-a-dict", _file("supernet.pt", _torch_save(lambda: [1, 2, 3])),
         "not a state dict"),
     Row("weights-of-another-space", _file("supernet.pt", _torch_save(_foreign_weights)),
@@ -104,7 +104,7 @@ def test_supernet_dir(tmp_path: Path, supernet_dir: Path, row: Row) -> None:
     ]
     args = ["--target", "ort-cpu", "--supernet", "supernet", "--data", "data/prepared"]
     args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2], "--plot-data", outs[4]]
-    proc = run_stage(ws, "latency_table", args)
+    proc = run_stage(ws, "latency_table", args, in_process=not row.subprocess)
     check(proc, row, [tmp_path / o for o in outs], tmp_path)
     assert not (tmp_path / "pwned").exists()
 
@@ -142,7 +142,7 @@ def _objects() -> np.ndarray:
 
 
 PREPARED = [
-    Row("meta-not-json", _prep("meta.json", _text("{")), "meta.json"),
+    Row("meta-not-json", _prep("meta.json", _text("{")), "meta.json", subprocess=True),
     Row("meta-missing-keys", _prep("meta.json", _text('{"classes": []}')), "meta.json"),
     Row("npy-garbage", _prep("train_images.npy", _garbage), "train arrays are unreadable"),
     Row("npy-pickled-objects", _prep("val_labels.npy", _npy(_objects)),
@@ -199,7 +199,7 @@ CHECKPOINTS = [
         torch.save({"model": {"w": torch.zeros(1000)}}, p), _truncate(p))), "ckpt-00000003.pt",
         code=0),
     Row("ckpt-malicious-pickle", _ckpt("ckpt-00000004.pt", _torch_save(_Evil)),
-        "ckpt-00000004.pt", code=0),
+        "ckpt-00000004.pt", code=0, subprocess=True),
     Row("ckpt-other-run", _ckpt("ckpt-00000002.pt", _torch_save(
         lambda: {"fingerprint": "another-run", "model": {}})), "belong to other params/data",
         code=0),
@@ -213,7 +213,7 @@ def test_training_inputs(tmp_path: Path, prepared: Path, row: Row) -> None:
     ws = Workspace(tmp_path, params=json.loads(json.dumps(TRAIN_PARAMS)))
     shutil.copytree(prepared, ws.path("prepared"))
     row.build(ws)
-    proc = run_stage(ws, "train_supernet", _train_args())
+    proc = run_stage(ws, "train_supernet", _train_args(), in_process=not row.subprocess)
     check(proc, row, [tmp_path / o for o in TRAIN_OUTS], tmp_path)
     assert not (tmp_path / "pwned").exists()
 
@@ -240,7 +240,8 @@ CSV_ROWS = [
     Row("csv-malformed-rows",
         _csv(HEADER.encode() + b'r1,nan,0,0,1,1,1,1,1,1,c\n"unterminated,1\n'), "dropped", code=0),
     Row("csv-foreign-columns", _csv(b"model,score\nx,1\n"), "columns", code=0),
-    Row("csv-is-a-directory", lambda ws: ws.path(CSV).mkdir(), "a directory where"),
+    Row("csv-is-a-directory", lambda ws: ws.path(CSV).mkdir(), "a directory where",
+        subprocess=True),
 ]  # fmt: skip
 
 
@@ -259,7 +260,7 @@ def test_predictor_csv(tmp_path: Path, supernet_dir: Path, prepared: Path, row: 
     ]
     args = ["--supernet", "supernet", "--data", "prepared", "--dataset", CSV]
     args += ["--out", outs[0], "--metrics", outs[1], "--plot", outs[2], "--plot-data", outs[4]]
-    proc = run_stage(ws, "predictor", args)
+    proc = run_stage(ws, "predictor", args, in_process=not row.subprocess)
     check(proc, row, [tmp_path / o for o in outs], tmp_path)
     if row.code == 0:  # the CSV was rewritten and holds only fresh, well-formed rows
         text = (tmp_path / CSV).read_text()

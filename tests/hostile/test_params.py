@@ -54,7 +54,7 @@ LAUGHS = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
 ROWS = [
     # keys and types
     Row("unknown-key", _set("data", val_fracton=0.2), "data.val_fracton: unknown key"),
-    Row("unknown-section", _set("tarin", epochs=1), "tarin: unknown key"),
+    Row("unknown-section", _set("tarin", epochs=1), "tarin: unknown key", subprocess=True),
     Row("unknown-key-later-section", _set("package", opsett=17), "package.opsett"),
     Row("wrong-type", _set("base", threads="two"), "base.threads"),
     Row("wrong-type-list", _set("supernet", kernels="3,5"), "supernet.kernels"),
@@ -130,12 +130,12 @@ def test_bad_params(tmp_path: Path, sources: dict[str, Path], row: Row) -> None:
     copy_source(ws, sources["fashion-mnist"], "fashion-mnist")
     ws.params["data"]["val_fraction"] = 0.2
     row.build(ws)
-    proc = run_stage(ws, "prepare", prepare_args())
+    proc = run_stage(ws, "prepare", prepare_args(), in_process=not row.subprocess)
     check(proc, row, [tmp_path / o for o in PREPARE_OUTS], tmp_path)
 
 
 def test_missing_params_file(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, params_missing=True)
     row = Row("missing", lambda ws: None, "params file not found")
-    proc = run_stage(ws, "prepare", prepare_args())
+    proc = run_stage(ws, "prepare", prepare_args(), in_process=False)
     check(proc, row, [tmp_path / o for o in PREPARE_OUTS], tmp_path)

@@ -46,7 +46,14 @@ def _upstream(repo: Path, target: str = "ort-cpu") -> SearchSpace:
     ]}  # fmt: skip
     (repo / "search" / target).mkdir(parents=True)
     (repo / "search" / target / "selected.json").write_text(json.dumps(sel))
+    # package's other deps, recorded in its lineage only (their dvc.lock records)
+    _placeholder(repo / "models" / "predictor")
     return space
+
+
+def _placeholder(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "placeholder.txt").write_text("an upstream output this test does not build\n")
 
 
 @pytest.mark.slow
@@ -82,6 +89,7 @@ def test_dvc_repro_default_int8_target_table_and_package(tmp_path: Path) -> None
 def test_dvc_repro_package_and_publish(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path / "repo", TINY)
     _upstream(repo)
+    _placeholder(repo / "latency" / "ort-cpu")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(git, cwd=repo, check=True)

@@ -178,6 +178,67 @@ def test_evolution_never_loses_to_its_own_floor_sample() -> None:
     assert best.fitness >= floor.fitness
 
 
+def _table(x: np.ndarray) -> np.ndarray:
+    """An unstructured lookup table (i.i.d. per row): only coverage finds its best rows."""
+    h = (x * np.array([1, 6, 36, 216, 1296, 7776])).sum(1)
+    return np.random.default_rng(11).random(6**6)[h]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_evolution_is_never_worse_than_the_uniform_rows_it_drew(seed: int) -> None:
+    """Floor, restarts and the uniform share of each brood are one uniform feasible stream:
+    the result is at least the best of random_search's first ``uniform_rows`` draws with the
+    same seed. Before, restarts drew independent samples: seed 3 lost to the same seed's first
+    floor + restarts x (population - 1) draws."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)
+    con = lambda x: x.sum(1).astype(float)  # noqa: E731
+    p = EvolutionConfig(max_evaluations=500, generations=10**6)
+    best = constrained_evolution(space, _table, con, 12.0, p, seed=seed)
+    assert best.uniform_rows > p.random_share * 500
+    same = random_search(space, _table, con, 12.0, best.uniform_rows, seed=seed,
+                         feasible_only=True)  # fmt: skip
+    assert best.fitness >= same.fitness
+
+
+def _slope(x: np.ndarray) -> np.ndarray:
+    return (np.sqrt(x) * np.array([1.0, 1.3, 0.7, 1.1, 0.9, 1.2])).sum(1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_brood_moves_to_the_uniform_stream_when_breeding_exploits_nothing(seed: int) -> None:
+    """On an unstructured table children are no better than uniform rows (half of them above
+    the stream's median): most of each brood goes to the stream, far more uniform rows than
+    the floor and the restarts alone. On a smooth slope children beat uniform rows and the
+    brood stays with breeding (the same run as without the split)."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)
+    con = lambda x: x.sum(1).astype(float)  # noqa: E731
+
+    def run(f, share: float):  # noqa: ANN001, ANN202
+        p = EvolutionConfig(max_evaluations=500, generations=10**6, uniform_share_max=share)
+        return constrained_evolution(space, f, con, 15.0, p, seed=seed)
+
+    assert run(_table, 0.8).uniform_rows > 0.7 * 500 > 0.6 * 500 > run(_table, 0.0).uniform_rows
+    a, b = run(_slope, 0.8), run(_slope, 0.0)
+    assert (a.uniform_rows, a.fitness) == (b.uniform_rows, b.fitness)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_brood_moves_to_the_uniform_stream_after_a_long_drought(seed: int) -> None:
+    """Once breeding has gone longer without a record than the uniform sample is expected to,
+    part of each brood goes to the stream even where children still beat uniform rows (no
+    restarts here: without the split the uniform rows are the floor's 30%)."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (6,) * 6)
+    con = lambda x: x.sum(1).astype(float)  # noqa: E731
+
+    def run(share: float):  # noqa: ANN202
+        p = EvolutionConfig(max_evaluations=3000, generations=10**6, restart_after=0.0,
+                            uniform_share_max=share)  # fmt: skip
+        return constrained_evolution(space, _slope, con, 15.0, p, seed=seed)
+
+    a, b = run(0.8), run(0.0)
+    assert b.uniform_rows == 900 < a.uniform_rows and a.fitness == b.fitness
+
+
 def test_uniform_random_search_samples_without_replacement() -> None:
     space = CategoricalSpace(("a", "b", "c"), (3, 4, 5))
     f = Recorder(lambda x: x.sum(1).astype(float))

@@ -111,11 +111,14 @@ def seaweed(data_dir: Path, timeout_s: float = 90.0) -> Iterator[S3Server]:
     """Run ``weed mini`` on 127.0.0.1 with its data in ``data_dir`` until the block ends."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+    # -logdir and TMPDIR keep its logs and unix sockets beside its data, not in /tmp.
     cmd = [
-        weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-admin.ui=false", *(f"-{flag}={port}" for flag, port in ports.items()),
+        weed_binary(), f"-logdir={data_dir}", "mini", f"-dir={data_dir}", "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1", "-admin.ui=false",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
     ]  # fmt: skip
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+           "TMPDIR": str(data_dir)}  # fmt: skip
     log = data_dir / "weed.log"
     t0 = time.monotonic()
     with open(log, "wb") as fh:

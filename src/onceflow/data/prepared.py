@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onceflow.artifacts import prepared_meta
 from onceflow.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -131,9 +132,10 @@ def load_prepared(directory: str | Path, *, mmap: bool = True) -> PreparedData:
             f"{d}: no meta.json — not a prepared-data directory (run `dvc repro prepare`)"
         )
     rerun = "rerun `dvc repro prepare`"
+    raw = prepared_meta(meta_path)  # JSON-level damage: one line naming the file and prepare
     try:
-        meta = Meta.from_json(json.loads(meta_path.read_text(encoding="utf-8")))
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        meta = Meta.from_json(raw)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise DataError(
             f"{meta_path}: not a prepared-data description ({err!r}); {rerun}"
         ) from None

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onceflow import artifacts
 from onceflow.errors import ConfigError
-from onceflow.io import read_json
 from onceflow.latency.calibration import Calibration
 from onceflow.latency.lut import LUT_FILE, Lut
 from onceflow.latency.measured import MeasuredEstimator, MeasuredModel
@@ -136,7 +136,7 @@ def load_estimator(
     est_path, lut_path = d / ESTIMATOR_FILE, d / LUT_FILE
     if not est_path.is_file():
         raise ConfigError(f"{est_path}: missing; build the table first (dvc repro latency_table)")
-    est = read_json(est_path)
+    est = artifacts.latency_file(est_path)  # checked: one line naming the file and its stage
     if est.get("schema_version") != ESTIMATOR_SCHEMA_VERSION:
         raise ConfigError(
             f"{est_path}: schema_version {est.get('schema_version')!r} is not "
@@ -144,20 +144,30 @@ def load_estimator(
         )
     if est.get("kind", "lut") == "measured":
         model = MeasuredModel.from_json(est.get("measured") or {}, str(est_path))
-        lut_est = _load_lut(lut_path, space, est) if model.uses_lut else None
+        lut_est = _load_lut(lut_path, space, est, est_path) if model.uses_lut else None
         return MeasuredEstimator(space, model, lut_est.raw if lut_est else None)
-    return _load_lut(lut_path, space, est)
+    return _load_lut(lut_path, space, est, est_path)
 
 
-def _load_lut(lut_path: Path, space: SearchSpace, est: dict) -> LatencyEstimator:
+def _load_lut(lut_path: Path, space: SearchSpace, est: dict, est_path: Path) -> LatencyEstimator:
     if not lut_path.is_file():
         raise ConfigError(f"{lut_path}: missing; build the table first (dvc repro latency_table)")
-    lut_d = read_json(lut_path)
-    lut = Lut.from_json(lut_d, str(lut_path))
-    if "space" in lut.meta and SearchSpace.from_json(lut.meta["space"]) != space:
+    lut_d = artifacts.latency_file(lut_path)
+    path = lut_path
+    try:
+        lut = Lut.from_json(lut_d, str(lut_path))
+        same = "space" not in lut.meta or SearchSpace.from_json(lut.meta["space"]) == space
+        path = est_path
+        cal = est.get("calibration")
+        calibration = Calibration.from_json(cal) if cal else None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise artifacts.field_error(path, err, artifacts.latency_stage(path)) from None
+    if not same:
         raise ConfigError(
             f"{lut_path} was built for a different search space than models/supernet/space.json; "
             "rebuild it (dvc repro latency_table)"
         )
-    cal = est.get("calibration")
-    return LatencyEstimator(space, lut, Calibration.from_json(cal) if cal else None)
+    try:
+        return LatencyEstimator(space, lut, calibration)
+    except ConfigError as err:  # an entry the space needs is not in the table: name the file
+        raise ConfigError(f"{lut_path}: {err}") from None

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from onceflow.environment import installed_versions
+
 log = logging.getLogger(__name__)
 
 # The roles whose content determines a package's weights (they enter the model id).
@@ -180,6 +182,7 @@ def collect_lineage(
             )
     lineage = {
         "git": git_state(repo_root),
+        "versions": installed_versions(),  # the libraries that change numbers
         "dvc_lock": roles,
         "stages": stages,
         "params": params,

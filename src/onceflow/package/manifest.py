@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from onceflow import artifacts
 from onceflow.errors import RegistryError
 from onceflow.io import sha256_bytes, sha256_file
 
@@ -117,13 +118,17 @@ def validate_manifest(manifest: Any, source: str = MANIFEST) -> dict[str, Any]:
 def load_manifest(package_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``<package_dir>/manifest.json``."""
     path = Path(package_dir) / MANIFEST
+    if not path.exists():
+        raise RegistryError(
+            f"{path}: no manifest (is this a package directory? a package's is made by "
+            f"`dvc repro {artifacts.package_stage(path)}`)"
+        )
+    doc = artifacts.manifest_file(path, RegistryError)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: no manifest (is this a package directory?)") from None
-    except json.JSONDecodeError as err:
-        raise RegistryError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    return validate_manifest(manifest, str(path))
+        return validate_manifest(doc, str(path))
+    except RegistryError as err:
+        msg = str(err) if str(path) in str(err) else f"{path}: {err}"
+        raise RegistryError(f"{msg}; {artifacts.rebuild(artifacts.package_stage(path))}") from None
 
 
 def verify_files(package_dir: str | Path, manifest: Mapping[str, Any]) -> None:

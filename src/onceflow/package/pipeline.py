@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from onceflow import __version__
+from onceflow import __version__, artifacts
 from onceflow.config import LatencyTarget, PackageConfig, Params
 from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.errors import ConfigError, SearchError
 from onceflow.hostlock import timed_on_host
-from onceflow.io import atomic_dir, read_json
+from onceflow.io import atomic_dir
 from onceflow.package.build import (
     Candidate,
     EngineFn,
@@ -64,7 +64,10 @@ def parse_selection(doc: Any, source: str, space: Any) -> list[Candidate]:
         if not isinstance(e, dict):
             raise SearchError(f"{source}: selected[{i}] is not an object")
         raw = e.get("arch_json", e.get("arch"))
-        arch = Arch.parse(raw) if isinstance(raw, str) else Arch.from_json(raw or {})
+        try:
+            arch = Arch.parse(raw) if isinstance(raw, str) else Arch.from_json(raw or {})
+        except (ConfigError, KeyError, TypeError, ValueError, AttributeError) as err:
+            raise artifacts.field_error(source, err, f"search@{Path(source).parent.name}") from None
         try:
             space.validate(arch)
         except ConfigError as err:
@@ -302,7 +305,7 @@ def package_stage(
     with atomic_dir(out) as tmp, timed_on_host(f"package@{target}") as host:
         results = package_target(
             load_supernet(supernet),
-            read_json(selection),
+            artifacts.selection(selection),
             load_prepared(data),
             target_name=target,
             params=params,

@@ -6,16 +6,16 @@ and mean cross-entropy ``loss`` on the evaluation images, both also on two fixed
 halves estimate how much of the spread between subnets is measurement noise
 (:mod:`onceflow.predictor.noise`). ``context`` fingerprints everything a measurement depends on
 (sha256 of the supernet weights, the space, the prepared data's content hash, every measurement
-setting): a rerun keeps the rows of its own context and skips those archs, so a killed run
-resumes where it stopped, and rows measured on another supernet, other data or with other
-settings are dropped instead of reused.
+setting, the measuring code's import closure and the torch/numpy versions): a rerun keeps the
+rows of its own context and skips those archs, so a killed run resumes where it stopped, and
+rows measured on another supernet, other data or with other settings, code or libraries are
+dropped instead of reused.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import queue
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onceflow.artifacts import prepared_meta
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import DataError
 from onceflow.io import sha256_files, sha256_json, write_text_atomic
@@ -101,7 +102,7 @@ def data_digest(directory: str | os.PathLike[str]) -> str:
     """The prepared data's content hash: ``content_sha256`` of its meta.json when prepare wrote
     one, else sha256 over meta.json and every array file (names and bytes)."""
     d = Path(directory)
-    meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    meta = prepared_meta(d / "meta.json")
     if isinstance(meta.get("content_sha256"), str):
         return meta["content_sha256"]
     return sha256_files((f.name, f) for f in sorted(d.glob("*.npy")) + [d / "meta.json"])

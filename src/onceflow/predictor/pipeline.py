@@ -10,7 +10,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ import torch
 from onceflow import hostcache, plots
 from onceflow.config import Params, PredictorConfig
 from onceflow.data.prepared import PreparedData, load_prepared
+from onceflow.environment import installed_versions, stage_libraries
+from onceflow.identity import LIBRARY_ROOTS, code_digest
 from onceflow.io import sha256_file
 from onceflow.predictor.dataset import (
     Measurement,
@@ -59,20 +61,35 @@ def subnet_accuracy(
     return SubnetMeter(supernet, data, measure_settings(cfg, seed))
 
 
+# The module that measures a label (SubnetMeter: BN recalibration, input resizing, evaluation);
+# its import closure inside onceflow is the measuring code.
+MEASURING_MODULE = "onceflow.predictor.dataset"
+
+
+def measuring_code(roots: Mapping[str, Path] = LIBRARY_ROOTS) -> str:
+    """Digest of the measuring code (the import closure of :data:`MEASURING_MODULE`) and the
+    versions of the libraries the predictor stage uses (torch, numpy)."""
+    versions = installed_versions(stage_libraries("predictor"))
+    return code_digest(MEASURING_MODULE, roots, extra=str(sorted(versions.items())))
+
+
 def measurement_context(
     supernet_dir: str | os.PathLike[str],
     supernet: Supernet,
     data_dir: str | os.PathLike[str],
     settings: MeasureSettings,
+    code: str | None = None,
 ) -> str:
-    """Fingerprint of the supernet weights (sha256), space, the prepared data's content hash
-    and every measurement setting: the CSV's resume key."""
+    """Fingerprint of the supernet weights (sha256), space, the prepared data's content hash,
+    every measurement setting, and the measuring code and library versions (``code``, default
+    :func:`measuring_code`): the CSV's resume key. Rows of another context are remeasured."""
     return context_digest(
         {
             "weights": sha256_file(Path(supernet_dir) / WEIGHTS_FILE),
             "space": supernet.space.to_json(),
             "data": data_digest(data_dir),
             "settings": asdict(settings),
+            "code": measuring_code() if code is None else code,
         }
     )
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from onceflow import artifacts
 from onceflow.errors import ConfigError, DataError
-from onceflow.io import read_json, write_bytes_atomic, write_json_atomic
+from onceflow.io import write_bytes_atomic, write_json_atomic
 from onceflow.predictor.encoding import ArchEncoder
 from onceflow.predictor.models import Model, model_from_state, state_digest
 from onceflow.supernet.space import SearchSpace
@@ -68,14 +70,31 @@ def load_predictor(directory: str | os.PathLike[str], space: SearchSpace) -> Acc
     meta_path = d / PREDICTOR_FILE
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: no predictor here; run `dvc repro predictor` first")
-    meta = read_json(meta_path)
+    meta = artifacts.predictor_meta(meta_path)  # checked: one line naming the file and stage
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{meta_path}: format_version {meta.get('format_version')!r} unsupported")
-    encoder = ArchEncoder.from_layout(space, meta["layout"])
-    with np.load(d / WEIGHTS_FILE, allow_pickle=False) as z:
-        state = {k: z[k] for k in z.files}
-    if state_digest(state) != meta["sha256"]:
+        raise ConfigError(
+            f"{meta_path}: format_version {meta.get('format_version')!r} unsupported; "
+            f"{artifacts.rebuild('predictor')}"
+        )
+    try:
+        encoder = ArchEncoder.from_layout(space, meta["layout"])
+    except ConfigError as err:  # another space: name the file
+        raise ConfigError(f"{meta_path}: {err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise artifacts.field_error(meta_path, err, "predictor") from None
+    weights = d / WEIGHTS_FILE
+    try:
+        with np.load(weights, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise artifacts.field_error(weights, err, "predictor") from None
+    if state_digest(state) != meta.get("sha256"):
         raise DataError(
             f"{d / WEIGHTS_FILE}: sha256 differs from {meta_path}; rebuild the predictor"
         )
-    return AccuracyPredictor(encoder, model_from_state(meta["model"], state))
+    try:
+        return AccuracyPredictor(encoder, model_from_state(meta["model"], state))
+    except ConfigError as err:
+        raise ConfigError(f"{meta_path}: {err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise artifacts.field_error(meta_path, err, "predictor") from None

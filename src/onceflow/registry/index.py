@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from onceflow import artifacts
 from onceflow.errors import RegistryError
 from onceflow.package.manifest import MANIFEST, ONNX, check_name
 from onceflow.registry.store import check_revision
@@ -145,14 +146,8 @@ def empty_index(target: str) -> dict[str, Any]:
 
 def parse_index(data: bytes, target: str, source: str) -> list[IndexEntry]:
     """Entries of an index document, oldest first; RegistryError if it is not one for ``target``."""
-    try:
-        doc = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RegistryError(
-            f"{source}: not valid JSON; the index is corrupt -- restore it from a backup or "
-            "republish the packages (`onceflow publish`)"
-        ) from None
-    if not isinstance(doc, dict) or "format_version" not in doc:
+    doc = artifacts.registry_index(data, source, RegistryError)  # JSON-level damage: one line
+    if "format_version" not in doc:
         raise RegistryError(f"{source}: not an onceflow index (no format_version)")
     version = doc["format_version"]
     if version not in READABLE_FORMATS:

@@ -25,7 +25,7 @@ from typing import BinaryIO
 
 from onceflow.errors import RegistryError
 from onceflow.io import sha256_bytes, sha256_file
-from onceflow.registry.store import INDEX, IndexConflict
+from onceflow.registry.base import INDEX, IndexConflict
 
 log = logging.getLogger(__name__)
 STALE_TMP_AGE_S = 10.0  # an unlocked temp file untouched this long belongs to a dead writer

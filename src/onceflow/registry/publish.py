@@ -47,13 +47,15 @@ from onceflow.registry.store import (
     INDEX,
     IndexConflict,
     Store,
-    StoreOptions,
     object_key,
     open_store,
     resolve_registry,
 )
 
 log = logging.getLogger(__name__)
+
+# Index compare-and-swap retries when no config is at hand (the schema's default).
+CONFLICT_RETRIES: int = PublishConfig.model_fields["conflict_retries"].default
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def update_index(
     target: str,
     change: Callable[[list[IndexEntry]], list[IndexEntry] | None],
     *,
-    retries: int = 10,
+    retries: int = CONFLICT_RETRIES,
     backoff_s: float = 0.05,
     rng: random.Random | None = None,
 ) -> bool:
@@ -145,7 +147,9 @@ def _upload_to(
     return uploaded
 
 
-def publish_package(store: Store, package_dir: str | Path, *, retries: int = 10) -> PublishResult:
+def publish_package(
+    store: Store, package_dir: str | Path, *, retries: int = CONFLICT_RETRIES
+) -> PublishResult:
     """Upload one package directory (``<model-id>/`` with manifest.json) and index it."""
     root = Path(package_dir)
     manifest = load_manifest(root)
@@ -201,7 +205,9 @@ def find_packages(artifacts: str | Path) -> list[Path]:
     return sorted(p.parent for p in root.glob(f"*/*/{MANIFEST}"))
 
 
-def publish_all(store: Store, artifacts: str | Path, *, retries: int = 10) -> list[PublishResult]:
+def publish_all(
+    store: Store, artifacts: str | Path, *, retries: int = CONFLICT_RETRIES
+) -> list[PublishResult]:
     """Publish every package under ``artifacts``; the target is checked against its folder."""
     results = []
     for pkg in find_packages(artifacts):
@@ -247,12 +253,5 @@ class PublishRun:
 def run_publish(cfg: PublishConfig, artifacts: str | Path) -> PublishRun:
     """The ``publish`` stage: open the registry ``cfg.uri`` and publish every package under
     ``artifacts`` (:func:`publish_all`)."""
-    options = StoreOptions(
-        endpoint_url=cfg.endpoint_url,
-        region=cfg.region,
-        max_attempts=cfg.max_attempts,
-        connect_timeout_s=cfg.connect_timeout_s,
-        read_timeout_s=cfg.read_timeout_s,
-    )
-    store = open_store(resolve_registry(cfg.uri), options)
+    store = open_store(resolve_registry(cfg.uri), cfg)
     return PublishRun(store.uri, publish_all(store, artifacts, retries=cfg.conflict_retries))

@@ -11,7 +11,6 @@ unless ``force``, and even then only the files a pull writes are replaced, never
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from onceflow import artifacts
 from onceflow.errors import RegistryError
 from onceflow.io import sha256_file
 from onceflow.package.manifest import (
@@ -106,10 +106,10 @@ def fetch_manifest(store: Store, target: str, entry: IndexEntry, dest: Path) -> 
     source = f"{store.uri}/{target}/{entry.label.replace('@', '/')}"
     store.download(object_key(target, entry.model_id, MANIFEST, revision=entry.revision), dest)
     _check_file(dest, MANIFEST, entry.files[MANIFEST], source)
-    try:
-        manifest = validate_manifest(json.loads(dest.read_bytes()), f"{source}/{MANIFEST}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RegistryError(f"{source}/{MANIFEST}: not valid JSON") from None
+    doc = artifacts.parse_json(
+        dest.read_bytes(), f"{source}/{MANIFEST}", artifacts.REPUBLISH, error=RegistryError
+    )
+    manifest = validate_manifest(doc, f"{source}/{MANIFEST}")
     if (manifest["target"], manifest["model_id"]) != (target, entry.model_id):
         raise RegistryError(f"{source}/{MANIFEST}: names another model; the registry is corrupt")
     return manifest

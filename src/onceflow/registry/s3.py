@@ -34,7 +34,7 @@ from botocore.exceptions import (
 from onceflow.errors import RegistryError, StoreUnreachable
 from onceflow.io import sha256_bytes, sha256_chunks
 from onceflow.package.manifest import NAME_RE
-from onceflow.registry.store import INDEX, IndexConflict, StoreOptions
+from onceflow.registry.base import INDEX, IndexConflict, StoreOptions
 from onceflow.uri import redact
 
 log = logging.getLogger(__name__)

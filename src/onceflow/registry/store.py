@@ -12,63 +12,18 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from onceflow.errors import RegistryError
 from onceflow.package.manifest import MANIFEST, PAYLOAD_FILES, check_name
+from onceflow.registry.base import INDEX, IndexConflict, Store, StoreOptions
 from onceflow.uri import URIError, check_endpoint_url, parse_registry_uri, redact
 
 __all__ = ["INDEX", "IndexConflict", "Store", "StoreOptions", "object_key", "open_store"]
 __all__ += ["parse_uri", "redact", "check_revision"]
 
-INDEX = "index.json"
 _OBJECT_NAMES = frozenset((*PAYLOAD_FILES, MANIFEST, INDEX))
 _REVISION_RE = re.compile(r"^[0-9a-f]{8,64}$")
-
-
-class IndexConflict(Exception):
-    """A conditional write lost the race: the object changed since it was read. Retry."""
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """How to talk to object storage. None means the standard AWS chain (env, config files)."""
-
-    endpoint_url: str | None = None  # e.g. http://minio:9000; default AWS_ENDPOINT_URL(_S3)
-    region: str | None = None  # default AWS_REGION / AWS_DEFAULT_REGION / us-east-1
-    max_attempts: int = 5  # total attempts per S3 request (botocore standard retry mode)
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-
-
-class Store(Protocol):
-    uri: str  # display form of the registry root; never holds credentials
-
-    def read(self, key: str) -> tuple[bytes, str] | None:
-        """The object's bytes and version token, or None if it does not exist."""
-
-    def exists(self, key: str) -> bool:
-        """Whether an object is stored under ``key``."""
-
-    def stored_sha256(self, key: str) -> str | None:
-        """The sha256 of the bytes really stored under ``key`` (None if there is no object)."""
-
-    def put_file(self, key: str, path: Path, sha256: str) -> None:
-        """Upload ``path`` to ``key`` (replacing it), recording ``sha256``."""
-
-    def put_if(self, key: str, data: bytes, token: str | None) -> None:
-        """Write ``data`` only if the object's version is ``token`` (None: only if absent).
-
-        Raises IndexConflict when it is not.
-        """
-
-    def download(self, key: str, dest: Path) -> None:
-        """Copy the object to the local file ``dest``; RegistryError if it does not exist."""
-
-    def list_dirs(self) -> list[str]:
-        """Names of the top-level 'directories' (targets) under the registry root."""
 
 
 def check_revision(value: str) -> str:

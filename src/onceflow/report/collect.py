@@ -79,8 +79,8 @@ def read_json_or_none(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        log.warning("report: skipping unreadable %s (%s)", path, err)
+    except (OSError, ValueError, RecursionError) as err:  # JSON, UTF-8, nesting, huge ints
+        log.warning("report: skipping unreadable %s (%s)", path, type(err).__name__)
         return None
 
 

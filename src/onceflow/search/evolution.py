@@ -3,20 +3,28 @@
 Maximize ``fitness`` subject to ``constraint <= budget``, spending at most ``max_evaluations``
 distinct candidates (every candidate goes through an :class:`Archive`, so none is paid twice).
 
-A portfolio, sized from the budget (:func:`plan`), that is never worse than a uniform feasible
-sample of ``random_share`` of the budget by construction:
+A portfolio, sized from the budget (:func:`plan`). Every uniform candidate it evaluates (the
+floor, the restarts, the uniform share of the broods, what is left at the end) is the next row
+of one uniform feasible stream without replacement (:class:`DistinctStream`), the very rows
+``random_search(seed=seed, feasible_only=True)`` draws: the result is never worse than the
+best of a uniform feasible sample as large as the uniform rows it evaluated (``uniform_rows``,
+at least ``random_share`` of the budget), by construction.
 
-1. the floor: ``random_share`` of the budget on uniform candidates the cheap constraint accepts
-   (rejection on the latency table); their best is the incumbent, their best members (with the
-   seeds: the lowest-latency row, NSGA-II's front) the first population;
+1. the floor: ``random_share`` of the budget on the stream (rejection on the cheap latency
+   table); their best is the incumbent, their best members (with the seeds: the lowest-latency
+   row, NSGA-II's front) the first population;
 2. regularized ("aging") evolution with tournament selection (Real et al., 2019), batched:
    each generation breeds ``children`` from parents picked by tournaments of ``tournament``
    members, and as many of the oldest die, whatever their fitness. Ranking is
    feasibility-aware (feasible by fitness, then infeasible by excess). After ``restart_after``
    of the generations the budget allows without a gain (at least 3), the population restarts
-   around fresh uniform feasible candidates (the elite survives);
+   from the stream's next rows (the elite survives: dropping it explored rugged landscapes
+   no better and lost smooth ones). The split of each brood between breeding and the stream
+   follows what breeding brings (:class:`_Arms`): once breeding has gone longer without a
+   record than the uniform sample is expected to, up to ``uniform_share_max`` of the brood
+   goes to the stream;
 3. a coordinate polish of the best (one dimension at a time, staying feasible), from a reserve
-   of about one sweep; what it leaves goes back to evolution, then to uniform samples, so a
+   of about one sweep; what it leaves goes back to evolution, then to the stream, so a
    budgeted run spends its whole budget unless nothing new is feasible.
 
 Every evaluated feasible candidate is compared with the incumbent, whichever phase asked for it
@@ -36,7 +44,7 @@ import numpy as np
 from onceflow.config import EvolutionConfig
 from onceflow.search.archive import Archive
 from onceflow.search.problem import Best, Counter
-from onceflow.search.space import BatchFn, CategoricalSpace
+from onceflow.search.space import BatchFn, CategoricalSpace, DistinctStream
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,7 @@ class _Evaluator:
         self.cap = float("inf") if max_evaluations is None else float(max_evaluations)
         self.best_x: np.ndarray | None = None
         self.best_f, self.best_c = float("nan"), float("nan")
+        self.records = 0  # rows that were, when evaluated, better than every feasible one before
 
     @property
     def spent(self) -> int:
@@ -79,6 +88,9 @@ class _Evaluator:
     @property
     def left(self) -> float:
         return min(self.cap - self.spent, self.a.remaining)
+
+    def _best(self) -> float:
+        return self.best_f if self.best_x is not None else -np.inf
 
     def room(self, n: int, reserve: int = 0) -> int:
         """How many of ``n`` new candidates the budget still allows (keeping ``reserve``)."""
@@ -102,6 +114,10 @@ class _Evaluator:
         x, f, c = x[ok], got[self.fit][ok], got[self.con][ok]
         if len(c):
             self.lowest = min(self.lowest, float(c.min()))
+        ff = f[c <= self.budget]
+        if len(ff):
+            run = np.maximum.accumulate(np.concatenate([[self._best()], ff]))
+            self.records += int((ff > run[:-1]).sum())
         bx, bf, bc = _best_of(x, f, c, self.budget)
         if bx is not None and (self.best_x is None or bf > self.best_f):
             self.best_x, self.best_f, self.best_c = bx, bf, bc
@@ -114,12 +130,15 @@ def _fresh(
     ev: _Evaluator,
     n: int,
     how: Sampling,
+    stream: DistinctStream | None = None,
 ) -> np.ndarray:
-    """Up to ``n`` new candidates (not in the archive; feasible when the constraint is cheap)."""
+    """Up to ``n`` new candidates (not in the archive; feasible when the constraint is cheap).
+    ``uniform`` ones are the next rows of ``stream`` (one sample without replacement)."""
     if n <= 0:
         return np.zeros((0, space.n_dims), np.int64)
     if how == "uniform":
-        return space.sample_distinct(rng, n, exclude=ev.a.contains, accept=ev.feasible)
+        stream = stream or DistinctStream(space, rng)
+        return stream.take(n, exclude=ev.a.contains, accept=ev.feasible)
     out = np.zeros((0, space.n_dims), np.int64)
     for _ in range(20):  # bounded: 20 rounds of 4n spread draws
         x = space.sample_spread(rng, 4 * max(n, 8))
@@ -212,7 +231,10 @@ def constrained_evolution(
     spent or nothing new is feasible."""
     params = params or EvolutionConfig()
     t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
+    # The uniform arm draws from its own generator: one stream without replacement, the same
+    # rows random_search(seed=seed, feasible_only=True) draws; breeding has another.
+    stream = DistinctStream(space, np.random.default_rng(seed))
+    rng = np.random.default_rng([seed, 1])
     if archive is None:
         archive = Archive({names[0]: fitness, names[1]: constraint})
     rows0 = archive.rows
@@ -220,45 +242,51 @@ def constrained_evolution(
     ev = _Evaluator(archive, names[0], names[1], budget, cheap, params.max_evaluations)
     pl = plan(space, params, ev.left)
     ev.cap = min(ev.cap, pl.spend)
+    arms = _Arms(stream, params)
 
     seeds = np.zeros((0, space.n_dims), np.int64)
     if initial is not None and len(initial):
         seeds = space.canonical(np.atleast_2d(np.asarray(initial, np.int64)))
     sx, sf, sc = ev(seeds)  # free when already in the archive
-    how: Sampling = "uniform" if pl.floor >= pl.population else params.init
-    n0 = ev.room(max(pl.floor, pl.population - len(sx)), pl.reserve)
     xs, fs, cs = [sx], [sf], [sc]
     floor_end = t0 + params.random_share * params.time_limit_s  # its share of the time, too
+    n0 = ev.room(pl.floor, pl.reserve)
     while n0 > 0:  # in chunks, so that a huge unbudgeted floor stops with its time share
-        x, f, c = ev(_fresh(space, rng, ev, min(n0, max(pl.population, 2000)), how))
+        x, f, c = arms.score(ev, "uniform", arms.uniform(ev, min(n0, max(pl.population, 2000))))
         xs, fs, cs = xs + [x], fs + [f], cs + [c]
         n0 -= len(x)
         if not len(x) or time.perf_counter() > floor_end:
             break
+    n1 = ev.room(pl.population - sum(map(len, xs)), pl.reserve)  # a floor too small: fill up
+    if n1 > 0:
+        x, f, c = ev(_fresh(space, rng, ev, n1, params.init))
+        xs, fs, cs = xs + [x], fs + [f], cs + [c]
     x, f, c = np.concatenate(xs), np.concatenate(fs), np.concatenate(cs)
     top = _order(f, c, budget)[: pl.population]  # the floor's best members start the evolution
     state = _Population(x[top], f[top], c[top])
     t_end = t0 + params.time_limit_s
-    gen, restarts = _evolve(space, rng, ev, state, pl, params, pl.reserve, t_end, 0)
+    gen, restarts = _evolve(space, rng, ev, state, pl, params, arms, pl.reserve, t_end, 0)
     if ev.best_x is not None:
         _polish(space, ev, ev.best_x, params.polish_sweeps)
     # Spend what the polish left: more evolution, then uniform feasible samples.
     if ev.left > 0 and time.perf_counter() < t_end:
-        gen, r = _evolve(space, rng, ev, state, pl, params, 0, t_end, gen, params.generations)
+        gen, r = _evolve(space, rng, ev, state, pl, params, arms, 0, t_end, gen,
+                         params.generations)  # fmt: skip
         restarts += r
     while ev.left > 0 and time.perf_counter() < t_end:
-        got, _, _ = ev(_fresh(space, rng, ev, ev.room(max(pl.children, 64)), "uniform"))
+        got, _, _ = arms.score(ev, "uniform", arms.uniform(ev, ev.room(max(pl.children, 64))))
         if not len(got):
             break
     secs = time.perf_counter() - t0
     n_cheap = cheap.n if cheap is not None else 0
-    log.debug("evolution: %d generations, %d restarts, %d evaluations", gen, restarts, ev.spent)
+    log.debug("evolution: %d generations, %d restarts, %d evaluations (%d uniform)", gen,
+              restarts, ev.spent, arms.n_uniform)  # fmt: skip
     if ev.best_x is None:
         lowest = ev.lowest if np.isfinite(ev.lowest) else float("nan")
         return Best(None, float("nan"), lowest, ev.spent, secs, gen, state.history,
-                    archive.rows - rows0, n_cheap, restarts)  # fmt: skip
+                    archive.rows - rows0, n_cheap, restarts, arms.n_uniform)  # fmt: skip
     return Best(ev.best_x, ev.best_f, ev.best_c, ev.spent, secs, gen, state.history,
-                archive.rows - rows0, n_cheap, restarts)  # fmt: skip
+                archive.rows - rows0, n_cheap, restarts, arms.n_uniform)  # fmt: skip
 
 
 @dataclass
@@ -296,6 +324,82 @@ class _Population:
         self.born += len(x)
 
 
+class _Arms:
+    """How each generation's brood splits between breeding and fresh uniform feasible samples
+    (the next rows of the run's one uniform stream, which the floor and the restarts draw from
+    too): up to ``uniform_share_max`` of it goes to the stream when either rule says breeding
+    does no better than sampling would.
+
+    * Children against fresh samples: the recent share of children above the stream's median.
+      Uniform rows score 1/2; children that exploit structure score far more. At 1/2 or less
+      (an unstructured table: nothing to exploit) the full share goes to the stream, at 3/4
+      or more none.
+    * Drought: a record is a row better than every feasible row evaluated before it. After
+      ``k`` uniform rows the next ``d`` bring about ``ln(1 + d/k)`` records, so once breeding
+      has gone ``d > k + 1`` children without one (0.69 expected of the stream) it does worse
+      than the stream would: the share grows from 0 there to the full share at ``d = 3(k+1)``
+      and drops to 0 at breeding's next record (restarts do not end a drought).
+
+    Where only coverage finds better rows the budget moves to the stream, whose best the
+    result is never worse than."""
+
+    def __init__(self, stream: DistinctStream, p: EvolutionConfig) -> None:
+        self.stream, self.top = stream, p.uniform_share_max
+        self.trials = {"uniform": 0, "bred": 0}
+        self.wins = {"uniform": 0, "bred": 0}
+        self.drought = 0  # bred children since breeding's last record
+        self.uniform_f: list[np.ndarray] = []  # the stream's feasible fitness values
+        self.beat: float | None = None  # recent share of children above the stream's median
+        self.owed = 0.0  # uniform rows the share has accrued, not yet drawn
+
+    @property
+    def n_uniform(self) -> int:
+        return self.trials["uniform"]
+
+    def uniform(self, ev: _Evaluator, n: int) -> np.ndarray:
+        """The next ``n`` rows of the stream (evaluate them with :meth:`score`)."""
+        if n <= 0:
+            return np.zeros((0, self.stream.space.n_dims), np.int64)
+        return self.stream.take(n, exclude=ev.a.contains, accept=ev.feasible)
+
+    def score(self, ev: _Evaluator, arm: str, x: np.ndarray):  # noqa: ANN201
+        """Evaluate ``x`` for ``arm``; its rows and records count for it."""
+        r0 = ev.records
+        got = ev(x)
+        self.trials[arm] += len(got[0])
+        self.wins[arm] += ev.records - r0
+        f = got[1][got[2] <= ev.budget]
+        if arm == "uniform":
+            self.uniform_f.append(f)
+        else:
+            self.drought = 0 if ev.records > r0 else self.drought + len(got[0])
+            if len(f) and self.uniform_f:
+                med = float(np.median(np.concatenate(self.uniform_f)))
+                b = float(np.mean((f > med) + 0.5 * (f == med)))
+                self.beat = b if self.beat is None else 0.7 * self.beat + 0.3 * b
+        return got
+
+    @property
+    def share(self) -> float:
+        k = self.trials["uniform"] + 1.0
+        dry = min(1.0, max(0.0, self.drought - k) / (2.0 * k))
+        # Children no better than uniform rows (half above the stream's median): breeding
+        # exploits nothing (an unstructured table); 3 in 4 above: it does.
+        flat = 0.0 if self.beat is None else min(1.0, max(0.0, (0.75 - self.beat) / 0.25))
+        return self.top * max(dry, flat)
+
+    def split(self, rng: np.random.Generator, room: int) -> int:
+        """How many of ``room`` go to uniform samples: the share accrues, and is paid in
+        batches of at least a quarter brood (one stream draw and one evaluation call, not a
+        row or two per generation)."""
+        self.owed += self.share * room
+        n = min(int(self.owed), room)
+        if n < max(1, room // 4):
+            return 0
+        self.owed -= n
+        return n
+
+
 def _evolve(
     space: CategoricalSpace,
     rng: np.random.Generator,
@@ -303,13 +407,15 @@ def _evolve(
     pop: _Population,
     pl: Plan,
     params: EvolutionConfig,
+    arms: _Arms,
     reserve: int,
     t_end: float,
     gen: int,
     extra_generations: int = 0,
 ) -> tuple[int, int]:
     """Generations until the budget (less ``reserve``), the generations or the time run out;
-    returns (last generation, restarts)."""
+    returns (last generation, restarts). Each brood is bred children and, as ``arms`` says,
+    fresh uniform samples; those of them better than the population's median join it."""
     restarts, last_gain, best_f = 0, gen, ev.best_f
     limit = params.generations + extra_generations
     while gen < limit:
@@ -318,26 +424,31 @@ def _evolve(
         room = ev.room(pl.children, reserve)
         if room <= 0 or time.perf_counter() > t_end or not len(pop.x):
             break
+        n_uni = arms.split(rng, room)
         rank = np.empty(len(pop.x), np.int64)
         rank[_order(pop.f, pop.c, ev.budget)] = np.arange(len(pop.x))
         kids = np.zeros((0, space.n_dims), np.int64)
-        for _ in range(10):  # bounded retries to fill the brood with new, feasible children
-            k = _breed(space, rng, pop.x, rank, 2 * room, params)
+        n_kids = room - n_uni
+        for _ in range(10 if n_kids else 0):  # bounded retries: new, feasible children
+            k = _breed(space, rng, pop.x, rank, 2 * n_kids, params)
             k = ev.a.novel(np.concatenate([kids, k]))
             k = k[ev.feasible(k)]
-            kids = k[:room]
-            if len(kids) >= room:
+            kids = k[:n_kids]
+            if len(kids) >= n_kids:
                 break
-        stuck = not len(kids)  # the neighbourhood is exhausted: restart now
-        x, f, c = ev(kids)
-        pop.add(x, f, c, pl.population)
+        stuck = n_kids > 0 and not len(kids)  # the neighbourhood is exhausted: restart now
+        x, f, c = arms.score(ev, "bred", kids)
+        xu, fu, cu = arms.score(ev, "uniform", arms.uniform(ev, n_uni))
+        good = (cu <= ev.budget) & (fu > np.median(pop.f))  # uniform rows join if they compete
+        pop.add(np.concatenate([x, xu[good]]), np.concatenate([f, fu[good]]),
+                np.concatenate([c, cu[good]]), pl.population)  # fmt: skip
         if ev.best_x is not None and not (ev.best_f <= best_f):  # a gain (or the first feasible)
             best_f, last_gain = ev.best_f, gen
         if stuck or (pl.patience and gen - last_gain >= pl.patience):
             restarts += 1
             last_gain = gen
             n = ev.room(max(pl.population - 1, 1), reserve)
-            x, f, c = ev(_fresh(space, rng, ev, n, "uniform"))  # compared with the incumbent
+            x, f, c = arms.score(ev, "uniform", arms.uniform(ev, n))  # vs the incumbent, too
             if stuck and not len(x):
                 break  # nothing new is feasible
             if ev.best_x is not None:  # the elite survives the restart

@@ -121,6 +121,7 @@ def nsga2(
     max_evaluations: int | None = None,
     archive: Archive | None = None,
     polish_share: float = 0.25,
+    evaluations_per_member: int = 60,
 ) -> Front:
     """Pareto front of ``objectives`` (>= 2) by NSGA-II.
 
@@ -132,9 +133,10 @@ def nsga2(
     name) shares evaluations with other phases; ``max_evaluations`` bounds the distinct
     candidates this call evaluates, polish included: then ``polish_share`` of it is kept for
     the polish (what the polish leaves goes back to the generations: the budget is spent),
-    and the population is at most ~1/60 of the budget (>= 16), so that a small
-    budget still runs dozens of generations (on the rugged landscapes of ``bench_search``,
-    pop 100 at 200-1000 evaluations ran 2-10 generations and lost to a plain pymoo call).
+    and the population is at most 1/``evaluations_per_member`` (60) of the budget (>= 16),
+    so that a small budget still runs dozens of generations (on the rugged landscapes of
+    ``bench_search``, pop 100 at 200-1000 evaluations ran 2-10 generations and lost to a plain
+    pymoo call; 30 won plateau and cell at 1,000 but lost nas on instance 0).
     """
     if len(objectives) < 2:
         raise ConfigError("nsga2: need at least two objectives")
@@ -162,7 +164,7 @@ def nsga2(
     budget = min(cap, archive.remaining)
     reserve = polish_share * budget if polish_sweeps and np.isfinite(budget) else 0.0
     if np.isfinite(budget):
-        pop_size = min(pop_size, max(16, int(budget) // 60))
+        pop_size = min(pop_size, max(16, int(budget) // evaluations_per_member))
 
     signs = np.array([-1.0 if o.maximize else 1.0 for o in objectives])
     Prob, Init, Cross, Mut, Dups = _operators(space, archive, names, signs)

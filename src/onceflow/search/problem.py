@@ -58,3 +58,4 @@ class Best:
     rows: int = 0  # rows looked up, repeats and archive hits included
     constraint_rows: int = 0  # rows the cheap constraint was asked (feasibility checks)
     restarts: int = 0
+    uniform_rows: int = 0  # evaluated rows drawn from the run's uniform feasible stream

@@ -136,6 +136,7 @@ def search_details(
             "search_rows": p.search.rows,
             "search_latency_lookups": p.search.constraint_rows,
             "search_restarts": p.search.restarts,
+            "search_uniform_rows": p.search.uniform_rows,
             "search_seconds": round(p.search.seconds, 3),
         }
         if real_accuracy is not None:

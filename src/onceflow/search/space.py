@@ -91,43 +91,11 @@ class CategoricalSpace:
         accept: Callable[[np.ndarray], np.ndarray] | None = None,
         max_draws: int | None = None,
     ) -> np.ndarray:
-        """Up to ``n`` distinct canonical rows drawn uniformly without replacement.
-
-        ``exclude(x) -> bool mask`` drops rows already known (e.g. an archive's ``contains``);
-        ``accept(x) -> bool mask`` keeps only acceptable rows (e.g. feasible under a cheap
-        constraint). Small spaces (<= 4M rows) are drawn from a random permutation, so every
-        row is reachable and the draw ends when the space does; big ones by rejection of
-        repeats, bounded by ``max_draws`` rows (default 50 n + 10,000)."""
-        size = self.size()
-        limit = max_draws if max_draws is not None else 50 * n + 10_000
-        small = size <= 4_000_000
-        perm = rng.permutation(size) if small else None
-        seen: set[bytes] = set()
-        out: list[np.ndarray] = []
-        got, drawn = 0, 0
-        while got < n and drawn < (size if small else limit):
-            m = min(max(2 * (n - got), 1024), (size - drawn) if small else limit - drawn)
-            if small:
-                assert perm is not None
-                x = np.stack(np.unravel_index(perm[drawn : drawn + m], self.cardinalities), 1)
-                x = self.canonical(x.astype(np.int64))
-            else:
-                x = self.sample(rng, m)
-            drawn += m
-            keep = np.ones(len(x), bool)
-            if exclude is not None:
-                keep &= ~np.asarray(exclude(x), bool)
-            if accept is not None and keep.any():
-                keep[keep] = np.asarray(accept(x[keep]), bool)
-            for i in np.flatnonzero(keep):
-                k = x[i].tobytes()
-                if k not in seen:
-                    seen.add(k)
-                    out.append(x[i])
-                    got += 1
-                    if got == n:
-                        break
-        return np.stack(out) if out else np.zeros((0, self.n_dims), np.int64)
+        """Up to ``n`` distinct canonical rows drawn uniformly without replacement: the first
+        ``n`` rows of a :class:`DistinctStream` (see there for ``exclude``, ``accept`` and
+        ``max_draws``)."""
+        return DistinctStream(self, rng).take(n, exclude=exclude, accept=accept,
+                                              max_draws=max_draws)  # fmt: skip
 
     def extremes(self) -> np.ndarray:
         """The all-smallest and the all-largest rows, shape (2, D)."""
@@ -161,6 +129,85 @@ class CategoricalSpace:
             )
         grids = np.meshgrid(*[np.arange(c) for c in self.cardinalities], indexing="ij")
         return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
+
+
+SMALL_SPACE = 4_000_000  # rows: drawn from a permutation (every row reachable)
+
+
+class DistinctStream:
+    """Uniform canonical rows without replacement, taken as a run asks for them: the rows taken
+    over every call are one uniform sample without replacement (of the accepted rows), the same
+    rows, in the same order, as one ``sample_distinct`` call with the same generator state.
+
+    Small spaces (<= 4M rows) walk a random permutation, so every row is reachable and the
+    stream ends with the space; big ones draw uniform rows and reject repeats. Rows drawn but
+    not yet looked at wait for the next call (none is skipped between calls)."""
+
+    def __init__(self, space: CategoricalSpace, rng: np.random.Generator) -> None:
+        self.space, self.rng = space, rng
+        self.size = space.size()
+        self.small = self.size <= SMALL_SPACE
+        self.perm = rng.permutation(self.size) if self.small else None
+        self.drawn = 0  # rows drawn from the permutation / generator
+        self.pending = np.zeros((0, space.n_dims), np.int64)  # drawn, not looked at yet
+        self.seen: set[bytes] = set()  # rows taken
+        self.looked = 0  # rows looked at (taken, excluded, refused or repeated)
+
+    @property
+    def ended(self) -> bool:
+        return self.small and self.drawn >= self.size and not len(self.pending)
+
+    def _draw(self, m: int) -> np.ndarray:
+        if self.small:
+            assert self.perm is not None
+            m = min(m, self.size - self.drawn)
+            idx = self.perm[self.drawn : self.drawn + m]
+            x = np.stack(np.unravel_index(idx, self.space.cardinalities), 1).astype(np.int64)
+            x = self.space.canonical(x)
+        else:
+            x = self.space.sample(self.rng, m)
+        self.drawn += m
+        return x
+
+    def take(
+        self,
+        n: int,
+        *,
+        exclude: Callable[[np.ndarray], np.ndarray] | None = None,
+        accept: Callable[[np.ndarray], np.ndarray] | None = None,
+        max_draws: int | None = None,
+    ) -> np.ndarray:
+        """The next up to ``n`` rows. ``exclude(x) -> bool mask`` passes over rows known
+        already (e.g. an archive's ``contains``); ``accept(x) -> bool mask`` keeps only
+        acceptable rows (e.g. feasible under a cheap constraint). A big space looks at most
+        ``max_draws`` rows per call (default 50 n + 10,000)."""
+        limit = max_draws if max_draws is not None else 50 * n + 10_000
+        out: list[np.ndarray] = []
+        got, looked = 0, 0
+        while got < n and not self.ended and (self.small or looked < limit):
+            if not len(self.pending):
+                m = max(2 * (n - got), 256)
+                self.pending = self._draw(m if self.small else min(m, limit - looked))
+            x, self.pending = self.pending, self.pending[:0]
+            keep = np.ones(len(x), bool)
+            if exclude is not None:
+                keep &= ~np.asarray(exclude(x), bool)
+            if accept is not None and keep.any():
+                keep[keep] = np.asarray(accept(x[keep]), bool)
+            used = len(x)
+            for i in np.flatnonzero(keep):
+                k = x[i].tobytes()
+                if k not in self.seen:
+                    self.seen.add(k)
+                    out.append(x[i])
+                    got += 1
+                    if got == n:
+                        used = i + 1
+                        break
+            self.pending = x[used:]  # looked at again (and tested again) next call
+            looked += used
+        self.looked += looked
+        return np.stack(out) if out else np.zeros((0, self.space.n_dims), np.int64)
 
 
 def unique_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,14 +16,13 @@ from typing import Any
 
 from onceflow.config import BudgetConfig, Params
 from onceflow.data.prepared import load_prepared
-from onceflow.io import read_json, write_json_atomic
+from onceflow.io import write_json_atomic
 from onceflow.latency import load_estimator
 from onceflow.predictor import load_predictor
 from onceflow.predictor.pipeline import subnet_accuracy
 from onceflow.search import report
 from onceflow.search.specialize import Specialization, budgets_for, run_search
-from onceflow.supernet import SearchSpace
-from onceflow.supernet.supernet import SPACE_FILE, load_supernet
+from onceflow.supernet.supernet import load_space, load_supernet
 from onceflow.threads import set_threads
 
 
@@ -79,7 +78,7 @@ def run_search_target(
     cfg, seed = params.search, params.base.seed
     budgets = budgets_for(cfg, params.latency.targets, target)
     set_threads(params.base.threads)
-    space = SearchSpace.from_json(read_json(f"{supernet_dir}/{SPACE_FILE}"))
+    space = load_space(supernet_dir)
     pred, est = load_predictor(predictor_dir, space), load_estimator(latency_dir, space)
     enc = pred.encoder
     describe = report.arch_describer(space.decode)

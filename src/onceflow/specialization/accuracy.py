@@ -9,7 +9,6 @@ foreign picks are evaluated here.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from onceflow.artifacts import (
+    ArtifactError,
+    field_error,
+    manifest_file,
+    package_stage,
+)
 from onceflow.config import LatencyTarget, Params
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import BackendUnavailable
@@ -44,8 +49,11 @@ def known_accuracies(
     for name, target in targets.items():
         key = precision_key(target)
         for path in sorted((artifacts / name).glob(f"*/{MANIFEST}")):
-            m: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            arch = Arch.from_json(m["arch"]["json"])
+            m: dict[str, Any] = manifest_file(path, ArtifactError)
+            try:
+                arch = Arch.from_json(m["arch"]["json"])
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise field_error(path, err, package_stage(path)) from None
             if key is not None:
                 out[(arch, key)] = float(m["test_accuracy"])
             q = m.get("quantization") or {}

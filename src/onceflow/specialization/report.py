@@ -18,11 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from onceflow.artifacts import (
+    ArtifactError,
+    latency_validation,
+    manifest_file,
+    selection,
+)
 from onceflow.config import Params
 from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.errors import SearchError
 from onceflow.hostlock import timed_on_host
-from onceflow.io import read_json
 from onceflow.latency import load_estimator
 from onceflow.package.manifest import MANIFEST
 from onceflow.specialization.accuracy import (
@@ -58,7 +63,11 @@ def quantization_drops(artifacts: Path, names: list[str]) -> dict[str, dict[str,
     out = {}
     for name in names:
         drops = [
-            float(read_json(p).get("quantization", {}).get("accuracy_drop_pp", np.nan))
+            float(
+                manifest_file(p, ArtifactError)
+                .get("quantization", {})
+                .get("accuracy_drop_pp", np.nan)
+            )
             for p in sorted((artifacts / name).glob(f"*/{MANIFEST}"))
         ]
         drops = [d for d in drops if not np.isnan(d)]
@@ -113,12 +122,12 @@ def specialization_report(
     picks = []
     for name, target in targets.items():
         est = load_estimator(latency_root / name, space)
-        records = read_json(latency_root / name / "validation.json")
+        records = latency_validation(latency_root / name / "validation.json")
         picks.append(
             TargetPicks(
                 name=name,
                 precision=target.precision,
-                slots=read_slots(read_json(search_root / name / "selected.json"), name),
+                slots=read_slots(selection(search_root / name / "selected.json"), name),
                 predict_ms=lambda archs, est=est: est.predict(space.encode_batch(list(archs))),
                 validation_ms={
                     r["arch"]: float(r["measured_ms"])

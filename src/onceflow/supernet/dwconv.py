@@ -12,21 +12,29 @@ recording a weight gradient); everything else, CUDA included, is plain ``F.conv2
 depthwise layer and the static one (:class:`DepthwiseConv2d`, extracted subnets trained alone)
 both use it.
 ``fast_depthwise(False)`` switches it off (benchmarks and tests compare the two).
+
+numba is imported on the kernel's first use (only training records weight gradients): the
+other stages never import it, and where numba or llvmlite is missing or broken the weight
+gradient falls back to torch's own convolution (logged once; the same values, slower).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 MIN_KERNEL = 5  # oneDNN is as fast as the loop below for 3x3 kernels
 _enabled = True
+# The compiled weight-gradient kernel once built; False when numba cannot be used here.
+_kernel: Callable[..., np.ndarray] | bool | None = None
 
 
 @contextmanager
@@ -40,7 +48,6 @@ def fast_depthwise(enabled: bool) -> Iterator[None]:
         _enabled = before
 
 
-@numba.njit(cache=False, nogil=True, fastmath={"contract"})
 def _weight_grad_nhwc(
     x: np.ndarray, grad_out: np.ndarray, k: int, stride: int, pad: int
 ) -> np.ndarray:  # pragma: no cover - compiled; tested through depthwise_conv2d
@@ -68,6 +75,26 @@ def _weight_grad_nhwc(
     return acc
 
 
+def _compiled_kernel() -> Callable[..., np.ndarray] | None:
+    """:func:`_weight_grad_nhwc` compiled by numba (imported here, on first use), or None when
+    numba is missing or broken (the caller then uses torch's own weight gradient)."""
+    global _kernel
+    if _kernel is None:
+        try:
+            import numba
+
+            _kernel = numba.njit(cache=False, nogil=True, fastmath={"contract"})(_weight_grad_nhwc)
+        except (ImportError, OSError, RuntimeError, AttributeError) as err:
+            log.warning(
+                "numba is unavailable (%s: %s): depthwise weight gradients use torch's own "
+                "convolution (same values, slower on CPU)",
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+            )
+            _kernel = False
+    return _kernel or None  # type: ignore[return-value]
+
+
 def _nhwc(t: torch.Tensor) -> np.ndarray:
     """A zero-copy NHWC numpy view of an NCHW tensor (a copy only if it is not channels-last)."""
     return t.detach().permute(0, 2, 3, 1).contiguous().numpy()
@@ -78,7 +105,9 @@ def depthwise_weight_grad(
 ) -> torch.Tensor:
     """The gradient of a depthwise ``F.conv2d`` (weight ``(C, 1, k, k)``, no dilation) with
     respect to its weight, for float32 CPU tensors."""
-    acc = _weight_grad_nhwc(_nhwc(x), _nhwc(grad_out), kernel, stride, padding)
+    compiled = _compiled_kernel()
+    assert compiled is not None, "depthwise_weight_grad needs numba"
+    acc = compiled(_nhwc(x), _nhwc(grad_out), kernel, stride, padding)
     return torch.from_numpy(acc).permute(2, 0, 1).unsqueeze(1).contiguous()
 
 
@@ -119,6 +148,7 @@ def depthwise_conv2d(
         and x.dtype == weight.dtype == torch.float32
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
+        and _compiled_kernel() is not None
     ):
         return _DepthwiseConv.apply(x, weight, stride, padding)
     return F.conv2d(x, weight, None, stride, padding, 1, weight.size(0))

@@ -18,6 +18,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from onceflow.artifacts import field_error, supernet_space
 from onceflow.errors import ConfigError, DataError
 from onceflow.supernet.arch import Arch
 from onceflow.supernet.elastic import (
@@ -167,28 +168,30 @@ def save_supernet(model: Supernet, directory: str | os.PathLike[str]) -> None:
     (d / SPACE_FILE).write_text(json.dumps(model.space.to_json(), indent=2) + "\n")
 
 
+def load_space(directory: str | os.PathLike[str]) -> SearchSpace:
+    """The search space of ``models/supernet/`` (its ``space.json``), checked: a missing or
+    corrupt file is one line naming it and ``train_supernet``."""
+    path = Path(directory) / SPACE_FILE
+    raw = supernet_space(path)
+    try:
+        return SearchSpace.from_json(raw)
+    except ConfigError as err:
+        raise DataError(f"{path}: {err}") from None
+    except (KeyError, TypeError, AttributeError, ValueError, ValidationError) as err:
+        raise field_error(path, err, "train_supernet") from None
+
+
 def load_supernet(directory: str | os.PathLike[str], device: str = "cpu") -> Supernet:
     """Read ``models/supernet/`` (``space.json`` + ``supernet.pt`` with weights_only=True).
     A missing, corrupt or foreign file is a DataError naming it."""
     d = Path(directory)
     rerun = "rerun `dvc repro train_supernet`"
+    for name in (SPACE_FILE, WEIGHTS_FILE):
+        if not (d / name).exists():
+            raise DataError(f"{d}: missing {name} — not a trained supernet ({rerun})")
+    space = load_space(d)  # checked: one line naming space.json and train_supernet
     try:
-        raw = json.loads((d / SPACE_FILE).read_text(encoding="utf-8"))
-        space = SearchSpace.from_json(raw)
         state = torch.load(d / WEIGHTS_FILE, map_location=device, weights_only=True)
-    except FileNotFoundError as err:
-        raise DataError(
-            f"{d}: missing {Path(err.filename).name} — not a trained supernet ({rerun})"
-        ) from None
-    except ConfigError as err:
-        raise DataError(f"{d / SPACE_FILE}: {err}") from None
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise DataError(f"{d / SPACE_FILE}: not valid JSON ({err}); {rerun}") from None
-    except (KeyError, TypeError, AttributeError, ValidationError) as err:
-        raise DataError(
-            f"{d / SPACE_FILE}: not a search-space description ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}); {rerun}"
-        ) from None
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"{d / WEIGHTS_FILE}: unreadable weights ({first}); {rerun}") from None

@@ -15,11 +15,10 @@ first one (c10d's store has no replica; rerunning the stage resumes from the che
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -172,16 +171,5 @@ def join_job(endpoint: str, params_path: str | Path, data_dir: str | Path) -> No
     rdzv = replace(_rendezvous(params.train), endpoint=endpoint, run_id=str(job["run_id"]),
                    min_nodes=lo, max_nodes=hi, first_node=False)  # fmt: skip
     argv = ["--params", str(params_path), "--data", str(data_dir)]
-    launch(params.train.processes, __name__, argv, rdzv=rdzv)
+    launch(params.train.processes, "onceflow.train.joined", argv, rdzv=rdzv)
     log.info("joined job at %s finished", endpoint)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """A rank of a joined node (started by :func:`join_job`): trains, writes nothing."""
-    from onceflow.train.pipeline import train_joined_node
-
-    ap = argparse.ArgumentParser(prog="onceflow train join (rank)")
-    ap.add_argument("--params", required=True)
-    ap.add_argument("--data", required=True)
-    args = ap.parse_args(argv)
-    train_joined_node(load_params(args.params), args.data)

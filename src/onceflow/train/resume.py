@@ -11,18 +11,19 @@ torch RNG: a run resumed from it continues exactly where it was taken.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
-import numba
 import torch
 
-from onceflow import hostcache
+from onceflow import hostcache, identity
 from onceflow.config import TrainConfig
 from onceflow.data.prepared import PreparedData, data_identity
+from onceflow.environment import installed_versions
 from onceflow.errors import DataError
-from onceflow.io import sha256_files, sha256_json
+from onceflow.identity import LIBRARY_ROOTS
+from onceflow.io import sha256_json
 from onceflow.supernet import SearchSpace, Supernet
 from onceflow.train import checkpoint as ckpt
 from onceflow.train.distributed import DistContext, broadcast_bytes
@@ -30,25 +31,20 @@ from onceflow.train.schedule import Plan, make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 
-# Modules of the train package that supernet training never runs (packaging's fine-tune):
-# editing them must not orphan a supernet run's checkpoints.
-_NOT_TRAINING_CODE = frozenset({"finetune.py"})
+# The module supernet training runs (the stage calls it): its import closure inside onceflow is
+# the training code (packaging's fine-tune is not in it).
+TRAINING_MODULE = "onceflow.train.pipeline"
+# Libraries whose versions change the weights: torch (kernels), numpy (batch order, subnet
+# sampling), numba (the depthwise weight-gradient kernel, supernet/dwconv.py).
+TRAINING_LIBRARIES = ("torch", "numpy", "numba")
 
 
-def code_digest() -> str:
-    """sha256 of the training and supernet sources: a checkpoint written by other training
-    code is not resumed (its weights came from a different procedure)."""
-    import onceflow.supernet
-    import onceflow.train
-
-    sources = [
-        (f"{pkg.__name__}/{f.name}", f)
-        for pkg in (onceflow.train, onceflow.supernet)
-        for f in sorted(Path(next(iter(pkg.__path__))).glob("*.py"))
-        if not (pkg is onceflow.train and f.name in _NOT_TRAINING_CODE)
-    ]
-    versions = f"torch {torch.__version__}, numba {numba.__version__}"  # kernels: supernet/dwconv
-    return sha256_files(sources, hashlib.sha256(versions.encode()))
+def code_digest(roots: Mapping[str, Path] = LIBRARY_ROOTS) -> str:
+    """sha256 of the training code (the import closure of :data:`TRAINING_MODULE` under
+    ``roots``) and the versions of :data:`TRAINING_LIBRARIES`: a checkpoint written by other
+    code or libraries is not resumed (its weights came from a different procedure)."""
+    versions = ", ".join(f"{k} {v}" for k, v in installed_versions(TRAINING_LIBRARIES).items())
+    return identity.code_digest(TRAINING_MODULE, roots, extra=versions)
 
 
 # Train params that do not change the weights: the checkpoint cadence, and how the ranks are
@@ -86,8 +82,8 @@ def fingerprint(
     """Identity of a training run: everything that changes the weights it produces -- the
     space, the train params (not the checkpoint cadence or the launch), the seed, the prepared
     data's content (``content_sha256``), the number of ranks (:func:`world_key`) and the
-    device kind, and the training code and torch version. A checkpoint of another identity is
-    never resumed."""
+    device kind, and the training code and library versions (:func:`code_digest`). A
+    checkpoint of another identity is never resumed."""
     train = cfg.model_dump(mode="json", exclude=set(_NOT_IDENTITY))
     return sha256_json(
         {

@@ -1,0 +1,79 @@
+"""The package's layering, read from its imports (every ``import``, at module level or inside
+a function): no module of ``onceflow`` imports, directly or through others, back into itself."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _module_name(path: Path, src: Path) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(src: Path = SRC) -> dict[str, set[str]]:
+    """module -> the onceflow modules it imports (``from pkg import mod`` counts ``pkg.mod``)."""
+    files = {_module_name(p, src): p for p in (src / "onceflow").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = [node.module] if node.module else []
+                target = ".".join(base + module) if node.level else (node.module or "")
+                deps.add(target)
+                deps.update(f"{target}.{a.name}" for a in node.names)
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while (w := stack.pop()) != v:
+                comp.append(w)
+            if comp:
+                found.append(sorted([v, *comp]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_loop_inside_onceflow() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_loop_check_sees_a_loop(tmp_path: Path) -> None:
+    """The control: two modules that import each other (one lazily, inside a function)."""
+    pkg = tmp_path / "onceflow" / "sub"
+    pkg.mkdir(parents=True)
+    (tmp_path / "onceflow" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from onceflow.sub.b import g\n")
+    (pkg / "b.py").write_text("def g():\n    from . import a\n")
+    (pkg / "c.py").write_text("import onceflow.sub.a\n")
+    assert cycles(import_graph(tmp_path)) == [["onceflow.sub.a", "onceflow.sub.b"]]
