@@ -39,6 +39,7 @@ def test_an_imported_target_and_its_results_file_stay_isolated(tmp_path: Path) -
     # declare the phone, then import its timings (the file `onceflow latency import` writes)
     def add_phone(p: dict) -> None:
         p["latency"]["targets"][PHONE] = {
+            "backend": "onnxruntime",  # what its packages ship (dvc.yaml reads every backend)
             "timings": "imported",
             "estimator": "measured",
             "results": f"devices/{PHONE}.csv",
