@@ -19,8 +19,6 @@ from onceflow.train.losses import alpha_distill, kl_distill
 from onceflow.train.schedule import WarmupCosine, make_scheduler, param_groups
 from tests.supernet.helpers import tiny_space
 
-torch.set_num_threads(1)
-
 
 def test_to_input_normalizes_and_resizes(tiny_prepared) -> None:
     data = load_prepared(tiny_prepared)
