@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from onceflow.config import Params, load_params, parse_params
@@ -122,3 +123,35 @@ def test_not_utf8_or_a_directory(tmp_path: Path):
         load_params(tmp_path / "params.yaml")
     with pytest.raises(ConfigError, match=r"cannot read the params file"):
         load_params(tmp_path)
+
+
+def test_yaml_merge_keys_are_accepted_like_any_yaml(tmp_path: Path):
+    """``<<: *anchor`` is YAML (DVC reads params.yaml with merge keys too): the strict loader
+    takes it, a key written beside the merge overrides the merged one (YAML's rule, not a
+    duplicate), and the result is what plain yaml.safe_load and the schema make of the text."""
+    text = (
+        "latency:\n"
+        "  targets:\n"
+        "    a: &t {backend: onnxruntime, threads: 1, batch_size: 1}\n"
+        "    b:\n"
+        "      <<: *t\n"
+        "      threads: 2\n"
+        "    c: {<<: *t, precision: fp32}\n"
+    )
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    got = load_params(p)
+    assert got == parse_params(yaml.safe_load(text))
+    targets = got.latency.targets
+    assert (targets["a"].threads, targets["b"].threads, targets["c"].threads) == (1, 2, 1)
+    assert targets["c"].precision == "fp32" and targets["b"].batch_size == 1
+
+
+def test_merge_keys_keep_the_duplicate_key_check_and_need_a_mapping(tmp_path: Path):
+    p = tmp_path / "params.yaml"
+    p.write_text("base:\n  <<: {seed: 1}\n  threads: 1\n  threads: 2\n")
+    with pytest.raises(ConfigError, match=r"line 4.*'threads' appears twice"):
+        load_params(p)
+    p.write_text("base:\n  <<: 3\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 2.*mapping"):
+        load_params(p)

@@ -26,6 +26,8 @@ from onceflow.errors import ConfigError
 from onceflow.uri import check_endpoint_url, parse_registry_uri, redact
 
 
+# The schema: `make mutation` mutates only the loader below it.
+# pragma: no mutate start
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors, instances are immutable, and no
     number is NaN or infinite."""
@@ -632,6 +634,10 @@ class Params(StrictModel):
         return self
 
 
+# pragma: no mutate end
+
+
+# ----------------------------------------------------------------------------------- loader
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -684,7 +690,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 
 class _StrictLoader(yaml.SafeLoader):
     """yaml.safe_load, except that a key given twice in one mapping is an error (plain YAML
-    loaders keep the last one silently, so a duplicated section would hide the first), and
+    loaders keep the last one silently, so a duplicated section would hide the first; a merge
+    key ``<<: *anchor`` is YAML and accepted, its keys overridable), and
     that ``1:2`` is the string YAML 1.2 and DVC read, not YAML 1.1's base-60 integer 62
     (``train.nodes: 1:2`` is a range of machines)."""
 
@@ -697,6 +704,8 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                continue  # `<<: *anchor`: keys written beside it override the merged ones
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
@@ -711,6 +720,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _BASE_60 = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_MERGE = "tag:yaml.org,2002:merge"
 
 # Aliases can make a small file expand into a huge structure ("billion laughs").
 MAX_PARAMS_VALUES = 100_000
