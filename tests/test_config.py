@@ -108,6 +108,13 @@ def test_imagefolder_resolution_checked_against_image_size():
                    for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
          r"more than 100000 values"),
         ("[" * 5000 + "]" * 5000, r"nested too deeply"),
+        # Explicit tags on values they cannot read (PyYAML raised ValueError/KeyError/...).
+        ("base:\n  seed: !!int 0.0\n", r"line 2, column 9: cannot read '0.0' as tag:yaml.+:int"),
+        ("base:\n  seed: !!bool maybe\n", r"line 2.*cannot read 'maybe' as tag:yaml.+:bool"),
+        ("a: !!timestamp 2001-99-99\n", r"line 1.*cannot read '2001-99-99' as tag.+:timestamp"),
+        ("a: !!map 0\n", r"line 1.*expected a mapping node, but found scalar"),
+        ("a: !!float abc\n", r"line 1.*cannot read 'abc'"),
+        ("a: !!int\n", r"line 1.*cannot read '' as tag:yaml.org,2002:int"),
     ],
 )  # fmt: skip
 def test_hostile_yaml(tmp_path: Path, text: str, match: str):

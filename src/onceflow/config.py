@@ -701,7 +701,20 @@ class _StrictLoader(yaml.SafeLoader):
             return "tag:yaml.org,2002:str"
         return tag
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # An explicit tag on a value it cannot read (`!!int 0.0`, `!!bool maybe`) makes PyYAML
+        # raise ValueError/KeyError/IndexError: report it like any other YAML error.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, IndexError, OverflowError):
+            what = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {what} as {node.tag}", node.start_mark
+            ) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if not isinstance(node, yaml.MappingNode):  # `!!map 0`: the base class says so
+            return super().construct_mapping(node, deep=deep)
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == _MERGE:
