@@ -140,14 +140,19 @@ def test_value_count_guard(tmp_path: Path) -> None:
     assert _count_values([[1], [2]], 100) == 5
     assert _count_values(7, 100) == 1
     assert _count_values(list(range(50)), 10) == 11  # stops once past the limit
-    wide = "x: [" + ", ".join(["1"] * MAX_PARAMS_VALUES) + "]\n"
-    msg, p = _error(tmp_path, wide)  # 100,003 values: the mapping, its key, the list and items
+
+    # x: a list of k aliases of one 18-item list: 3 + k * 19 values (the mapping, its key, the
+    # outer list, then each inner list and its items), small text and fast to parse.
+    def aliased(k: int) -> str:
+        return "x: [&a [" + ", ".join(["1"] * 18) + "]" + ", *a" * (k - 1) + "]\n"
+
+    assert MAX_PARAMS_VALUES == 3 + 5263 * 19
+    msg, p = _error(tmp_path, aliased(5264))
     assert msg == (
         f"{p}: more than {MAX_PARAMS_VALUES} values (YAML aliases expanding?); this is not a "
         "params file"
     )
-    just = "x: [" + ", ".join(["1"] * (MAX_PARAMS_VALUES - 3)) + "]\n"  # exactly the limit
-    msg, p = _error(tmp_path, just)
+    msg, p = _error(tmp_path, aliased(5263))  # exactly the limit: on to the schema
     assert msg == f"{p}: x: unknown key (check the spelling; see README 'Params')"
 
 

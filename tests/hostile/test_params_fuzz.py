@@ -35,7 +35,7 @@ from tests.conftest import REPO_ROOT
 TEXT = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
 BASE = yaml.safe_load(TEXT)
 FUZZ = settings(
-    max_examples=80,
+    max_examples=50,
     derandomize=True,  # replayable: the same examples on every run and machine
     deadline=None,
     database=None,
