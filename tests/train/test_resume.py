@@ -17,7 +17,7 @@ import torch
 
 import onceflow.supernet
 import onceflow.train
-from onceflow.data.prepared import load_prepared
+from onceflow.data.prepared import data_identity, load_prepared
 from onceflow.errors import DataError
 from onceflow.supernet import Supernet
 from onceflow.train import checkpoint as ckpt
@@ -265,3 +265,28 @@ def test_a_checkpoint_that_does_not_fit_is_one_clear_error(data, tmp_path: Path)
     ckpt.save_checkpoint(tmp_path, {**s.state("fp"), "seconds": "x"}, step=5)
     with pytest.raises(DataError, match=r"do not fit it \(ValueError: could not convert"):
         resume(_session(data), tmp_path, "fp", MAIN, CPU)
+
+
+def test_fingerprint_is_the_hash_of_its_documented_parts(data, monkeypatch) -> None:
+    """The identity's composition, written out: a renamed or dropped part changes every run's
+    identity (and orphans every checkpoint), so it is pinned here key by key."""
+    from onceflow.io import sha256_json
+    from onceflow.train import resume as resume_mod
+
+    monkeypatch.setattr(resume_mod, "code_digest", lambda: "c0de")
+    cfg = tiny_train()
+    launch = {"checkpoint_every_steps", "keep_checkpoints", "processes", "nodes",
+              "rdzv_endpoint", "max_restarts", "rdzv_timeout_s", "rdzv_last_call_s"}  # fmt: skip
+    parts = {
+        "space": tiny_space().to_json(),
+        "train": cfg.model_dump(mode="json", exclude=launch),
+        "seed": 3,
+        "data": data.meta.content_sha256 or data_identity(data),
+        "n": len(data.train),
+        "world": "elastic",
+        "device": "cpu",
+        "code": "c0de",
+    }
+    assert isinstance(parts["train"]["phases"][0]["lr"], float)  # JSON mode: plain values
+    got = fingerprint(tiny_space(), cfg, 3, data, "elastic", torch.device("cpu"))
+    assert got == sha256_json(parts)[:16]
