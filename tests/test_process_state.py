@@ -29,25 +29,30 @@ _PYTEST_HANDLERS = {"LogCaptureHandler", "_LiveLoggingNullHandler", "_FileHandle
 _PYTEST_ENV = {"PYTEST_CURRENT_TEST", "ONCEFLOW_CACHE_DIR"}  # the second: host_cache, per test
 # Set for the rest of the process by design, not by a fixture: a stage entry point run
 # in-process calls onceflow.threads.set_threads(base.threads) (torch threads and these
-# variables); torch's inductor records its cache dir and loading OpenMP through threadpoolctl
-# sets KMP_DUPLICATE_LIB_OK (libraries, for the process's life, not fixtures). Until
+# variables). Until
 # tests/conftest.py restores them after each test, the probe leaves them out (torch threads stay
 # checked in the subprocess test, where no stage runs).
-_BY_STAGES_ENV = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                  "TORCHINDUCTOR_CACHE_DIR", "KMP_DUPLICATE_LIB_OK"}  # fmt: skip
+_BY_STAGES_ENV = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
+# Variables libraries set when they load (Intel's OpenMP runtime, torch's inductor): never
+# compared.
+_BY_LIBRARIES_PREFIXES = ("KMP_", "TORCHINDUCTOR_")
 
 
 def process_state(*, stages_ran: bool = True) -> dict[str, object]:
     root = logging.getLogger()
     handlers = [type(h).__name__ for h in root.handlers]
-    ignored = _PYTEST_ENV | (_BY_STAGES_ENV if stages_ran else {"KMP_DUPLICATE_LIB_OK"})
+    ignored = _PYTEST_ENV | (_BY_STAGES_ENV if stages_ran else set())
     state = {
         "numpy float errors": np.geterr(),
         "torch threads": torch.get_num_threads(),
         "cwd": os.getcwd(),
         "root logger level": root.level,
         "root logger handlers": [h for h in handlers if h not in _PYTEST_HANDLERS],
-        "environment": {k: v for k, v in os.environ.items() if k not in ignored},
+        "environment": {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ignored and not k.startswith(_BY_LIBRARIES_PREFIXES)
+        },
     }
     if stages_ran:
         del state["torch threads"]
