@@ -29,9 +29,8 @@ _PYTEST_HANDLERS = {"LogCaptureHandler", "_LiveLoggingNullHandler", "_FileHandle
 _PYTEST_ENV = {"PYTEST_CURRENT_TEST", "ONCEFLOW_CACHE_DIR"}  # the second: host_cache, per test
 # Set for the rest of the process by design, not by a fixture: a stage entry point run
 # in-process calls onceflow.threads.set_threads(base.threads) (torch threads and these
-# variables). Until
-# tests/conftest.py restores them after each test, the probe leaves them out (torch threads stay
-# checked in the subprocess test, where no stage runs).
+# variables). Until tests/conftest.py restores them after each test, the probe leaves them out
+# (torch threads stay checked in the subprocess test, where no stage runs).
 _BY_STAGES_ENV = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
 # Variables libraries set when they load (Intel's OpenMP runtime, torch's inductor): never
 # compared.
