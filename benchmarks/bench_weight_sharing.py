@@ -37,6 +37,20 @@ from onceflow.train.evaluation import subnet_accuracy
 from onceflow.train.loop import train_supernet
 
 
+def summarize(rows: list[dict], sn_seconds: float | None, lone_seconds: float) -> dict:
+    """Each row's ``gap_pp`` (supernet - alone accuracy, percentage points; set in place), their
+    mean, and the cost ratio (supernet seconds / the lone runs' seconds)."""
+    for r in rows:
+        r["gap_pp"] = round(100 * (r["supernet_test_acc"] - r["alone_test_acc"]), 3)
+    return {
+        "archs": rows,
+        "mean_gap_pp": round(float(np.mean([r["gap_pp"] for r in rows])), 3),
+        "supernet_train_seconds": sn_seconds,
+        "alone_train_seconds_sum": round(lone_seconds, 2),
+        "cost_ratio": round(sn_seconds / round(lone_seconds, 2), 3) if sn_seconds else None,
+    }
+
+
 def pick_archs(space: SearchSpace, selection: Path | None) -> list[tuple[str, Arch]]:
     """(where it came from, arch) for three archs spanning the latency range."""
     if selection is not None and selection.is_file():
@@ -114,16 +128,11 @@ def main() -> None:
     for r in rows:
         arch = space.canonical(Arch.parse(r["arch"]))
         r["supernet_test_acc"] = score(supernet, arch)
-        r["gap_pp"] = round(100 * (r["supernet_test_acc"] - r["alone_test_acc"]), 3)
     sn_seconds = None
     if args.supernet_metrics.is_file():
         sn_seconds = json.loads(args.supernet_metrics.read_text()).get("train_seconds")
     out = {
-        "archs": rows,
-        "mean_gap_pp": round(float(np.mean([r["gap_pp"] for r in rows])), 3),
-        "supernet_train_seconds": sn_seconds,
-        "alone_train_seconds_sum": round(lone_seconds, 2),
-        "cost_ratio": round(sn_seconds / round(lone_seconds, 2), 3) if sn_seconds else None,
+        **summarize(rows, sn_seconds, lone_seconds),
         "alone_epochs": [p.epochs for p in cfg.phases],
         "supernet_epochs": [p.epochs for p in params.train.phases],
         "epochs_scale": args.epochs_scale,

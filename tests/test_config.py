@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from onceflow.config import Params, load_params, parse_params
@@ -107,6 +108,13 @@ def test_imagefolder_resolution_checked_against_image_size():
                    for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
          r"more than 100000 values"),
         ("[" * 5000 + "]" * 5000, r"nested too deeply"),
+        # Explicit tags on values they cannot read (PyYAML raised ValueError/KeyError/...).
+        ("base:\n  seed: !!int 0.0\n", r"line 2, column 9: cannot read '0.0' as tag:yaml.+:int"),
+        ("base:\n  seed: !!bool maybe\n", r"line 2.*cannot read 'maybe' as tag:yaml.+:bool"),
+        ("a: !!timestamp 2001-99-99\n", r"line 1.*cannot read '2001-99-99' as tag.+:timestamp"),
+        ("a: !!map 0\n", r"line 1.*expected a mapping node, but found scalar"),
+        ("a: !!float abc\n", r"line 1.*cannot read 'abc'"),
+        ("a: !!int\n", r"line 1.*cannot read '' as tag:yaml.org,2002:int"),
     ],
 )  # fmt: skip
 def test_hostile_yaml(tmp_path: Path, text: str, match: str):
@@ -122,3 +130,35 @@ def test_not_utf8_or_a_directory(tmp_path: Path):
         load_params(tmp_path / "params.yaml")
     with pytest.raises(ConfigError, match=r"cannot read the params file"):
         load_params(tmp_path)
+
+
+def test_yaml_merge_keys_are_accepted_like_any_yaml(tmp_path: Path):
+    """``<<: *anchor`` is YAML (DVC reads params.yaml with merge keys too): the strict loader
+    takes it, a key written beside the merge overrides the merged one (YAML's rule, not a
+    duplicate), and the result is what plain yaml.safe_load and the schema make of the text."""
+    text = (
+        "latency:\n"
+        "  targets:\n"
+        "    a: &t {backend: onnxruntime, threads: 1, batch_size: 1}\n"
+        "    b:\n"
+        "      <<: *t\n"
+        "      threads: 2\n"
+        "    c: {<<: *t, precision: fp32}\n"
+    )
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    got = load_params(p)
+    assert got == parse_params(yaml.safe_load(text))
+    targets = got.latency.targets
+    assert (targets["a"].threads, targets["b"].threads, targets["c"].threads) == (1, 2, 1)
+    assert targets["c"].precision == "fp32" and targets["b"].batch_size == 1
+
+
+def test_merge_keys_keep_the_duplicate_key_check_and_need_a_mapping(tmp_path: Path):
+    p = tmp_path / "params.yaml"
+    p.write_text("base:\n  <<: {seed: 1}\n  threads: 1\n  threads: 2\n")
+    with pytest.raises(ConfigError, match=r"line 4.*'threads' appears twice"):
+        load_params(p)
+    p.write_text("base:\n  <<: 3\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line 2.*mapping"):
+        load_params(p)

@@ -32,6 +32,23 @@ def _holder(name: str, events: Path, release: Path, env: dict) -> subprocess.Pop
     )  # fmt: skip
 
 
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout_s: float = 60) -> str:
+    """Read ``proc``'s stderr until a line holds ``text``; returns what was read."""
+    import select
+
+    seen, deadline = "", time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+        if ready:
+            line = proc.stderr.readline()
+            seen += line
+            if text in line:
+                return seen
+            if not line:
+                break
+    raise AssertionError(f"no line with {text!r} from the holder; it said:\n{seen}")
+
+
 def _wait_for(pred, what: str) -> None:  # noqa: ANN001
     for _ in range(600):
         if pred():
@@ -48,7 +65,8 @@ def test_second_timer_waits_for_the_first_and_a_killed_holder_frees_the_lock(
     a = _holder("latency_table@a", events, tmp_path / "release-a", env)
     _wait_for(lambda: events.exists() and "latency_table@a in" in events.read_text(), "a holds")
     b = _holder("package@b", events, tmp_path / "release-b", env)
-    time.sleep(1.0)  # b is blocked, not merely slow: it cannot be "in" while a holds the lock
+    # b is blocked, not merely slow: it has tried the lock (and said so) and is not "in".
+    _wait_for_line(b, "package@b: waiting for the timing lock")
     assert events.read_text().splitlines() == ["latency_table@a in"]
     (tmp_path / "release-a").touch()
     (tmp_path / "release-b").touch()
@@ -74,10 +92,10 @@ def test_a_waiting_stage_names_the_holder(tmp_path: Path) -> None:
     a = _holder("latency_table@a", events, tmp_path / "release", env)
     _wait_for(lambda: events.exists(), "a holds")
     b = _holder("package@b", events, tmp_path / "release", env)
-    time.sleep(1.0)
+    err = _wait_for_line(b, "waiting for the timing lock")  # b has tried the lock: a holds it
     (tmp_path / "release").touch()
     a.wait(60)
-    _, err = b.communicate(timeout=60)
+    err += b.communicate(timeout=60)[1]
     assert f"package@b: waiting for the timing lock {tmp_path / 'timing.lock'}" in err
     assert f"held by latency_table@a (pid {a.pid}" in err
 

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+import os
+from collections.abc import Iterator
 
-from onceflow.threads import limit_threads, pool_sizes, set_threads
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from onceflow.threads import _ENV, limit_threads, pool_sizes, set_threads
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """set_threads is for the rest of a process: these tests put back torch's count, the BLAS
+    and OpenMP pools and the thread variables afterwards."""
+    torch_threads, env = torch.get_num_threads(), {k: os.environ.get(k) for k in _ENV}
+    with threadpool_limits(limits=None):  # restores every pool's size on exit
+        yield
+    torch.set_num_threads(torch_threads)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def test_limit_threads_caps_every_pool_and_restores() -> None:

@@ -26,6 +26,8 @@ from onceflow.errors import ConfigError
 from onceflow.uri import check_endpoint_url, parse_registry_uri, redact
 
 
+# The schema: `make mutation` mutates only the loader below it.
+# pragma: no mutate start
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors, instances are immutable, and no
     number is NaN or infinite."""
@@ -660,6 +662,10 @@ class Params(StrictModel):
         return self
 
 
+# pragma: no mutate end
+
+
+# ----------------------------------------------------------------------------------- loader
 def _loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -712,7 +718,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 
 class _StrictLoader(yaml.SafeLoader):
     """yaml.safe_load, except that a key given twice in one mapping is an error (plain YAML
-    loaders keep the last one silently, so a duplicated section would hide the first), and
+    loaders keep the last one silently, so a duplicated section would hide the first; a merge
+    key ``<<: *anchor`` is YAML and accepted, its keys overridable), and
     that ``1:2`` is the string YAML 1.2 and DVC read, not YAML 1.1's base-60 integer 62
     (``train.nodes: 1:2`` is a range of machines)."""
 
@@ -722,9 +729,24 @@ class _StrictLoader(yaml.SafeLoader):
             return "tag:yaml.org,2002:str"
         return tag
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # An explicit tag on a value it cannot read (`!!int 0.0`, `!!bool maybe`) makes PyYAML
+        # raise ValueError/KeyError/IndexError: report it like any other YAML error.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, KeyError, IndexError, OverflowError):
+            what = repr(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {what} as {node.tag}", node.start_mark
+            ) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if not isinstance(node, yaml.MappingNode):  # `!!map 0`: the base class says so
+            return super().construct_mapping(node, deep=deep)
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                continue  # `<<: *anchor`: keys written beside it override the merged ones
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
@@ -739,6 +761,7 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _BASE_60 = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_MERGE = "tag:yaml.org,2002:merge"
 
 # Aliases can make a small file expand into a huge structure ("billion laughs").
 MAX_PARAMS_VALUES = 100_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,13 @@ def quick_protocol() -> MeasureProtocol:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
+def _one_thread() -> Iterator[None]:
+    """One torch thread and float errors raising, for each latency test only: both are restored
+    afterwards (np.seterr here once made every later test in the process raise on float errors)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    np.seterr(all="raise")
+    try:
+        with np.errstate(all="raise"):
+            yield
+    finally:
+        torch.set_num_threads(threads)

@@ -37,13 +37,16 @@ def test_ort_available_and_measures_tiny_graph(quick_protocol: MeasureProtocol) 
     assert env["backend"] == "onnxruntime" and "onnxruntime" in env["versions"]
 
 
-def test_ort_bigger_graph_is_slower() -> None:
+def test_ort_measures_each_model_of_a_batch() -> None:
+    """One stats per model, in order, each from the protocol's repeats (that a bigger graph
+    times slower is a speed comparison: benchmarks/bench_protocol.py)."""
     be = make_backend(LatencyTarget())
     small = nn.Conv2d(4, 4, 1).eval()
     big = nn.Sequential(*[nn.Conv2d(64, 64, 3, padding=1) for _ in range(4)]).eval()
-    proto = make_protocol(warmup=2, repeats=15, number=1)
-    s_small, s_big = be.measure_many([(small, (1, 4, 8, 8)), (big, (1, 64, 32, 32))], proto)
-    assert s_big.median > 5 * s_small.median
+    proto = make_protocol(warmup=1, repeats=4, number=1)
+    stats = be.measure_many([(small, (1, 4, 8, 8)), (big, (1, 64, 32, 32))], proto)
+    assert [s.n for s in stats] == [4, 4]
+    assert all(0 < s.p10 <= s.median <= s.p90 for s in stats)
 
 
 def test_ort_session_options_follow_the_target() -> None:

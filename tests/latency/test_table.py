@@ -70,8 +70,10 @@ def test_build_table_end_to_end_on_ort(tiny_space: SearchSpace) -> None:
     assert est.predict(tiny_space.encode_batch(archs))[0] == pytest.approx(
         res.records[0]["predicted_ms"]
     )
-    # Latency grows with the network: the max arch measures slower than the min arch.
-    assert res.records[1]["measured_ms"] > res.records[0]["measured_ms"]
+    # The calibration set starts with the extremes, min then max (that the max arch measures
+    # slower is a speed comparison: benchmarks/bench_protocol.py).
+    assert res.records[1]["arch"] == str(tiny_space.max_arch())
+    assert all(r["measured_ms"] > 0 for r in res.records)
 
 
 def test_unavailable_backend_fails_with_reason_not_a_fake_table(tiny_space: SearchSpace) -> None:

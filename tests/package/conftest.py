@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,16 @@ def fast_params(**package: object) -> Params:
 
 @pytest.fixture(scope="session")
 def data(tiny_prepared: Path) -> PreparedData:
-    torch.set_num_threads(1)
     return load_prepared(tiny_prepared)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread for each test here; the process's count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class SmallCNN(nn.Module):

@@ -80,9 +80,7 @@ def test_dvc_repro_default_int8_target_table_and_package(tmp_path: Path) -> None
     for p in metrics["packages"]:
         m = load_manifest(repo / "artifacts" / "ort-cpu-int8" / p["model_id"])
         assert m["precision"] == "int8" and m["quantization"]["passed"]
-        assert p["quantization"]["accuracy_drop_pp"] == pytest.approx(
-            100 * (m["quantization"]["test_accuracy_fp32"] - m["test_accuracy"])
-        )
+        assert p["quantization"] == m["quantization"]  # the details carry the manifest's
 
 
 @pytest.mark.slow

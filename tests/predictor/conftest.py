@@ -3,6 +3,7 @@ predictor and search tests take seconds on a shared 2-core machine."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,11 @@ def write_latency_dir(directory: Path, space: SearchSpace, target: str = "ort-cp
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
+def _one_thread() -> Iterator[None]:
+    """One torch thread and numpy's global RNG seeded, for each test here; both restored."""
+    threads, rng_state = torch.get_num_threads(), np.random.get_state()
     torch.set_num_threads(1)
     np.random.seed(0)
+    yield
+    torch.set_num_threads(threads)
+    np.random.set_state(rng_state)

@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import boto3
@@ -333,33 +334,104 @@ def test_unreachable_endpoint_gives_clear_error(aws_env: None, tmp_path: Path) -
         publish_package(store, pkg)
 
 
-def test_missing_bucket_and_bad_credentials_on_the_real_server(
+def _list_error(uri: str, s3_server: S3Server) -> RegistryError:
+    """The RegistryError `onceflow ls` gets from the real server (SeaweedFS checks signatures
+    and permissions); it never shows the secret and is bad input (exit code 2)."""
+    opts = StoreOptions(endpoint_url=s3_server.endpoint, max_attempts=1)
+    with pytest.raises(RegistryError) as err:
+        list_models(open_store(uri, opts))
+    assert SECRET not in str(err.value) and err.value.exit_code == 2
+    assert not isinstance(err.value, StoreUnreachable)
+    return err.value
+
+
+def test_missing_bucket_on_the_real_server(aws_env: None, s3_server: S3Server) -> None:
+    err = _list_error("s3://no-such-bucket/x", s3_server)
+    assert str(err) == (
+        f"list s3://no-such-bucket: bucket 'no-such-bucket' does not exist at "
+        f"{s3_server.endpoint} (create it, or check the registry URI and AWS_ENDPOINT_URL)"
+    )
+
+
+ACCESS_DENIED = (
+    "list s3://onceflow-test: access denied ({code}) at {endpoint}; check the AWS "
+    "credentials (env, profile or role) and the bucket policy"
+)
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "code"),
+    [
+        ("AWS_SECRET_ACCESS_KEY", "not-the-secret", "SignatureDoesNotMatch"),
+        ("AWS_ACCESS_KEY_ID", "nobody", "InvalidAccessKeyId"),
+    ],
+)
+def test_wrong_keys_on_the_real_server(
+    aws_env: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, var: str, value: str,
+    code: str,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(var, value)
+    err = _list_error(f"s3://{BUCKET}/x", s3_server)
+    assert str(err) == ACCESS_DENIED.format(code=code, endpoint=s3_server.endpoint)
+
+
+def test_missing_keys(aws_env: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var)
+    err = _list_error(f"s3://{BUCKET}/x", s3_server)
+    assert str(err) == (
+        "list s3://onceflow-test: no usable AWS credentials; set AWS_ACCESS_KEY_ID "
+        "and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an instance role)"
+    )
+
+
+READER = ("onceflow-reader", "reader-secret-not-admin-42")
+
+
+def _add_reader_identity(s3_server: S3Server) -> None:
+    """A second identity on the server, valid keys but rights on another bucket only: its
+    requests are signed correctly and refused for permission (AccessDenied). SeaweedFS reads
+    its identities from the filer's /etc/iam/identity.json (its IAM API is read-only here);
+    the admin identity is written back unchanged."""
+    import urllib.request
+
+    identities = {"identities": [
+        {"name": "admin", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+         "credentials": [{"accessKey": s3_server.access_key, "secretKey": s3_server.secret_key}]},
+        {"name": "reader", "actions": ["Read:elsewhere", "List:elsewhere"],
+         "credentials": [{"accessKey": READER[0], "secretKey": READER[1]}]},
+    ]}  # fmt: skip
+    boundary = "onceflow-identities"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="identity.json"\r\nContent-Type: application/json\r\n\r\n'
+        + json.dumps(identities)
+        + f"\r\n--{boundary}--\r\n"
+    ).encode()
+    url = f"http://127.0.0.1:{s3_server.ports['filer.port']}/etc/iam/identity.json"
+    kind = f"multipart/form-data; boundary={boundary}"
+    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": kind})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status in (200, 201)
+
+
+def test_access_denied_with_valid_keys(
     aws_env: None, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SeaweedFS checks signatures: each failure is one RegistryError naming the bucket and the
-    endpoint, never the secret, and bad input (exit code 2), not a transient failure."""
-    opts = StoreOptions(endpoint_url=s3_server.endpoint, max_attempts=1)
-    with pytest.raises(RegistryError, match="bucket 'no-such-bucket' does not exist") as err:
-        list_models(open_store("s3://no-such-bucket/x", opts))
-    assert SECRET not in str(err.value) and err.value.exit_code == 2
-    cases = [
-        ({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, r"access denied \(SignatureDoesNotMatch\)"),
-        ({"AWS_ACCESS_KEY_ID": "nobody"}, r"access denied \(InvalidAccessKeyId\)"),
-        ({"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, "no usable AWS credentials"),
-    ]
-    for env, expected in cases:
-        for var, value in env.items():
-            if value is None:
-                monkeypatch.delenv(var, raising=False)
-            else:
-                monkeypatch.setenv(var, value)
-        with pytest.raises(RegistryError, match=expected) as err:
-            list_models(open_store(f"s3://{BUCKET}/x", opts))
-        msg = str(err.value)
-        assert s3_server.endpoint in msg or "credentials" in msg, msg
-        assert SECRET not in msg and err.value.exit_code == 2
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    _add_reader_identity(s3_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER[1])
+    deadline = time.monotonic() + 30  # the server reloads its identities from the filer
+    while True:
+        err = _list_error(f"s3://{BUCKET}/x", s3_server)
+        if "InvalidAccessKeyId" not in str(err) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert str(err) == ACCESS_DENIED.format(code="AccessDenied", endpoint=s3_server.endpoint)
+    assert READER[1] not in str(err)
+    boto3.client("s3", endpoint_url=s3_server.endpoint, aws_access_key_id=ACCESS_KEY,
+                 aws_secret_access_key=SECRET, region_name="us-east-1",
+                 ).list_objects_v2(Bucket=BUCKET)  # fmt: skip  # the admin still gets in
 
 
 def test_s3_objects_carry_sha256_checksums(s3_uri: str, tmp_path: Path) -> None:

@@ -76,7 +76,9 @@ def test_report_stage_writes_matrix_details_and_plot(tmp_path: Path, tiny_space)
     assert not det["picks_coincide"] and set(det["pairs"]) == {"cpu->cpu-int8", "cpu-int8->cpu"}
     assert det["pairs"]["cpu->cpu-int8"]["same_picks"] == 1  # slot 0: both chose the min arch
     corr = det["latency_rank_correlation"]["cpu|cpu-int8"]
-    assert corr["n"] == 3 and -1.0 <= corr["kendall_tau"] <= 1.0  # same validation subnets
+    # Three validation subnets: tau is one of the four values three pairs allow.
+    assert corr["n"] == 3 and round(corr["kendall_tau"] * 3) in (-3, -1, 1, 3)
+    assert corr["kendall_tau"] * 3 == pytest.approx(round(corr["kendall_tau"] * 3))
     cells = det["cells"]
     assert len(cells) == 4 and all(0.0 <= c["source_accuracy_on_host"] <= 1.0 for c in cells)
     assert all(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,15 @@ from onceflow.supernet.elastic import DynamicBatchNorm2d
 from onceflow.supernet.layers import ConvBNAct, Head, MBConv, SqueezeExcite
 from tests.supernet.helpers import perturb, tiny_space
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread for each test here; the process's count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 STATIC_TYPES = (
     nn.Sequential, nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.Hardswish, nn.Hardsigmoid,
@@ -174,7 +184,8 @@ def test_save_load_roundtrip(tmp_path, default_net: Supernet) -> None:
 
 
 def test_extracted_subnet_exports_to_onnx(tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort  # a hard dependency: a broken install fails, never skips
+
     space = tiny_space()
     net = perturb(Supernet(space)).eval()
     arch = space.sample(np.random.default_rng(3))

@@ -19,8 +19,6 @@ from onceflow.train.losses import alpha_distill, kl_distill
 from onceflow.train.schedule import WarmupCosine, make_scheduler, param_groups
 from tests.supernet.helpers import tiny_space
 
-torch.set_num_threads(1)
-
 
 def test_to_input_normalizes_and_resizes(tiny_prepared) -> None:
     data = load_prepared(tiny_prepared)
@@ -160,5 +158,21 @@ def test_evaluate_accuracy_range(tiny_prepared) -> None:
     data = load_prepared(tiny_prepared)
     net = Supernet(tiny_space())
     acc = evaluate(net, data.val.images, data.val.labels, data.meta, 20, batch_size=25)
-    assert 0.0 <= acc <= 1.0
+    assert acc * len(data.val.labels) == round(acc * len(data.val.labels))  # a count of images
     assert net.training  # mode restored
+
+    class Says(torch.nn.Module):
+        """Always class ``k``: its accuracy is the share of images of class k."""
+
+        def __init__(self, k: int) -> None:
+            super().__init__()
+            self.k, self.w = k, torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.one_hot(torch.full((len(x),), self.k), 10).float()
+
+    labels = np.asarray(data.val.labels)
+    assert (labels == 3).sum() == 6 and len(labels) == 60  # tiny_prepared: 6 val images a class
+    for batch in (25, 60, 500):  # 3 batches, one, one larger than the split
+        assert evaluate(Says(3), data.val.images, labels, data.meta, 20, batch) == 0.1
+    assert np.isnan(evaluate(Says(3), data.val.images[:0], labels[:0], data.meta, 20))

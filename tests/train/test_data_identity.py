@@ -22,8 +22,6 @@ from tests.conftest import write_prepared
 from tests.supernet.helpers import tiny_space
 from tests.train.helpers import tiny_train
 
-torch.set_num_threads(1)
-
 
 def _with_content_hash(directory: Path) -> str:
     """Write meta.json's content_sha256 as the prepare stage does; return it."""

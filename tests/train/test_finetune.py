@@ -12,8 +12,6 @@ from onceflow.train.data import shuffled_batches
 from onceflow.train.finetune import finetune
 from tests.supernet.helpers import tiny_space
 
-torch.set_num_threads(1)
-
 
 def _subnets() -> tuple[torch.nn.Module, torch.nn.Module, int]:
     torch.manual_seed(0)

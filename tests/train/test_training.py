@@ -18,8 +18,6 @@ from onceflow.train.schedule import make_optimizer
 from tests.supernet.helpers import tiny_space
 from tests.train.helpers import kill_after, tiny_train
 
-torch.set_num_threads(1)
-
 
 def _state_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
