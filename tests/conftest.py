@@ -125,6 +125,39 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
+# Thread settings a stage's entry sets for its process (onceflow.threads.set_threads), which
+# the tests that call stage entries in-process must not pass on to the tests after them.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@pytest.fixture(autouse=True)
+def process_state_restored() -> Iterator[None]:
+    """Whatever a test's code sets process-wide -- torch's and the BLAS pools' threads and
+    their variables, numpy's float-error mode, the working directory, the root logger's level
+    and handlers -- is put back after it (tests/test_process_state.py checks it)."""
+    import logging
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    root = logging.getLogger()
+    saved = (torch.get_num_threads(), os.getcwd(), root.level, list(root.handlers))
+    saved_env = {var: os.environ.get(var) for var in _THREAD_ENV}
+    with threadpool_limits(limits=None), np.errstate():
+        yield
+    torch.set_num_threads(saved[0])
+    os.chdir(saved[1])
+    root.setLevel(saved[2])
+    for handler in root.handlers[:]:  # pytest's own capture handlers come and go per phase
+        if handler not in saved[3] and type(handler).__module__ != "_pytest.logging":
+            root.removeHandler(handler)
+    for var, value in saved_env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+
+
 @pytest.fixture(autouse=True)
 def host_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test its own onceflow host cache (checkpoints, predictor rows, flow workspaces), so

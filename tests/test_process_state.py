@@ -27,21 +27,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # host_cache fixture (tests/conftest.py).
 _PYTEST_HANDLERS = {"LogCaptureHandler", "_LiveLoggingNullHandler", "_FileHandler"}
 _PYTEST_ENV = {"PYTEST_CURRENT_TEST", "ONCEFLOW_CACHE_DIR"}  # the second: host_cache, per test
-# Set for the rest of the process by design, not by a fixture: a stage entry point run
-# in-process calls onceflow.threads.set_threads(base.threads) (torch threads and these
-# variables). Until tests/conftest.py restores them after each test, the probe leaves them out
-# (torch threads stay checked in the subprocess test, where no stage runs).
-_BY_STAGES_ENV = {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"}
 # Variables libraries set when they load (Intel's OpenMP runtime, torch's inductor): never
 # compared.
 _BY_LIBRARIES_PREFIXES = ("KMP_", "TORCHINDUCTOR_")
 
 
-def process_state(*, stages_ran: bool = True) -> dict[str, object]:
+def process_state() -> dict[str, object]:
     root = logging.getLogger()
     handlers = [type(h).__name__ for h in root.handlers]
-    ignored = _PYTEST_ENV | (_BY_STAGES_ENV if stages_ran else set())
-    state = {
+    return {
         "numpy float errors": np.geterr(),
         "torch threads": torch.get_num_threads(),
         "cwd": os.getcwd(),
@@ -50,15 +44,12 @@ def process_state(*, stages_ran: bool = True) -> dict[str, object]:
         "environment": {
             k: v
             for k, v in os.environ.items()
-            if k not in ignored and not k.startswith(_BY_LIBRARIES_PREFIXES)
+            if k not in _PYTEST_ENV and not k.startswith(_BY_LIBRARIES_PREFIXES)
         },
     }
-    if stages_ran:
-        del state["torch threads"]
-    return state
 
 
-_AT_IMPORT = process_state(stages_ran=False)
+_AT_IMPORT = process_state()
 
 
 def _changes(before: dict[str, object], now: dict[str, object]) -> list[str]:
@@ -76,18 +67,7 @@ def _changes(before: dict[str, object], now: dict[str, object]) -> list[str]:
 
 
 def test_no_earlier_test_left_process_state_changed() -> None:
-    strict = os.environ.get("ONCEFLOW_STRICT_PROBE") == "1"  # no stage ran before: all checked
-    assert _changes(_strict(_AT_IMPORT, strict), process_state(stages_ran=not strict)) == []
-
-
-def _strict(state: dict[str, object], strict: bool) -> dict[str, object]:
-    if strict:
-        return state
-    out = {k: v for k, v in state.items() if k != "torch threads"}
-    env = out["environment"]
-    assert isinstance(env, dict)
-    out["environment"] = {k: v for k, v in env.items() if k not in _BY_STAGES_ENV}
-    return out
+    assert _changes(_AT_IMPORT, process_state()) == []
 
 
 def test_a_latency_test_then_the_probe_in_one_process() -> None:
@@ -99,7 +79,6 @@ def test_a_latency_test_then_the_probe_in_one_process() -> None:
         [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
          latency_test, probe],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "ONCEFLOW_STRICT_PROBE": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "2 passed" in proc.stdout, proc.stdout[-2000:]
