@@ -125,15 +125,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-# Thread settings a stage's entry sets for its process (onceflow.threads.set_threads), which
-# the tests that call stage entries in-process must not pass on to the tests after them.
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
 @pytest.fixture(autouse=True)
 def process_state_restored() -> Iterator[None]:
-    """Whatever a test's code sets process-wide -- torch's and the BLAS pools' threads and
-    their variables, numpy's float-error mode, the working directory, the root logger's level
+    """Whatever a test's code sets process-wide -- torch's and the BLAS pools' threads, the
+    environment (a stage entry run in-process sets ``*_NUM_THREADS``, torch's elastic launcher
+    its signal list), numpy's float-error mode, the working directory, the root logger's level
     and handlers -- is put back after it (tests/test_process_state.py checks it)."""
     import logging
 
@@ -142,7 +138,7 @@ def process_state_restored() -> Iterator[None]:
 
     root = logging.getLogger()
     saved = (torch.get_num_threads(), os.getcwd(), root.level, list(root.handlers))
-    saved_env = {var: os.environ.get(var) for var in _THREAD_ENV}
+    saved_env = dict(os.environ)
     with threadpool_limits(limits=None), np.errstate():
         yield
     torch.set_num_threads(saved[0])
@@ -151,11 +147,9 @@ def process_state_restored() -> Iterator[None]:
     for handler in root.handlers[:]:  # pytest's own capture handlers come and go per phase
         if handler not in saved[3] and type(handler).__module__ != "_pytest.logging":
             root.removeHandler(handler)
-    for var, value in saved_env.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
+    if dict(os.environ) != saved_env:
+        os.environ.clear()
+        os.environ.update(saved_env)
 
 
 @pytest.fixture(autouse=True)

@@ -161,9 +161,15 @@ def test_deploy_all_from_fresh_clone_then_overlapping_runs_keep_their_own_params
         worker_logs = "".join(p.read_text() for p in logs.iterdir())
         for run in (a, b):
             assert run.state.is_completed(), f"{run.state.message}\n{worker_logs[-4000:]}"
-        target_runs = c.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[gpu.id]))
-        )
+        toy_head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=toy, check=True,
+                                  capture_output=True, text=True).stdout.strip()  # fmt: skip
+        target_runs = [  # this test's (the session's server keeps other tests' runs)
+            r
+            for r in c.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[gpu.id]))
+            )
+            if r.parameters.get("commit") == toy_head
+        ]
         # Each run recorded its own params in its own dvc.lock.
         for run, epochs in ((a, 2), (b, 5)):
             assert lock_of(run.id)["train_supernet"]["params"]["params.yaml"]["train"] == {

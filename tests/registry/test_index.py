@@ -186,11 +186,13 @@ def test_empty_and_rendered_index() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (b"{", "not valid JSON; the index is corrupt -- restore it from a backup or republish "
-               "the packages (`onceflow publish`)"),
-        (b"\xff\xfe", "not valid JSON; the index is corrupt -- restore it from a backup or "
-                      "republish the packages (`onceflow publish`)"),
-        (b"[]", "not an onceflow index (no format_version)"),
+        (b"{", "not valid JSON (Expecting property name enclosed in double quotes at line 1 "
+               "column 2: truncated or damaged); the index is corrupt; restore it from a backup "
+               "or republish the packages (`onceflow publish`)"),
+        (b"\xff\xfe", "not UTF-8 text (byte 0); the index is corrupt; restore it from a backup "
+                      "or republish the packages (`onceflow publish`)"),
+        (b"[]", "a JSON array where an object belongs; the index is corrupt; restore it from a "
+                "backup or republish the packages (`onceflow publish`)"),
         (b'{"target": "ort-cpu"}', "not an onceflow index (no format_version)"),
         (index_bytes([], version=3), "index format_version 3 is not one this onceflow reads "
                                      "(1, 2); upgrade onceflow to read this registry"),

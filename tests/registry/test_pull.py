@@ -163,7 +163,11 @@ def test_fetch_manifest_refuses_bad_json_and_another_models_manifest(reg, tmp_pa
     [a] = [e for e in list_models(reg, T)[T] if e.model_id == "a"]
     with pytest.raises(RegistryError) as err:
         fetch_manifest(reg, T, a, tmp_path / "1.json")
-    assert str(err.value) == f"{source}: not valid JSON"
+    assert str(err.value) == (
+        f"{source}: not valid JSON (Expecting property name enclosed in double quotes at line 1 "
+        "column 2: truncated or damaged); restore it from a backup or republish the packages "
+        "(`onceflow publish`)"
+    )
     other = json.loads((reg.root / object_key(T, "b", MANIFEST, revision=_rev(reg, T, "b")))
                        .read_bytes())  # fmt: skip
     for field, value in (("model_id", "b"), ("target", "edge")):

@@ -97,38 +97,38 @@ def test_fingerprint_ignores_cadence_and_launch(data, launch: dict) -> None:
     assert _fp(data, cfg=tiny_train(**launch)) == _fp(data)
 
 
-def _fake_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """Copies of the train and supernet packages' sources that code_digest reads instead."""
-    dirs = []
-    for pkg in (onceflow.train, onceflow.supernet):
-        d = tmp_path / pkg.__name__.split(".")[-1]
-        shutil.copytree(Path(next(iter(pkg.__path__))), d,
-                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-        monkeypatch.setattr(pkg, "__path__", [str(d)])
-        dirs.append(d)
-    return dirs[0], dirs[1]
+def _copied_library(tmp_path: Path) -> Path:
+    """A copy of onceflow's sources under ``tmp_path`` (a root for code_digest)."""
+    src = Path(next(iter(onceflow.__path__)))
+    shutil.copytree(src, tmp_path / "onceflow", ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path / "onceflow"
 
 
 def test_code_digest_follows_training_code_only(tmp_path: Path, monkeypatch) -> None:
+    """The import closure of training's entry: its files' bytes and names, wherever the tree
+    lies; files outside it do not count."""
     real = code_digest()
     assert len(real) == 64 and code_digest() == real
-    train, supernet = _fake_packages(tmp_path, monkeypatch)
-    base = code_digest()
+    lib = _copied_library(tmp_path)
+    roots = {"onceflow": tmp_path}
+    base = code_digest(roots)
     assert base == real  # the same bytes under the same names
-    (train / "finetune.py").write_text("# packaging's fine-tune: not supernet training\n")
-    (train / "notes.txt").write_text("not python")
-    assert code_digest() == base
+    (lib / "report" / "page.py").write_text("# the run report: not training\n")
+    (lib / "train" / "notes.txt").write_text("not python")
+    (lib / "train" / "zz_unused.py").write_text("X = 1\n")  # imported by nothing
+    assert code_digest(roots) == base
     seen = {base}
-    for edit in (train / "loop.py", supernet / "layers.py"):
-        edit.write_text(edit.read_text() + "\n# edited\n")
-        seen.add(code_digest())
-    (train / "zz_new.py").write_text("X = 1\n")
-    seen.add(code_digest())
-    (train / "zz_new.py").rename(train / "zz_other.py")  # a name is part of the code
-    seen.add(code_digest())
+    for edit in ("train/loop.py", "supernet/layers.py", "data/prepared.py", "config.py"):
+        path = lib / edit
+        path.write_text(path.read_text() + "\n# edited\n")
+        seen.add(code_digest(roots))
     assert len(seen) == 5
-    monkeypatch.setattr(torch, "__version__", "0.0.0")
-    assert code_digest() not in seen
+    # Another installed torch (its distribution's version, as `installed_versions` reads it).
+    import onceflow.train.resume as resume
+
+    versions = resume.installed_versions(resume.TRAINING_LIBRARIES)
+    monkeypatch.setattr(resume, "installed_versions", lambda names: {**versions, "torch": "0.0"})
+    assert code_digest(roots) not in seen
 
 
 # ------------------------------------------------------------------------------ run state
