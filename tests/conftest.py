@@ -6,6 +6,7 @@ import atexit
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,6 +107,13 @@ def _remove_session_tmp(config: pytest.Config, tmp: Path) -> None:
         sys.stderr.write(f"onceflow tests: the failed session's temp files are kept in {tmp}\n")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The random order's seed, even under ``-q`` (pytest-randomly's header line is hidden)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and isinstance(seed, int):
+        terminalreporter.write_line(f"random order: replay with --randomly-seed={seed}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
