@@ -38,7 +38,7 @@ from onceflow.package.manifest import (
     write_manifest,
 )
 from onceflow.package.parity import (
-    ParityError,
+    Int8ParityError,
     ParityReport,
     check_parity,
     ort_session,
@@ -173,9 +173,9 @@ def quantization_report(
 
 
 def require_int8_parity(report: Mapping[str, Any], what: str) -> None:
-    """Raise ParityError unless the int8 model agrees enough with the fp32 subnet."""
+    """Raise Int8ParityError unless the int8 model agrees enough with the fp32 subnet."""
     if not report["passed"]:
-        raise ParityError(
+        raise Int8ParityError(
             f"{what}: the int8 model agrees with the fp32 subnet on only "
             f"{100 * report['top1_agreement_vs_fp32']:.2f}% of {report['n_images']} images "
             f"(package.int8_min_agreement: {100 * report['min_agreement']:.2f}%); not packaging "

@@ -20,6 +20,11 @@ class ParityError(OnceflowError):
     """ONNX Runtime does not reproduce the torch model's outputs: the package is not shipped."""
 
 
+class Int8ParityError(ParityError):
+    """The int8 model agrees too little with its fp32 subnet: that pick is not shipped (the
+    target's other picks still are)."""
+
+
 @dataclass(frozen=True)
 class ParityReport:
     n_images: int

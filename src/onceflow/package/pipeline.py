@@ -38,6 +38,7 @@ from onceflow.package.build import (
     build_package,
 )
 from onceflow.package.lineage import collect_lineage
+from onceflow.package.parity import Int8ParityError
 from onceflow.progress import track
 from onceflow.supernet import Arch, Supernet, load_supernet, recalibrate_bn
 from onceflow.threads import set_threads
@@ -206,7 +207,8 @@ def package_target(
     teacher = None
     if cfg.finetune_epochs > 0:
         teacher = calibrated_subnet(supernet, supernet.max_arch(), data, cfg, seed)
-    results = []
+    results: list[PackageResult] = []
+    skipped: list[Int8ParityError] = []
     for cand in track(cands, f"package@{target_name}", unit="models", delay_s=0.0):
         arch = Arch.from_json(cand.arch_json)
         sub = calibrated_subnet(supernet, arch, data, cfg, seed)
@@ -222,8 +224,8 @@ def package_target(
             )
             log.info("fine-tuned %s: loss per epoch %s", arch, [round(v, 4) for v in losses])
             sub = _recalibrated(sub, arch, data, cfg, seed)
-        results.append(
-            build_package(
+        try:
+            result = build_package(
                 sub,
                 cand,
                 data=data,
@@ -239,7 +241,15 @@ def package_target(
                 threads=params.base.threads,
                 quantize=quantize,
             )
-        )
+        except Int8ParityError as err:  # this pick only: int8 rounding broke it
+            if len(cands) == 1:
+                raise
+            log.warning("%s; skipped, the target's other picks are packaged", err)
+            skipped.append(err)
+            continue
+        results.append(result)
+    if not results and skipped:
+        raise skipped[-1]
     return results
 
 
