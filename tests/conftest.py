@@ -160,6 +160,15 @@ def process_state_restored() -> Iterator[None]:
         os.environ.update(saved_env)
 
 
+@pytest.fixture
+def one_torch_thread() -> None:
+    """One torch thread for the test (a shared 2-core machine); the count is restored after it
+    by :func:`process_state_restored`."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def host_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test its own onceflow host cache (checkpoints, predictor rows, flow workspaces), so
