@@ -479,16 +479,16 @@ def report(
     typer.echo(f"run report: {page.resolve()}")
 
 
-train_app = typer.Typer(
-    name="train",
-    cls=_OneLineErrors,
-    help="Supernet training across machines.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
-app.add_typer(train_app)
+def _sub_app(name: str, help: str) -> typer.Typer:
+    """A command group of ``onceflow`` with its one-line errors."""
+    sub = typer.Typer(name=name, cls=_OneLineErrors, help=help, no_args_is_help=True,
+                      add_completion=False, pretty_exceptions_enable=False,
+                      rich_markup_mode=None)  # fmt: skip
+    app.add_typer(sub)
+    return sub
+
+
+train_app = _sub_app("train", "Supernet training across machines.")
 
 
 @train_app.command("join", cls=_Command)
@@ -526,16 +526,9 @@ def train_join(
     join_job(endpoint, params, data)
 
 
-latency_app = typer.Typer(
-    name="latency",
-    cls=_OneLineErrors,
-    help="Latency tables for devices that run no worker: export subnets, import timings.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+latency_app = _sub_app(
+    "latency", "Latency tables for devices that run no worker: export subnets, import timings."
 )
-app.add_typer(latency_app)
 ParamsFile = Annotated[Path, typer.Option("--params", metavar="FILE", help="The params file.")]
 SupernetDir = Annotated[
     Path, typer.Option("--supernet", metavar="DIR", help="The trained supernet (its space).")

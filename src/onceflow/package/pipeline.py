@@ -242,8 +242,6 @@ def package_target(
                 quantize=quantize,
             )
         except Int8ParityError as err:  # this pick only: int8 rounding broke it
-            if len(cands) == 1:
-                raise
             log.warning("%s; skipped, the target's other picks are packaged", err)
             skipped.append(err)
             continue
