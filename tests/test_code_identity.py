@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 
 from onceflow import identity
-from onceflow.predictor.dataset import Measurement, MeasureSettings, build_dataset, sample_archs
+from onceflow.predictor.dataset import MeasureSettings, sample_archs
 from onceflow.predictor.pipeline import MEASURING_MODULE, measurement_context, measuring_code
 from onceflow.supernet import SearchSpace
 from onceflow.supernet.supernet import load_supernet
 from onceflow.train.resume import TRAINING_MODULE, code_digest
 from tests.conftest import REPO_ROOT, tool_env, write_prepared
 from tests.predictor.conftest import write_supernet
+from tests.predictor.test_identity import _measure_all
 
 
 def _copy_library(dest: Path) -> dict[str, Path]:
@@ -106,17 +107,6 @@ def test_an_edit_to_training_code_retrains_instead_of_resuming(tmp_path: Path) -
     _edit(roots, "data/prepared.py")
     assert _train(src, data, ckpt) == first  # trained from scratch, in its own identity folder
     assert len([d for d in ckpt.iterdir() if d.is_dir()]) == 2
-
-
-def _measure_all(archs, csv: Path, context: str) -> int:  # noqa: ANN001
-    calls = []
-
-    def measure(a):  # noqa: ANN001, ANN202
-        calls.append(a)
-        return Measurement(0.5, 0.5, 0.5, 1.0, 1.0, 1.0)
-
-    build_dataset(archs, measure, csv, context)
-    return len(calls)
 
 
 def test_an_edit_to_the_measuring_code_remeasures_every_row(
