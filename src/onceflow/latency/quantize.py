@@ -9,6 +9,13 @@ inference is skipped: ~90% of the pre-processing time, and these graphs hold no 
 ONNX shape inference cannot type. The latency table
 (ONNX Runtime int8 targets) and the package stage call this one function, so a table entry and
 a shipped model are quantized identically.
+
+Weights use a 7-bit range (``reduce_range``). ONNX Runtime's u8s8 kernels on x86 CPUs without
+VNNI (AVX2, AVX-512 without VNNI) add pairs of uint8 x int8 products in int16 and saturate on
+full-range weights: on an AVX2 EPYC a subnet's int8 model agreed with its fp32 subnet on only
+93% of images, on every calibration method and size; with 7-bit weights, 99.6%. A shipped
+model may run on any x86 CPU, so the range is fixed rather than chosen from this machine's
+flags (the cost on VNNI machines: a slightly coarser weight grid).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ log = logging.getLogger(__name__)
 # What the recipe is; recorded in tables and package manifests.
 QUANT_RECIPE = {
     "format": "QDQ",
-    "weights": "int8, per-channel, symmetric",
+    "weights": "int8 with a 7-bit range (reduce_range), per-channel, symmetric",
     "activations": "uint8, per-tensor, asymmetric",
     "calibration": "MinMax",
     "tool": "onnxruntime.quantization.quantize_static",
@@ -85,6 +92,7 @@ def quantize_onnx(onnx_bytes: bytes, batches: Sequence[np.ndarray]) -> bytes:
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
