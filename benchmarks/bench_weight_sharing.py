@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onceflow.accuracy import recalibrated_accuracy
 from onceflow.config import load_params
 from onceflow.data.prepared import PreparedData, Split, load_prepared
 from onceflow.supernet import Arch, SearchSpace, load_supernet
-from onceflow.train.evaluation import subnet_accuracy
 from onceflow.train.loop import train_supernet
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     space = SearchSpace(params.supernet, m.channels, m.n_classes, min(m.height, m.width))
 
     def score(net, arch: Arch) -> float:
-        return subnet_accuracy(
+        return recalibrated_accuracy(
             net, arch, data, n_calib=cfg.bn_calib_images, split="test",
             batch_size=cfg.eval_batch_size, seed=seed,
         )  # fmt: skip

@@ -62,7 +62,8 @@ def test_closure_digest_sees_every_module_in_the_closure_and_nothing_else(tmp_pa
     measuring = {f.relative_to(roots["onceflow"]).as_posix() for f in
                  identity.import_closure(MEASURING_MODULE, roots)}  # fmt: skip
     assert {"onceflow/predictor/dataset.py", "onceflow/supernet/supernet.py",
-            "onceflow/train/data.py"} <= measuring  # fmt: skip
+            "onceflow/inputs.py"} <= measuring  # fmt: skip
+    assert not [f for f in measuring if f.startswith("onceflow/train/")]  # training is not measuring code
 
 
 _TRAIN = """
@@ -130,7 +131,7 @@ def test_an_edit_to_the_measuring_code_remeasures_every_row(
     assert _measure_all(archs, csv, context()) == 0  # resumed
     _edit(roots, "registry/index.py")  # not measuring code: rows are kept
     assert context() == ctx
-    for rel in ("supernet/supernet.py", "train/data.py", "predictor/dataset.py"):
+    for rel in ("supernet/supernet.py", "inputs.py", "predictor/dataset.py"):
         _edit(roots, rel)  # BN recalibration, input resizing, SubnetMeter
         new = context()
         assert new != ctx and _measure_all(archs, csv, new) == 5, rel

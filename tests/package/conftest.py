@@ -11,8 +11,8 @@ from torch import nn
 
 from onceflow.config import Params, parse_params
 from onceflow.data.prepared import PreparedData, load_prepared
+from onceflow.inputs import to_input
 from onceflow.package.build import Candidate
-from onceflow.train.data import to_input
 from tests.support.workspace import TINY_PARAMS
 
 TINY_SUPERNET = TINY_PARAMS["supernet"]  # the same toy space the real-pipeline tests run

@@ -12,10 +12,10 @@ from torch import nn
 
 from onceflow.config import LatencyTarget
 from onceflow.data.prepared import PreparedData
+from onceflow.inputs import to_input
 from onceflow.package.build import TargetInfo, build_package
 from onceflow.package.export import export_onnx
 from onceflow.package.parity import ParityError, check_parity, compare, ort_session, run_onnx
-from onceflow.train.data import to_input
 from tests.package.conftest import SmallCNN, candidate, fast_params
 
 ORT_CPU = TargetInfo("ort-cpu", LatencyTarget())

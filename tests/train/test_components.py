@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from onceflow.accuracy import evaluate
 from onceflow.data.prepared import load_prepared
+from onceflow.inputs import to_input
 from onceflow.supernet import Supernet
-from onceflow.train import evaluate, to_input
 from onceflow.train.checkpoint import checkpoint_files, load_latest_checkpoint, save_checkpoint
 from onceflow.train.data import augment
 from onceflow.train.losses import alpha_distill, kl_distill
@@ -175,4 +176,4 @@ def test_evaluate_accuracy_range(tiny_prepared) -> None:
     assert (labels == 3).sum() == 6 and len(labels) == 60  # tiny_prepared: 6 val images a class
     for batch in (25, 60, 500):  # 3 batches, one, one larger than the split
         assert evaluate(Says(3), data.val.images, labels, data.meta, 20, batch) == 0.1
-    assert np.isnan(evaluate(Says(3), data.val.images[:0], labels[:0], data.meta, 20))
+    assert np.isnan(evaluate(Says(3), data.val.images[:0], labels[:0], data.meta, 20, 25))

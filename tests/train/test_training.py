@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from onceflow.accuracy import evaluate, recalibrated_accuracy
 from onceflow.data.prepared import load_prepared
+from onceflow.inputs import to_input
 from onceflow.supernet import Supernet
-from onceflow.train import evaluate, subnet_accuracy, to_input
 from onceflow.train.checkpoint import checkpoint_files
 from onceflow.train.loop import train_supernet
 from onceflow.train.sandwich import sandwich_step, step_archs
@@ -63,8 +64,8 @@ def test_bn_recalibration_improves_trained_subnet(tiny_prepared) -> None:
     arch = space.min_arch()
     net.set_active(arch)
     before_stats = net.blocks[0].expand_bn.running_mean.clone()
-    before = evaluate(net, data.val.images, data.val.labels, data.meta, arch.resolution)
-    after = subnet_accuracy(net, arch, data, n_calib=240)
+    before = evaluate(net, data.val.images, data.val.labels, data.meta, arch.resolution, 500)
+    after = recalibrated_accuracy(net, arch, data, n_calib=240, batch_size=500, seed=0)
     assert torch.equal(net.blocks[0].expand_bn.running_mean, before_stats)  # supernet untouched
     sub = net.extract(arch)
     from onceflow.supernet import recalibrate_bn

@@ -21,10 +21,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from onceflow.accuracy import calibration_indices
 from onceflow.config import LatencyTarget
 from onceflow.data.prepared import PreparedData, load_prepared, normalize
-from onceflow.train.data import resize
-from onceflow.train.evaluation import calibration_indices
+from onceflow.inputs import resize
 
 
 def calibration_images(data: PreparedData, n: int, seed: int = 0) -> np.ndarray:

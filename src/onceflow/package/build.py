@@ -25,6 +25,7 @@ from torch import nn
 from onceflow import __version__
 from onceflow.config import LatencyTarget, PackageConfig
 from onceflow.data.prepared import PreparedData
+from onceflow.inputs import to_input
 from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
 from onceflow.package.card import render_card
 from onceflow.package.export import INPUT_NAME, OUTPUT_NAME, export_onnx
@@ -46,7 +47,6 @@ from onceflow.package.parity import (
     run_onnx,
     torch_logits,
 )
-from onceflow.train.data import to_input
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from onceflow import __version__, artifacts
+from onceflow.accuracy import recalibrated
 from onceflow.config import LatencyTarget, PackageConfig, Params
 from onceflow.data.prepared import PreparedData, load_prepared
 from onceflow.errors import ConfigError, SearchError
@@ -40,10 +41,8 @@ from onceflow.package.build import (
 from onceflow.package.lineage import collect_lineage
 from onceflow.package.parity import Int8ParityError
 from onceflow.progress import track
-from onceflow.supernet import Arch, Supernet, load_supernet, recalibrate_bn
+from onceflow.supernet import Arch, Supernet, load_supernet
 from onceflow.threads import set_threads
-from onceflow.train.data import to_input
-from onceflow.train.evaluation import calibration_indices
 from onceflow.train.finetune import finetune
 
 log = logging.getLogger(__name__)
@@ -107,10 +106,10 @@ def calibrated_subnet(
 def _recalibrated(
     sub: nn.Module, arch: Arch, data: PreparedData, cfg: PackageConfig, seed: int
 ) -> nn.Module:
-    idx = calibration_indices(len(data.train), cfg.bn_calibration_images, seed)
-    calib = to_input(data.train.images[idx], data.meta, arch.resolution)
-    recalibrate_bn(sub, calib, len(idx), batch_size=cfg.batch_size)
-    return sub.eval()
+    return recalibrated(
+        sub, arch.resolution, data, n_calib=cfg.bn_calibration_images, batch_size=cfg.batch_size,
+        seed=seed,
+    )  # fmt: skip
 
 
 def target_info(name: str, target: LatencyTarget) -> TargetInfo:

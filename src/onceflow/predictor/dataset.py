@@ -31,12 +31,12 @@ import torch
 from onceflow.artifacts import prepared_meta
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import DataError
+from onceflow.inputs import to_input
 from onceflow.io import sha256_files, sha256_json, write_text_atomic
 from onceflow.progress import track
 from onceflow.search.space import CategoricalSpace, unique_rows
 from onceflow.supernet import Arch, SearchSpace
 from onceflow.supernet.supernet import Supernet, recalibrate_bn
-from onceflow.train import to_input
 
 log = logging.getLogger(__name__)
 

@@ -66,10 +66,10 @@ def accuracy_under_target(
     supernet: Supernet, arch: Arch, data: PreparedData, params: Params, target_name: str
 ) -> float | None:
     """Test accuracy of ``arch`` under ``target_name``'s precision (None if not runnable here)."""
+    from onceflow.inputs import to_input
     from onceflow.package.export import export_onnx
     from onceflow.package.parity import ort_session, run_onnx
     from onceflow.package.pipeline import backend_fns, calibrated_subnet
-    from onceflow.train.data import to_input
 
     target = params.latency.targets[target_name]
     if precision_key(target) is None:

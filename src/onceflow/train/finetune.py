@@ -17,7 +17,8 @@ from torch import nn
 
 from onceflow.config import PackageConfig
 from onceflow.data.prepared import PreparedData
-from onceflow.train.data import shuffled_batches, to_input
+from onceflow.inputs import to_input
+from onceflow.train.data import shuffled_batches
 from onceflow.train.losses import kl_distill
 from onceflow.train.schedule import make_optimizer, make_scheduler
 

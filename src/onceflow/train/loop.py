@@ -24,14 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onceflow.accuracy import recalibrated_accuracy
 from onceflow.config import PhaseConfig, TrainConfig
 from onceflow.data.prepared import PreparedData
 from onceflow.errors import DataError
+from onceflow.inputs import to_input
 from onceflow.io import sha256_bytes
 from onceflow.progress import Progress
 from onceflow.supernet import Arch, SearchSpace, Supernet
 from onceflow.train import checkpoint as ckpt
-from onceflow.train.data import augment, to_input
+from onceflow.train.data import augment
 from onceflow.train.distributed import (
     SINGLE_PROCESS,
     DistContext,
@@ -40,7 +42,6 @@ from onceflow.train.distributed import (
     check_in_sync,
     mean_over_ranks,
 )
-from onceflow.train.evaluation import subnet_accuracy
 from onceflow.train.resume import RunState, fingerprint, identity_dir, resume, world_key
 from onceflow.train.sandwich import sandwich_step, step_archs
 from onceflow.train.schedule import Plan, make_plan
@@ -323,7 +324,7 @@ def _epoch_record(
     if cfg.epoch_eval_images > 0 and ctx.is_main:
         space = sess.net.space
         for name, arch in (("max", space.max_arch()), ("min", space.min_arch())):
-            rec[f"val_acc_{name}"] = subnet_accuracy(
+            rec[f"val_acc_{name}"] = recalibrated_accuracy(
                 sess.net,
                 arch,
                 data,
@@ -357,7 +358,7 @@ def final_metrics(
         ("min", space.min_arch()),
         ("mid", space.mid_arch()),
     ):
-        out[f"val_acc_{name}"] = subnet_accuracy(
+        out[f"val_acc_{name}"] = recalibrated_accuracy(
             net, arch, data, n_calib=cfg.bn_calib_images, batch_size=cfg.eval_batch_size, seed=seed
         )
     out |= {

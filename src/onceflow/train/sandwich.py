@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from onceflow.config import PhaseConfig, TrainConfig
+from onceflow.inputs import resize
 from onceflow.supernet import Arch, SearchSpace, Supernet
-from onceflow.train.data import resize
 from onceflow.train.distributed import SINGLE_PROCESS, DistContext, allreduce_gradients
 from onceflow.train.losses import alpha_distill, kl_distill
 
