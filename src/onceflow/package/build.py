@@ -199,6 +199,127 @@ def input_spec(data: PreparedData, resolution: int) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """The fp32 ONNX export of a subnet, its parity with torch and both test accuracies."""
+
+    onnx: bytes
+    parity: ParityReport
+    acc_onnx: float
+    acc_torch: float
+    n_test: int
+
+
+def _export_and_verify(
+    model: nn.Module, chw: tuple[int, ...], data: PreparedData, cfg: PackageConfig,
+    threads: int, what: str,
+) -> _Verified:  # fmt: skip
+    """Export fp32 ONNX, require parity with torch (ParityError), score both on test."""
+    meta, res = data.meta, chw[-1]
+    x_test = to_input(np.array(data.test.images), meta, res)  # a writable copy of the mmap
+    y_test = np.asarray(data.test.labels)
+    acc_torch = float(np.mean(torch_logits(model, x_test, cfg.batch_size).argmax(1) == y_test))
+    onnx_bytes = export_onnx(model, chw, opset=cfg.opset)
+    parity = check_parity(
+        model,
+        onnx_bytes,
+        to_input(parity_images(data, cfg.parity_images), meta, res),
+        atol=cfg.parity_atol,
+        min_agreement=cfg.parity_min_agreement,
+        threads=threads,
+        batch_size=min(64, cfg.batch_size),
+    )
+    require_parity(parity, what)
+    sess = ort_session(onnx_bytes, threads)
+    acc = float(np.mean(run_onnx(sess, x_test.numpy(), cfg.batch_size).argmax(1) == y_test))
+    return _Verified(onnx_bytes, parity, acc, acc_torch, len(y_test))
+
+
+def _quantize_and_verify(
+    model: nn.Module, fp32: _Verified, quantize: QuantizeFn, chw: tuple[int, ...],
+    data: PreparedData, cfg: PackageConfig, threads: int, what: str,
+) -> tuple[bytes, dict[str, Any], float]:  # fmt: skip
+    """int8 bytes, the quantization report and the int8 test accuracy; Int8ParityError if
+    the int8 model agrees too little with the fp32 subnet."""
+    meta, res = data.meta, chw[-1]
+    shipped = quantize(fp32.onnx, chw)
+    int8_sess = ort_session(shipped, threads)
+    x_par = to_input(parity_images(data, cfg.parity_images), meta, res)
+    quant = quantization_report(
+        torch_logits(model, x_par, min(64, cfg.batch_size)),
+        run_onnx(int8_sess, x_par.numpy(), cfg.batch_size),
+        cfg.int8_min_agreement,
+    )
+    require_int8_parity(quant, what)
+    x_test = to_input(np.array(data.test.images), meta, res)
+    y_test = np.asarray(data.test.labels)
+    acc = float(np.mean(run_onnx(int8_sess, x_test.numpy(), cfg.batch_size).argmax(1) == y_test))
+    quant["test_accuracy_fp32"] = fp32.acc_onnx
+    quant["accuracy_drop_pp"] = 100 * (fp32.acc_onnx - acc)
+    return shipped, quant, acc
+
+
+@dataclass(frozen=True)
+class _Timing:
+    stats: dict[str, Any]
+    timed: bool  # False: imported target, the device is not attached
+    measured_ms: float  # the measured median, else the estimator's prediction
+    ratio: float | None  # measured / predicted
+
+
+def _time_shipped(
+    measure: MeasureFn, shipped: bytes, model: nn.Module, shape: tuple[int, ...],
+    cand: Candidate, target_name: str, mid: str,
+) -> _Timing:  # fmt: skip
+    """Time the shipped bytes; warn when they stray from the search-time prediction."""
+    stats = dict(measure(shipped, model, shape))
+    timed = bool(stats.get("timed", True))
+    if not timed:
+        return _Timing(stats, False, float(cand.predicted_latency_ms or "nan"), None)
+    measured = float(stats["median"])
+    ratio = latency_ratio(measured, cand.predicted_latency_ms)
+    if ratio is not None and abs(ratio - 1.0) > LATENCY_WARN_REL:
+        log.warning(
+            "package %s (%s) for target %r: measured latency %.3f ms is %.2fx the predicted "
+            "%.3f ms (more than %.0f%% off); if latency.protocol or the machine changed since "
+            "latency_table@%s ran, rebuild the table",
+            mid,
+            cand.arch_str,
+            target_name,
+            measured,
+            ratio,
+            cand.predicted_latency_ms,
+            100 * LATENCY_WARN_REL,
+            target_name,
+        )
+    return _Timing(stats, True, measured, ratio)
+
+
+def _engine(
+    build_engine: EngineFn | None, skip_reason: str, model: nn.Module, chw: tuple[int, ...],
+    cfg: PackageConfig, batch_size: int,
+) -> tuple[bytes | None, str]:  # fmt: skip
+    """A TensorRT engine of the fixed-batch export (or None), and what the manifest says."""
+    if build_engine is None:
+        return None, f"skipped: {skip_reason}"
+    static = export_onnx(model, chw, opset=cfg.opset, dynamic_batch=False, batch_size=batch_size)
+    plan = build_engine(static, (batch_size, *chw))
+    return plan, "built" if plan is not None else f"skipped: {skip_reason}"
+
+
+def _write_package(
+    directory: Path, shipped: bytes, plan: bytes | None, manifest: dict[str, Any]
+) -> None:
+    """The package directory, whole or not at all: model, engine, card, manifest."""
+    with atomic_dir(directory) as tmp:
+        write_bytes_atomic(tmp / ONNX, shipped)
+        if plan is not None:
+            write_bytes_atomic(tmp / PLAN, plan)
+        files = {n: file_entry(tmp / n) for n in (ONNX, PLAN) if (tmp / n).is_file()}
+        write_text_atomic(tmp / CARD, render_card({**manifest, "files": files}))
+        write_manifest(tmp, manifest)
+
+
 def build_package(
     model: nn.Module,
     cand: Candidate,
@@ -218,75 +339,23 @@ def build_package(
 ) -> PackageResult:
     """Evaluate, export, verify, time and write one package; ParityError if ONNX disagrees
     (or, with ``quantize``, if the int8 model agrees too little with the fp32 subnet)."""
-    meta, res = data.meta, cand.resolution
-    chw = (meta.channels, res, res)
+    res = cand.resolution
+    chw = (data.meta.channels, res, res)
     mid = model_id(cand.arch_json, res, identity)
+    what = f"package {mid} ({cand.arch_str}) for target {target.name!r}"
     model.eval()
 
-    x_test = to_input(np.array(data.test.images), meta, res)  # a writable copy of the mmap
-    y_test = np.asarray(data.test.labels)
-    acc_torch = float(np.mean(torch_logits(model, x_test, cfg.batch_size).argmax(1) == y_test))
-
-    onnx_bytes = export_onnx(model, chw, opset=cfg.opset)
-    x_par = to_input(parity_images(data, cfg.parity_images), meta, res)
-    parity = check_parity(
-        model,
-        onnx_bytes,
-        x_par,
-        atol=cfg.parity_atol,
-        min_agreement=cfg.parity_min_agreement,
-        threads=threads,
-        batch_size=min(64, cfg.batch_size),
-    )
-    what = f"package {mid} ({cand.arch_str}) for target {target.name!r}"
-    require_parity(parity, what)
-    sess = ort_session(onnx_bytes, threads)
-    acc = float(np.mean(run_onnx(sess, x_test.numpy(), cfg.batch_size).argmax(1) == y_test))
-    shipped, quant = onnx_bytes, None
+    fp32 = _export_and_verify(model, chw, data, cfg, threads, what)
+    shipped, quant, acc = fp32.onnx, None, fp32.acc_onnx
     if quantize is not None:
-        shipped = quantize(onnx_bytes, chw)
-        int8_sess = ort_session(shipped, threads)
-        quant = quantization_report(
-            torch_logits(model, x_par, min(64, cfg.batch_size)),
-            run_onnx(int8_sess, x_par.numpy(), cfg.batch_size),
-            cfg.int8_min_agreement,
+        shipped, quant, acc = _quantize_and_verify(
+            model, fp32, quantize, chw, data, cfg, threads, what
         )
-        require_int8_parity(quant, what)
-        acc_fp32 = acc
-        acc = float(
-            np.mean(run_onnx(int8_sess, x_test.numpy(), cfg.batch_size).argmax(1) == y_test)
-        )
-        quant["test_accuracy_fp32"] = acc_fp32
-        quant["accuracy_drop_pp"] = 100 * (acc_fp32 - acc)
-    del x_test, x_par
-
-    shape = (target.batch_size, *chw)
-    stats = dict(measure(shipped, model, shape))
-    plan = None
-    if build_engine is not None:
-        static = export_onnx(
-            model, chw, opset=cfg.opset, dynamic_batch=False, batch_size=target.batch_size
-        )
-        plan = build_engine(static, shape)
-    engine = "built" if plan is not None else f"skipped: {engine_skip_reason}"
+    timing = _time_shipped(
+        measure, shipped, model, (target.batch_size, *chw), cand, target.name, mid
+    )
+    plan, engine = _engine(build_engine, engine_skip_reason, model, chw, cfg, target.batch_size)
     budget = min(cand.budgets_ms) if cand.budgets_ms else None
-    timed = bool(stats.get("timed", True))  # False: imported target, device not attached
-    measured = float(stats["median"]) if timed else float(cand.predicted_latency_ms or "nan")
-    ratio = latency_ratio(measured, cand.predicted_latency_ms) if timed else None
-    if ratio is not None and abs(ratio - 1.0) > LATENCY_WARN_REL:
-        log.warning(
-            "package %s (%s) for target %r: measured latency %.3f ms is %.2fx the predicted "
-            "%.3f ms (more than %.0f%% off); if latency.protocol or the machine changed since "
-            "latency_table@%s ran, rebuild the table",
-            mid,
-            cand.arch_str,
-            target.name,
-            measured,
-            ratio,
-            cand.predicted_latency_ms,
-            100 * LATENCY_WARN_REL,
-            target.name,
-        )
 
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -297,58 +366,52 @@ def build_package(
         "precision": target.precision,
         "arch": {"string": cand.arch_str, "json": cand.arch_json},
         "test_accuracy": acc,
-        "test_accuracy_torch": acc_torch,
-        "n_test": len(y_test),
+        "test_accuracy_torch": fp32.acc_torch,
+        "n_test": fp32.n_test,
         "predicted_accuracy": cand.predicted_accuracy,
         "latency_ms": {
-            "measured": measured,
+            "measured": timing.measured_ms,
             "predicted": cand.predicted_latency_ms,
-            "ratio": ratio,  # measured / predicted
+            "ratio": timing.ratio,  # measured / predicted
             "budget": budget,
             "budgets": list(cand.budgets_ms),
             "batch_size": target.batch_size,
-            "stats": stats,
-            **({} if timed else {"timed_on_device": False}),
+            "stats": timing.stats,
+            **({} if timing.timed else {"timed_on_device": False}),
         },
-        "parity": parity.to_json(),
+        "parity": fp32.parity.to_json(),
         **({"quantization": quant} if quant is not None else {}),
         "input": input_spec(data, res),
-        "output": {"name": OUTPUT_NAME, "shape": [None, meta.n_classes], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": [None, data.meta.n_classes], "dtype": "float32"},
         "engine": engine,
         "lineage": {**lineage, "identity": dict(identity)},
         "onceflow_version": __version__,
         "created_at": created_at,
     }
-    with atomic_dir(out_root / mid) as tmp:
-        write_bytes_atomic(tmp / ONNX, shipped)
-        if plan is not None:
-            write_bytes_atomic(tmp / PLAN, plan)
-        files = {n: file_entry(tmp / n) for n in (ONNX, PLAN) if (tmp / n).is_file()}
-        write_text_atomic(tmp / CARD, render_card({**manifest, "files": files}))
-        write_manifest(tmp, manifest)
+    _write_package(out_root / mid, shipped, plan, manifest)
     log.info(
         "packaged %s (%s): test acc %.4f (torch %.4f), %.3f ms measured / %s predicted, parity "
         "max diff %.2g",
         mid,
         cand.arch_str,
         acc,
-        acc_torch,
-        measured,
+        fp32.acc_torch,
+        timing.measured_ms,
         "n/a" if cand.predicted_latency_ms is None else f"{cand.predicted_latency_ms:.3f} ms",
-        parity.max_abs_diff,
+        fp32.parity.max_abs_diff,
     )
     return PackageResult(
         model_id=mid,
         path=out_root / mid,
         arch=cand.arch_str,
         test_accuracy=acc,
-        test_accuracy_torch=acc_torch,
-        latency_ms=measured,
+        test_accuracy_torch=fp32.acc_torch,
+        latency_ms=timing.measured_ms,
         predicted_latency_ms=cand.predicted_latency_ms,
-        latency_ratio=ratio,
+        latency_ratio=timing.ratio,
         predicted_accuracy=cand.predicted_accuracy,
         budget_ms=budget,
-        parity=parity,
+        parity=fp32.parity,
         engine=engine,
         precision=target.precision,
         quantization=quant,
