@@ -429,7 +429,8 @@ def main() -> None:
     fr = nsga2(
         cs,
         [Objective("accuracy", pred.predict, True), Objective("latency", est.predict)],
-        **params.search.nsga.model_dump() | {"seed": args.seed},
+        params.search.nsga,
+        seed=args.seed,
         initial=np.stack([lat_range.low.x, lat_range.high.x]),
     )
     f2 = non_dominated(np.stack([-fr.values["accuracy"], fr.values["latency"]], 1))

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onceflow.config import EvolutionConfig
+from onceflow.config import EvolutionConfig, NsgaConfig
 from onceflow.search import (
     Archive,
     CategoricalSpace,
@@ -441,15 +441,15 @@ def run_budgeted(
             ours, theirs, ev_n = [], [], []
             for s in seeds:
                 archive = Archive({"fitness": ls.fitness, "cost": ls.cost})
+                cfg = NsgaConfig(**{"pop_size": nsga_pop, "generations": 10**6,
+                                    "time_limit_s": 3600.0, **(nsga or {})})  # fmt: skip
                 fr = nsga2(
                     ls.space,
                     [Objective("fitness", ls.fitness, True), Objective("cost", ls.cost)],
-                    pop_size=nsga_pop,
-                    generations=10**6,
+                    cfg,
                     seed=s,
                     max_evaluations=n,
                     archive=archive,
-                    **(nsga or {}),
                 )
                 ours.append(_hv(fr.values["fitness"], fr.values["cost"], tuple(ref)))
                 ev_n.append(archive.n)

@@ -196,14 +196,10 @@ def _specialize(
     front = nsga2(
         space,
         objectives,
-        pop_size=nsga.pop_size,
-        generations=nsga.generations,
-        mutation_prob=nsga.mutation_prob,
-        time_limit_s=nsga.time_limit_s,
+        nsga,
         seed=seed,
-        polish_sweeps=nsga.polish_sweeps,
         initial=np.stack([lat_range.low.x, lat_range.high.x, best_acc.x]),
-        max_evaluations=_min(nsga.max_evaluations, nsga_share),
+        max_evaluations=nsga_share,
         archive=archive,
     )
     picks = []
