@@ -303,7 +303,7 @@ def main() -> None:
     ap.add_argument("--evolution-set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="budgeted: evolution settings other than the schema's")  # fmt: skip
     ap.add_argument("--nsga-set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="budgeted: nsga2 keyword arguments other than its defaults")  # fmt: skip
+                    help="budgeted: search.nsga settings other than the schema's")  # fmt: skip
     args = ap.parse_args()
     budgeted_args = {
         "nsga": {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.nsga_set)},
@@ -429,7 +429,8 @@ def main() -> None:
     fr = nsga2(
         cs,
         [Objective("accuracy", pred.predict, True), Objective("latency", est.predict)],
-        **params.search.nsga.model_dump() | {"seed": args.seed},
+        params.search.nsga,
+        seed=args.seed,
         initial=np.stack([lat_range.low.x, lat_range.high.x]),
     )
     f2 = non_dominated(np.stack([-fr.values["accuracy"], fr.values["latency"]], 1))

@@ -11,7 +11,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
 from onceflow.metrics import parse_stage_args, write_metrics
-from onceflow.search.stage import run_search_target
+from onceflow.search_stage import run_search_target
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -77,3 +77,49 @@ def test_the_loop_check_sees_a_loop(tmp_path: Path) -> None:
     (pkg / "b.py").write_text("def g():\n    from . import a\n")
     (pkg / "c.py").write_text("import onceflow.sub.a\n")
     assert cycles(import_graph(tmp_path)) == [["onceflow.sub.a", "onceflow.sub.b"]]
+
+
+# (lower package, package it must not reach, directly or through other modules)
+FORBIDDEN = (("onceflow.search", "onceflow.predictor"),)
+
+
+def _in(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def forbidden_paths(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, module it reaches) for every module of a lower package that reaches, through
+    any chain of imports, a module of the package it must not know."""
+    found = []
+    for low, high in FORBIDDEN:
+        for start in sorted(m for m in graph if _in(m, low)):
+            seen, todo = {start}, [start]
+            while todo:
+                for w in graph[todo.pop()]:
+                    if w not in seen:
+                        seen.add(w)
+                        todo.append(w)
+            found += [(start, w) for w in sorted(seen) if _in(w, high)]
+    return found
+
+
+def test_search_engine_imports_no_predictor() -> None:
+    """The generic engine knows no predictor (issue 27): the adapter that wires predictor and
+    search for a stage is ``onceflow.search_stage``, above both."""
+    assert forbidden_paths(import_graph()) == []
+
+
+def test_the_layer_check_sees_an_indirect_edge(tmp_path: Path) -> None:
+    """The control: search -> util -> predictor (lazily, inside a function) is caught."""
+    root = tmp_path / "onceflow"
+    for pkg in ("search", "predictor"):
+        (root / pkg).mkdir(parents=True)
+        (root / pkg / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "util.py").write_text("def f():\n    from onceflow.predictor import fit\n")
+    (root / "predictor" / "fit.py").write_text("")
+    (root / "search" / "nsga.py").write_text("from onceflow import util\n")
+    assert forbidden_paths(import_graph(tmp_path)) == [
+        ("onceflow.search.nsga", "onceflow.predictor"),
+        ("onceflow.search.nsga", "onceflow.predictor.fit"),
+    ]

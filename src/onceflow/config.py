@@ -521,12 +521,20 @@ class PredictorConfig(StrictModel):
 
 # -------------------------------------------------------------------------- search (issue 5)
 class NsgaConfig(StrictModel):
-    pop_size: Annotated[int, Field(ge=4)] = 100
+    pop_size: Annotated[int, Field(ge=4)] = 100  # at most; a budget caps it (see below)
     generations: Annotated[int, Field(ge=1)] = 100
     polish_sweeps: Annotated[int, Field(ge=0)] = 5  # local search rounds on the final front
     time_limit_s: Annotated[float, Field(gt=0)] = 60.0
     max_evaluations: Annotated[int, Field(ge=1)] | None = None  # distinct candidates
     mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None  # per index (null: 1/D)
+    crossover_prob: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Under an evaluation budget: the share kept for the polish (what it leaves goes back to
+    # the generations), and the population at most budget / evaluations_per_member (>= 16).
+    polish_share: Annotated[float, Field(ge=0, lt=1)] = 0.25
+    evaluations_per_member: Annotated[int, Field(ge=1)] = 60
+    # Restart from the front's spread plus fresh spread rows after this share of the
+    # generations the budget allows without a change of the front (at least 3; 0: never).
+    restart_after: Annotated[float, Field(ge=0, le=1)] = 0.15
 
 
 class EvolutionConfig(StrictModel):

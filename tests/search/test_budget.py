@@ -64,8 +64,7 @@ def test_nsga2_budget_counts_distinct_candidates() -> None:
     front = nsga2(
         space,
         [Objective("accuracy", fa, True), Objective("latency", fl)],
-        pop_size=20,
-        generations=1000,
+        NsgaConfig(pop_size=20, generations=1000),
         seed=0,
         max_evaluations=300,
     )
@@ -81,8 +80,8 @@ def test_nsga2_spends_the_polish_reserve(n: int) -> None:
     space = CategoricalSpace(tuple(f"d{i}" for i in range(6)), (5,) * 6)
     f = lambda x: np.sin(x @ np.arange(1.0, 7.0))  # noqa: E731
     c = lambda x: x.sum(1).astype(float)  # noqa: E731
-    front = nsga2(space, [Objective("f", f, True), Objective("c", c)], generations=10**6,
-                  seed=0, max_evaluations=n)  # fmt: skip
+    front = nsga2(space, [Objective("f", f, True), Objective("c", c)],
+                  NsgaConfig(generations=10**6), seed=0, max_evaluations=n)  # fmt: skip
     assert front.n_evaluations == n
 
 
@@ -93,16 +92,9 @@ def test_nsga2_mutation_prob_zero_is_honoured() -> None:
 
     def children_distances(p: float) -> np.ndarray:
         f = Recorder(acc)
-        nsga2(
-            space,
-            [Objective("accuracy", f, True), Objective("latency", lat)],
-            pop_size=20,
-            generations=6,
-            seed=1,
-            crossover_prob=0.0,
-            mutation_prob=p,
-            polish_sweeps=0,
-        )
+        cfg = NsgaConfig(pop_size=20, generations=6, crossover_prob=0.0, mutation_prob=p,
+                         polish_sweeps=0, restart_after=0)  # fmt: skip
+        nsga2(space, [Objective("accuracy", f, True), Objective("latency", lat)], cfg, seed=1)
         x = np.array(f.rows)
         return np.array([(x[:i] != x[i]).sum(1).min() for i in range(20, len(x))])
 
@@ -311,3 +303,34 @@ def test_importing_the_engine_imports_no_registry_packaging_or_pymoo() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _trap() -> tuple[CategoricalSpace, Objective, Objective]:
+    """A deceptive landscape (3 groups of 3 dimensions, 4 choices): a group's value rises as
+    its indices fall, except at all-largest (the optimum); 0.25-point plateaus; additive cost."""
+    w = np.linspace(0.5, 1.5, 9)
+
+    def fitness(x: np.ndarray) -> np.ndarray:
+        u = x.reshape(len(x), 3, 3).sum(2) / 9.0
+        g = np.where(u >= 1.0, 1.0, 0.8 * (1.0 - u))
+        return np.floor((0.70 + 0.20 * g.mean(1)) * 400.0) / 400.0
+
+    space = CategoricalSpace(tuple(f"t{i}" for i in range(9)), (4,) * 9)
+    return space, Objective("f", fitness, True), Objective("c", lambda x: 1.0 + x @ w)
+
+
+def _best_fitness(restart_after: float, seeds: range) -> list[float]:
+    space, f, c = _trap()
+    cfg = NsgaConfig(generations=10**6, restart_after=restart_after)
+    return [float(nsga2(space, [f, c], cfg, seed=s, max_evaluations=1000).values["f"].max())
+            for s in seeds]  # fmt: skip
+
+
+def test_nsga2_restarts_when_the_front_stalls() -> None:
+    """Issue 26: a population converged in a deceptive basin re-bred the same few rows until
+    the budget ran out (4 of these 10 seeds never found the trap's optimum at 1,000
+    evaluations); restarting from the front's spread plus fresh rows finds it in every seed."""
+    space, f, _ = _trap()
+    top = float(f.fn(space.enumerate_all()).max())
+    assert _best_fitness(NsgaConfig().restart_after, range(10)) == [top] * 10
+    assert min(_best_fitness(0.0, range(10))) < top  # the control: without restarts it stalls

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onceflow.config import EvolutionConfig
+from onceflow.config import EvolutionConfig, NsgaConfig
 from onceflow.errors import SearchError
 from onceflow.search import (
     CategoricalSpace,
@@ -65,8 +65,7 @@ def test_nsga2_recovers_exact_pareto_front() -> None:
     front = nsga2(
         space,
         [Objective("accuracy", acc, maximize=True), Objective("latency", lat)],
-        pop_size=40,
-        generations=30,
+        NsgaConfig(pop_size=40, generations=30),
         seed=3,
     )
     got = np.unique(
@@ -84,8 +83,7 @@ def test_nsga2_three_objectives_front_is_non_dominated() -> None:
     front = nsga2(
         space,
         [Objective("accuracy", acc, True), Objective("latency", lat), Objective("flops", flops)],
-        pop_size=40,
-        generations=20,
+        NsgaConfig(pop_size=40, generations=20),
         seed=0,
     )
     F = np.stack([-front.values["accuracy"], front.values["latency"], front.values["flops"]], 1)

@@ -4,7 +4,8 @@ Every candidate goes through an :class:`Archive` (shared with the other phases o
 given): a candidate is evaluated once, offspring already in the archive are replaced by new
 ones, and ``max_evaluations`` bounds the distinct candidates this call evaluates. The returned
 front is the non-dominated set of the whole archive (never worse than the final population's).
-Bounded by generations, the evaluation budget and a time limit. pymoo is imported on first use.
+Bounded by generations, the evaluation budget and a time limit; settings come whole from
+``search.nsga`` (:class:`~onceflow.config.NsgaConfig`). pymoo is imported on first use.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from onceflow.config import NsgaConfig
 from onceflow.errors import ConfigError
 from onceflow.search.archive import Archive
 from onceflow.search.pareto import non_dominated
@@ -106,109 +109,131 @@ def _operators(space: CategoricalSpace, archive: Archive, names: list[str], sign
     )
 
 
-def nsga2(
-    space: CategoricalSpace,
-    objectives: Sequence[Objective],
-    *,
-    pop_size: int = 100,
-    generations: int = 100,
-    crossover_prob: float = 0.5,
-    mutation_prob: float | None = None,
-    time_limit_s: float | None = None,
-    seed: int = 0,
-    initial: np.ndarray | None = None,
-    polish_sweeps: int = 5,
-    max_evaluations: int | None = None,
-    archive: Archive | None = None,
-    polish_share: float = 0.25,
-    evaluations_per_member: int = 60,
-) -> Front:
-    """Pareto front of ``objectives`` (>= 2) by NSGA-II.
+@dataclass
+class _Plan:
+    """What the budget allows: the population, the polish reserve and the restart patience."""
 
-    ``initial`` rows (e.g. known extremes) join a spread-random initial population.
-    ``mutation_prob`` is per index (default 1/D; 0 is honoured: one index per child still
-    changes). After the generations, up to ``polish_sweeps`` rounds of local search evaluate the
-    single-index changes of every front point not evaluated yet and recompute the front (stops
-    early when the front no longer changes). ``archive`` (evaluating every objective under its
-    name) shares evaluations with other phases; ``max_evaluations`` bounds the distinct
-    candidates this call evaluates, polish included: then ``polish_share`` of it is kept for
-    the polish (what the polish leaves goes back to the generations: the budget is spent),
-    and the population is at most 1/``evaluations_per_member`` (60) of the budget (>= 16),
-    so that a small budget still runs dozens of generations (on the rugged landscapes of
-    ``bench_search``, pop 100 at 200-1000 evaluations ran 2-10 generations and lost to a plain
-    pymoo call; 30 won plateau and cell at 1,000 but lost nas on instance 0).
-    """
-    if len(objectives) < 2:
-        raise ConfigError("nsga2: need at least two objectives")
-    if pop_size < 4 or generations < 1:
-        raise ConfigError(
-            f"nsga2: pop_size >= 4 and generations >= 1 (got {pop_size}, {generations})"
-        )
-    if mutation_prob is not None and not 0 <= mutation_prob <= 1:
-        raise ConfigError(f"nsga2: mutation_prob must be in [0, 1] (got {mutation_prob})")
-    from pymoo.algorithms.moo.nsga2 import NSGA2
+    pop_size: int
+    reserve: float  # distinct evaluations kept for the polish
+    patience: int  # generations without a change of the front before a restart (0: never)
 
-    t0 = time.perf_counter()
-    names = [o.name for o in objectives]
-    if archive is None:
-        archive = Archive({o.name: o.fn for o in objectives})
-    missing = [n for n in names if n not in archive.fns]
-    if missing:
-        raise ConfigError(f"nsga2: the archive does not evaluate {missing}")
-    n0, rows0 = archive.n, archive.rows
-    cap = float("inf") if max_evaluations is None else float(max_evaluations)
 
-    def left(reserve: float = 0.0) -> float:
-        return min(cap - (archive.n - n0), archive.remaining) - reserve
+def _plan(cfg: NsgaConfig, budget: float) -> _Plan:
+    """Population at most budget / ``evaluations_per_member`` (>= 16), so that a small budget
+    still runs dozens of generations (on the rugged landscapes of ``bench_search``, pop 100 at
+    200-1000 evaluations ran 2-10 generations and lost to a plain pymoo call); ``polish_share``
+    of the budget kept for the polish; restarts after ``restart_after`` of the generations the
+    rest allows (of ``generations`` without a budget)."""
+    if not np.isfinite(budget):
+        gens = float(cfg.generations)
+        return _Plan(cfg.pop_size, 0.0, _patience(cfg.restart_after, gens))
+    pop = min(cfg.pop_size, max(16, int(budget) // cfg.evaluations_per_member))
+    reserve = cfg.polish_share * budget if cfg.polish_sweeps else 0.0
+    gens = min(float(cfg.generations), (budget - reserve) / pop)
+    return _Plan(pop, reserve, _patience(cfg.restart_after, gens))
 
-    budget = min(cap, archive.remaining)
-    reserve = polish_share * budget if polish_sweeps and np.isfinite(budget) else 0.0
-    if np.isfinite(budget):
-        pop_size = min(pop_size, max(16, int(budget) // evaluations_per_member))
 
-    signs = np.array([-1.0 if o.maximize else 1.0 for o in objectives])
-    Prob, Init, Cross, Mut, Dups = _operators(space, archive, names, signs)
-    rng = np.random.default_rng(seed)
-    x0 = space.sample_spread(rng, pop_size)
+def _patience(share: float, generations: float) -> int:
+    return max(3, int(np.ceil(share * generations))) if share else 0
+
+
+def _initial_rows(
+    space: CategoricalSpace, rng: np.random.Generator, n: int, initial: np.ndarray | None
+) -> np.ndarray:
+    """``initial`` rows (e.g. known extremes) first, then spread-random rows, ``n`` in all."""
+    x0 = space.sample_spread(rng, n)
     if initial is not None and len(initial):
         x0 = unique_rows(np.concatenate([space.canonical(np.atleast_2d(initial)), x0]))[0]
-        x0 = np.concatenate([x0, space.sample_spread(rng, pop_size)])[:pop_size]
-    problem, dups = Prob(), Dups()
-    p_mut = 1.0 / space.n_dims if mutation_prob is None else mutation_prob
-    algo = NSGA2(
-        pop_size=pop_size,
-        sampling=Init(x0),
-        crossover=Cross(crossover_prob),
-        mutation=Mut(p_mut),
-        eliminate_duplicates=dups,
-    )
-    algo.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
-    n_gen = 0
+        x0 = np.concatenate([x0, space.sample_spread(rng, n)])[:n]
+    return x0
 
-    def run_generations(keep: float) -> None:
+
+class _Generations:
+    """NSGA-II's generations over the archive, restarted when the archive's front stays the
+    same for ``patience`` generations: the new population is the front (thinned evenly along
+    it to half the population) plus fresh spread rows, so a run stuck on a plateau or in a
+    deceptive basin spends the rest of its budget exploring instead of re-breeding the same
+    few rows (what the evolution's restarts do for one objective)."""
+
+    def __init__(self, space, archive, names, signs, cfg: NsgaConfig, plan: _Plan, seed: int,
+                 left, t0: float) -> None:  # fmt: skip
+        self.space, self.archive, self.names, self.signs = space, archive, names, signs
+        self.cfg, self.plan, self.seed, self.left, self.t0 = cfg, plan, seed, left, t0
+        self.ops = _operators(space, archive, names, signs)
+        self.problem, self.dups = self.ops[0](), self.ops[4]()
+        self.p_mut = 1.0 / space.n_dims if cfg.mutation_prob is None else cfg.mutation_prob
+        self.rng = np.random.default_rng(seed)
+        self.n_gen = self.restarts = self.flat = 0
+        self.front_key: bytes | None = None
+        self.algo: Any = None
+
+    def start(self, x0: np.ndarray) -> None:
+        from pymoo.algorithms.moo.nsga2 import NSGA2
+
+        _, Init, Cross, Mut, _ = self.ops
+        self.dups.check_archive = False  # the first population may hold archived rows
+        self.algo = NSGA2(
+            pop_size=self.plan.pop_size,
+            sampling=Init(x0),
+            crossover=Cross(self.cfg.crossover_prob),
+            mutation=Mut(self.p_mut),
+            eliminate_duplicates=self.dups,
+        )
+        gens = max(1, self.cfg.generations - self.n_gen)
+        self.algo.setup(self.problem, termination=("n_gen", gens),
+                        seed=self.seed + 7919 * self.restarts, verbose=False)  # fmt: skip
+
+    def run(self, keep: float) -> None:
         """Generations until only ``keep`` of the budget is left (or generations, time)."""
-        nonlocal n_gen
-        while algo.has_next() and left(keep) > 0:
+        algo, problem, limit = self.algo, self.problem, self.cfg.time_limit_s
+        while self.n_gen < self.cfg.generations and self.left(keep) > 0:
+            if not algo.has_next():
+                break
             pop = algo.ask()
             if pop is None or len(pop) == 0:
                 break
-            problem.limit = left(keep)
+            problem.limit = self.left(keep)
             algo.evaluator.eval(problem, pop)
             done = np.isfinite(pop.get("F")).all(axis=1)
             if not done.any():
                 break
             algo.tell(infills=pop[done])
-            dups.check_archive = True
-            n_gen += 1
+            self.dups.check_archive = True
+            self.n_gen += 1
             if not done.all():
                 break  # the budget ran out in this generation
-            if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
-                log.info("nsga2: time limit %.1fs after %d generations", time_limit_s, n_gen)
+            if time.perf_counter() - self.t0 > limit:
+                log.info("nsga2: time limit %.1fs after %d generations", limit, self.n_gen)
                 break
+            if self._stalled():
+                self._restart()
+                algo = self.algo
 
-    run_generations(reserve)
+    def _stalled(self) -> bool:
+        if not self.plan.patience:
+            return False
+        key = _archive_front(self.archive, self.names, self.signs)[1].tobytes()
+        self.flat = self.flat + 1 if key == self.front_key else 0
+        self.front_key = key
+        return self.flat >= self.plan.patience
+
+    def _restart(self) -> None:
+        X = _archive_front(self.archive, self.names, self.signs)[0]
+        half = self.plan.pop_size // 2
+        if len(X) > half:
+            X = X[np.unique(np.linspace(0, len(X) - 1, half).round().astype(np.int64))]
+        fresh = self.archive.novel(self.space.sample_spread(self.rng, 4 * self.plan.pop_size))
+        self.restarts += 1
+        self.flat = 0
+        log.debug("nsga2: restart %d after %d generations", self.restarts, self.n_gen)
+        self.start(np.concatenate([X, fresh[: self.plan.pop_size - len(X)]]))
+
+
+def _polish(space, archive, names, signs, sweeps: int, left, rng) -> None:  # noqa: ANN001
+    """Up to ``sweeps`` rounds evaluating the single-index changes of every front point not
+    evaluated yet (stops when the front no longer changes or the budget is spent)."""
     X, F = _archive_front(archive, names, signs)
-    for _ in range(polish_sweeps):
+    for _ in range(sweeps):
         if left() <= 0:
             break
         neighbours = archive.novel(_single_moves(space, X))
@@ -222,14 +247,60 @@ def nsga2(
         X, F = X2, F2
         if same:
             break
+
+
+def nsga2(
+    space: CategoricalSpace,
+    objectives: Sequence[Objective],
+    cfg: NsgaConfig,
+    *,
+    seed: int,
+    initial: np.ndarray | None = None,
+    max_evaluations: int | None = None,
+    archive: Archive | None = None,
+) -> Front:
+    """Pareto front of ``objectives`` (>= 2) by NSGA-II, as ``cfg`` (``search.nsga``) says.
+
+    ``initial`` rows (e.g. known extremes) join a spread-random initial population.
+    ``mutation_prob`` is per index (default 1/D; 0 is honoured: one index per child still
+    changes). After the generations, up to ``polish_sweeps`` rounds of local search
+    (:func:`_polish`). ``archive`` (evaluating every objective under its name) shares
+    evaluations with other phases; ``max_evaluations`` (and ``cfg.max_evaluations``) bound the
+    distinct candidates this call evaluates, polish included (see :func:`_plan`); what the
+    polish leaves goes back to the generations, so the budget is spent. Generations restart
+    when the front stalls (:class:`_Generations`). The result is the non-dominated set of the
+    whole archive: never worse than any population's.
+    """
+    if len(objectives) < 2:
+        raise ConfigError("nsga2: need at least two objectives")
+    t0 = time.perf_counter()
+    names = [o.name for o in objectives]
+    if archive is None:
+        archive = Archive({o.name: o.fn for o in objectives})
+    missing = [n for n in names if n not in archive.fns]
+    if missing:
+        raise ConfigError(f"nsga2: the archive does not evaluate {missing}")
+    n0, rows0 = archive.n, archive.rows
+    caps = [c for c in (max_evaluations, cfg.max_evaluations) if c is not None]
+    cap = float(min(caps)) if caps else float("inf")
+
+    def left(reserve: float = 0.0) -> float:
+        return min(cap - (archive.n - n0), archive.remaining) - reserve
+
+    budget = min(cap, archive.remaining)
+    plan = _plan(cfg, budget)
+    signs = np.array([-1.0 if o.maximize else 1.0 for o in objectives])
+    gen = _Generations(space, archive, names, signs, cfg, plan, seed, left, t0)
+    gen.start(_initial_rows(space, gen.rng, plan.pop_size, initial))
+    gen.run(plan.reserve)
+    _polish(space, archive, names, signs, cfg.polish_sweeps, left, gen.rng)
     if left() > 0 and np.isfinite(budget):  # what the polish left: back to the generations
-        run_generations(0.0)
-        X, F = _archive_front(archive, names, signs)
+        gen.run(0.0)
+    X, F = _archive_front(archive, names, signs)
     values = {o.name: F[:, i] * signs[i] for i, o in enumerate(objectives)}
-    n_evals = archive.n - n0
-    secs = time.perf_counter() - t0
+    n_evals, secs = archive.n - n0, time.perf_counter() - t0
     log.info("nsga2: %d front points from %d evaluations in %.2fs", len(X), n_evals, secs)
-    return Front(X, values, n_evals, secs, n_gen, archive.rows - rows0)
+    return Front(X, values, n_evals, secs, gen.n_gen, archive.rows - rows0)
 
 
 def _archive_front(

@@ -14,6 +14,7 @@ import numpy as np
 
 from onceflow.config import (
     BudgetConfig,
+    EvolutionConfig,
     LatencyTarget,
     SearchConfig,
 )
@@ -159,8 +160,9 @@ def _specialize(
     seed: int,
     describe: Callable[[np.ndarray], str] | None,
 ) -> Specialization:
+    """The steps: latency range and budgets, the random baseline, one archive for every phase,
+    best-accuracy descent, NSGA-II's front, one evolution per budget, the merged front."""
     t0 = time.perf_counter()
-    nsga, evolution, random_samples = cfg.nsga, cfg.evolution, cfg.random_samples
     max_evaluations = evaluation_budget(cfg, space)
     lat_c = Counter(latency)
     rng = np.random.default_rng(seed)
@@ -169,7 +171,7 @@ def _specialize(
     for b in resolved:
         check_budget(b, lat_range.low, describe=describe)
     # The uniform random baseline, drawn apart from the search (and not counted).
-    sx = space.sample_distinct(rng, random_samples)
+    sx = space.sample_distinct(rng, cfg.random_samples)
     s_acc, s_lat = np.asarray(accuracy(sx), np.float64), np.asarray(latency(sx), np.float64)
     objectives = [
         Objective("accuracy", accuracy, True),
@@ -196,46 +198,20 @@ def _specialize(
     front = nsga2(
         space,
         objectives,
-        pop_size=nsga.pop_size,
-        generations=nsga.generations,
-        mutation_prob=nsga.mutation_prob,
-        time_limit_s=nsga.time_limit_s,
+        cfg.nsga,
         seed=seed,
-        polish_sweeps=nsga.polish_sweeps,
         initial=np.stack([lat_range.low.x, lat_range.high.x, best_acc.x]),
-        max_evaluations=_min(nsga.max_evaluations, nsga_share),
+        max_evaluations=nsga_share,
         archive=archive,
     )
+    evolution = cfg.evolution.model_copy(
+        update={"max_evaluations": _min(cfg.evolution.max_evaluations, evo_share)}
+    )
+    samples = (s_acc, s_lat)
     picks = []
     for spec, b in zip(budgets, resolved, strict=True):
-        seeds = lat_range.low.x[None]
-        if evolution.seed_from_front:  # the best front points under the budget
-            ok = front.values["latency"] <= b
-            order = np.argsort(-front.values["accuracy"][ok], kind="stable")
-            seeds = np.concatenate([seeds, front.x[ok][order][: evolution.population // 2]])
-        params = evolution.model_copy(
-            update={"max_evaluations": _min(evolution.max_evaluations, evo_share)}
-        )
-        best = constrained_evolution(
-            space, accuracy, lat_c, b, params, seed=seed, initial=seeds, archive=archive,
-            names=("accuracy", "latency"),
-        )  # fmt: skip
-        if best.x is None:  # only when the budget left nothing to evaluate even the seed
-            x = lat_range.low.x
-            got = archive.evaluate(x[None])
-            a = float(got["accuracy"][0]) if got.ok[0] else float(accuracy(x[None])[0])
-            best = Best(x, a, lat_range.low.value, best.n_evaluations, best.seconds, 0)
-        assert best.x is not None
-        feas = s_lat <= b
-        rnd = float(s_acc[feas].max()) if feas.any() else float("nan")
-        picks.append(Pick(b, float(spec), best.x, best.fitness, best.constraint, best, rnd))
-        log.info(
-            "budget %.4g ms: predicted accuracy %.4f at %.4g ms (random best %.4f)",
-            b,
-            best.fitness,
-            best.constraint,
-            rnd,
-        )
+        picks.append(_pick(space, accuracy, lat_c, float(spec), b, evolution, front, archive,
+                           lat_range, samples, seed))  # fmt: skip
     front = _merge_into_front(front, archive, names, signs)
     acc_ref = float(np.median(s_acc)) if len(s_acc) else float(best_acc.value)
     f2 = non_dominated(np.stack([-front.values["accuracy"], front.values["latency"]], 1))
@@ -258,6 +234,50 @@ def _specialize(
         lat_c.n,
         max_evaluations,
     )
+
+
+def _pick(
+    space: CategoricalSpace,
+    accuracy: BatchFn,
+    latency: BatchFn,
+    spec: float,
+    b: float,
+    evolution: EvolutionConfig,
+    front: Front,
+    archive: Archive,
+    lat_range: Range,
+    samples: tuple[np.ndarray, np.ndarray],
+    seed: int,
+) -> Pick:
+    """One budget's pick: the constrained evolution under latency ``b`` (seeded with the
+    fastest row and, with ``seed_from_front``, the front's most accurate rows under ``b``),
+    beside the best random sample under ``b``."""
+    seeds = lat_range.low.x[None]
+    if evolution.seed_from_front:  # the best front points under the budget
+        ok = front.values["latency"] <= b
+        order = np.argsort(-front.values["accuracy"][ok], kind="stable")
+        seeds = np.concatenate([seeds, front.x[ok][order][: evolution.population // 2]])
+    best = constrained_evolution(
+        space, accuracy, latency, b, evolution, seed=seed, initial=seeds, archive=archive,
+        names=("accuracy", "latency"),
+    )  # fmt: skip
+    if best.x is None:  # only when the budget left nothing to evaluate even the seed
+        x = lat_range.low.x
+        got = archive.evaluate(x[None])
+        a = float(got["accuracy"][0]) if got.ok[0] else float(accuracy(x[None])[0])
+        best = Best(x, a, lat_range.low.value, best.n_evaluations, best.seconds, 0)
+    assert best.x is not None
+    s_acc, s_lat = samples
+    feas = s_lat <= b
+    rnd = float(s_acc[feas].max()) if feas.any() else float("nan")
+    log.info(
+        "budget %.4g ms: predicted accuracy %.4f at %.4g ms (random best %.4f)",
+        b,
+        best.fitness,
+        best.constraint,
+        rnd,
+    )
+    return Pick(b, spec, best.x, best.fitness, best.constraint, best, rnd)
 
 
 def budgets_for(

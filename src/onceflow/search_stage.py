@@ -1,6 +1,7 @@
 """The ``search@<target>`` stage as one call (:func:`run_search_target`).
 
-The adapter between the engine, which knows nothing about networks, and one supernet: it opens
+The adapter between the engine (``onceflow.search``, which knows nothing about networks and
+imports no predictor) and one supernet, above both: it opens
 the search space, the accuracy predictor and the target's latency estimator, runs
 :func:`~onceflow.search.specialize.run_search` on their batch functions, measures the picks for
 real when ``search.evaluate_selected`` asks, and returns what the stage writes. One describer
