@@ -166,3 +166,77 @@ def test_a_drifting_dataclass_default_is_detected() -> None:
     assert len(bad) == 2
     assert "OldMeasureProtocol.repeats=300 (MeasureProtocolConfig.repeats=150)" in bad[0]
     assert "OldMeasureProtocol.sessions=1 (MeasureProtocolConfig.sessions=3)" in bad[1]
+
+
+# Parameters named like a schema field that mean something else: "module.function.param", or a
+# bare parameter name for a clash everywhere -> why.
+SIGNATURE_NAME_CLASHES: dict[str, str] = {
+    "source": "the file a loader names in its errors, not data.source",
+    "path": "a file path, not data.path",
+    "onceflow.orchestration.pools.wait_for_pool_run.clock": "a clock function, not a name",
+    "onceflow.package.parity.check_parity.batch_size": "an inference batch, not a training one",
+    "onceflow.predictor.dataset.SubnetMeter.measure.retest": "a flag; the schema's is a count",
+    "onceflow.predictor.dataset.MeterPool.measure.retest": "a flag; the schema's is a count",
+    "onceflow.progress.Progress.__init__.unit": "a progress unit, not a budget unit",
+    "onceflow.progress.track.unit": "a progress unit, not a budget unit",
+    "onceflow.search.bounds.default_starts.n_random": "random search starts, not sandwich subnets",
+    "onceflow.search.bounds.check_budget.unit": "the unit of a resolved budget (ms)",
+    "onceflow.search.evolution.random_search.feasible_only": "the plain baseline samples all",
+    "onceflow.search.specialize.specialize.extra_objectives": "() is the schema's [] as a tuple",
+    "onceflow.train.distributed.init_distributed.backend": "a torch.distributed backend",
+}
+
+
+def _library_functions() -> Iterator[tuple[str, Any]]:
+    """(dotted name, function) for every function and method defined in the library."""
+    for mod in pkgutil.walk_packages(onceflow.__path__, "onceflow."):
+        module = importlib.import_module(mod.name)
+        for obj in vars(module).values():
+            if getattr(obj, "__module__", None) != mod.name:
+                continue
+            if inspect.isfunction(obj):
+                yield f"{mod.name}.{obj.__qualname__}", obj
+            elif inspect.isclass(obj):
+                for attr in vars(obj).values():
+                    fn = attr.__func__ if isinstance(attr, classmethod | staticmethod) else attr
+                    if inspect.isfunction(fn):
+                        yield f"{mod.name}.{fn.__qualname__}", fn
+
+
+def disagreeing_signature_defaults(
+    functions: Iterable[tuple[str, Any]], clashes: Iterable[str] = ()
+) -> list[str]:
+    """Parameters named like a schema field whose default matches no schema default of that
+    name: a restated default that drifted (``random_samples=10_000`` vs the schema's 20,000)."""
+    schema, skip, bad = _schema_defaults(), set(clashes), []
+    for name, fn in functions:
+        for p in inspect.signature(fn).parameters.values():
+            if p.name not in schema or p.default in (inspect.Parameter.empty, None):
+                continue
+            if p.name in skip or f"{name}.{p.name}" in skip:
+                continue
+            if all(_plain(p.default) != d for _, d in schema[p.name]):
+                where = ", ".join(f"{m}.{p.name}={d!r}" for m, d in schema[p.name])
+                bad.append(f"{name}({p.name}={p.default!r}) ({where})")
+    return bad
+
+
+def test_no_function_default_disagrees_with_the_schema() -> None:
+    functions = list(_library_functions())
+    assert len(functions) > 300  # the walk found the library
+    bad = disagreeing_signature_defaults(functions, SIGNATURE_NAME_CLASHES)
+    assert not bad, (
+        "pass the validated config section (or its field) instead of restating a default, or "
+        f"list a true name clash in SIGNATURE_NAME_CLASHES with the reason: {bad}"
+    )
+    names = {n for n, _ in functions}
+    stale = [c for c in SIGNATURE_NAME_CLASHES if "." in c and c.rpartition(".")[0] not in names]
+    assert not stale, f"SIGNATURE_NAME_CLASHES names functions that no longer exist: {stale}"
+
+
+def test_a_drifting_signature_default_is_detected() -> None:
+    def specialize(space: object, random_samples: int = 10_000, seed: int = 0) -> None:
+        """The drift issue #27 found: the schema says 20,000."""
+
+    bad = disagreeing_signature_defaults([("old.specialize", specialize)])
+    assert bad == ["old.specialize(random_samples=10000) (SearchConfig.random_samples=20000)"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from onceflow.config import LatencyTarget
+from onceflow.config import LatencyTarget, PackageConfig
 from onceflow.data.prepared import PreparedData
 from onceflow.inputs import to_input
 from onceflow.package.build import TargetInfo, build_package
@@ -19,11 +19,14 @@ from onceflow.package.parity import ParityError, check_parity, compare, ort_sess
 from tests.package.conftest import SmallCNN, candidate, fast_params
 
 ORT_CPU = TargetInfo("ort-cpu", LatencyTarget())
+PKG = PackageConfig()
+GATE = {"atol": PKG.parity_atol, "min_agreement": PKG.parity_min_agreement}
 
 
 def test_export_is_opset17_dynamic_batch_and_deterministic(small_cnn: nn.Module) -> None:
-    data = export_onnx(small_cnn, (1, 28, 28))
-    assert export_onnx(small_cnn, (1, 28, 28)) == data  # same model -> same bytes -> same sha256
+    data = export_onnx(small_cnn, (1, 28, 28), opset=PKG.opset)
+    # same model -> same bytes -> same sha256
+    assert export_onnx(small_cnn, (1, 28, 28), opset=PKG.opset) == data
     proto = onnx.load_from_string(data)
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in proto.graph.input] == ["input"]
@@ -36,7 +39,8 @@ def test_export_is_opset17_dynamic_batch_and_deterministic(small_cnn: nn.Module)
 
 def test_parity_passes_for_a_faithful_export(small_cnn: nn.Module, data: PreparedData) -> None:
     x = to_input(np.array(data.test.images), data.meta, 28)
-    report = check_parity(small_cnn, export_onnx(small_cnn, (1, 28, 28)), x)
+    onnx_bytes = export_onnx(small_cnn, (1, 28, 28), opset=PKG.opset)
+    report = check_parity(small_cnn, onnx_bytes, x, **GATE)
     assert report.passed and report.n_images == len(x)
     assert report.max_abs_diff <= 1e-4 and report.top1_agreement == 1.0
 
@@ -54,7 +58,7 @@ def test_parity_failure_stops_the_package(data: PreparedData, tmp_path: Path) ->
     torch.manual_seed(0)
     model = TracedBranch().eval()
     x = to_input(np.array(data.test.images), data.meta, 28)
-    report = check_parity(model, export_onnx(model, (1, 28, 28)), x)
+    report = check_parity(model, export_onnx(model, (1, 28, 28), opset=PKG.opset), x, **GATE)
     assert not report.passed and report.top1_agreement < 0.999
 
     params = fast_params()
@@ -81,6 +85,6 @@ def test_compare_thresholds() -> None:
 
 
 def test_run_onnx_batches(small_cnn: nn.Module) -> None:
-    sess = ort_session(export_onnx(small_cnn, (1, 28, 28)))
+    sess = ort_session(export_onnx(small_cnn, (1, 28, 28), opset=PKG.opset))
     x = np.random.default_rng(0).standard_normal((10, 1, 28, 28)).astype(np.float32)
     np.testing.assert_allclose(run_onnx(sess, x, 3), run_onnx(sess, x, 10), atol=1e-6)

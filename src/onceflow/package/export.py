@@ -26,7 +26,7 @@ def export_onnx(
     model: nn.Module,
     input_chw: Sequence[int],
     *,
-    opset: int = 17,
+    opset: int,
     dynamic_batch: bool = True,
     batch_size: int = 1,
 ) -> bytes:
@@ -54,7 +54,7 @@ def export_onnx(
     return data
 
 
-def check_onnx(data: bytes, min_opset: int = 17) -> None:
+def check_onnx(data: bytes, min_opset: int) -> None:
     """Validate the graph with the ONNX checker and the opset and I/O names packages promise."""
     try:
         proto = onnx.load_from_string(data)

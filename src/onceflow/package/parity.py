@@ -95,8 +95,8 @@ def check_parity(
     onnx_bytes: bytes,
     x: torch.Tensor,
     *,
-    atol: float = 1e-4,
-    min_agreement: float = 0.999,
+    atol: float,
+    min_agreement: float,
     threads: int = 1,
     batch_size: int = 64,
 ) -> ParityReport:
