@@ -1,5 +1,5 @@
 """The params loader, message by message: key paths, one-line errors, the strict YAML rules and
-the size guard, each compared in full (targets of `make mutation` on config.py's loader)."""
+the size guard, each compared in full (targets of `make mutation` on params_file.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from onceflow.config import (
-    MAX_PARAMS_VALUES,
-    _count_values,
-    _loc,
-    _short,
-    load_params,
-    one_line,
-    parse_params,
-)
+from onceflow.config import load_params, parse_params
 from onceflow.errors import ConfigError
+from onceflow.params_file import MAX_PARAMS_VALUES, _count_values, _loc, _short, one_line
 
 
 def _load(tmp_path: Path, text: str):

@@ -28,8 +28,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onceflow.config import MAX_PARAMS_VALUES, Params, load_params, parse_params
+from onceflow.config import Params, load_params, parse_params
 from onceflow.errors import ConfigError
+from onceflow.params_file import MAX_PARAMS_VALUES
 from tests.conftest import REPO_ROOT
 
 TEXT = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
