@@ -9,6 +9,9 @@ returns values; the stage writes them. Steps:
 2. time every unique layer signature of the space (+ the call overhead) and the K + M subnets
    end to end in ONE interleaved pass, so table and subnets see the same machine conditions;
 3. fit the calibration on the K, report fidelity on the M.
+
+``estimator: measured`` skips the per-layer table (:func:`build_measured_table`): only whole
+subnets are timed, and a model fit on them is the estimator; it costs a tenth of a LUT.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from onceflow.latency.calibration import Calibration, fit_calibration
 from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.fidelity import fidelity
 from onceflow.latency.lut import Lut, lut_from_stats, lut_models
-from onceflow.latency.measured import MeasuredModel
+from onceflow.latency.measured import MeasuredEstimator, MeasuredModel, fit_measured
 from onceflow.latency.protocol import LatencyStats, MeasureProtocol
 from onceflow.latency.selection import choose_estimator
 from onceflow.supernet.arch import Arch
@@ -49,8 +52,10 @@ class TableResult:
 
 
 def protocol_from_config(cfg: LatencyConfig, target: LatencyTarget, seed: int) -> MeasureProtocol:
-    """The protocol for ``target``, with ``clock: auto`` resolved."""
-    p = cfg.protocol
+    """The protocol for ``target``: ``latency.protocol`` with the target's own
+    ``protocol_repeats`` / ``protocol_sessions`` where set, and ``clock: auto`` resolved."""
+    own = {"repeats": target.protocol_repeats, "sessions": target.protocol_sessions}
+    p = cfg.protocol.model_copy(update={k: v for k, v in own.items() if v is not None})
     clock = p.clock
     if clock == "auto":
         clock = "thread_cpu" if target.single_threaded_cpu else "wall"
@@ -298,6 +303,8 @@ def build_latency_table(
     """Measure, calibrate and validate a latency table for ``target_name`` (see module doc)."""
     target: LatencyTarget = cfg.targets[target_name]
     backend.require(target_name)
+    if target.estimator == "measured":
+        return build_measured_table(space, extract, backend, cfg, target_name, seed)
     protocol = protocol_from_config(cfg, target, seed)
     t_start = time.perf_counter()
     specs = space.unique_layer_specs()
@@ -338,3 +345,113 @@ def build_latency_table(
     )
     records = table_records(subnets, stats, fit.predicted, raw)
     return TableResult(lut, fit.calibration, records, metrics, fit.model, fit.selection)
+
+
+# ------------------------------------------------------------ estimator: measured (no LUT)
+def draw_measured_subnets(
+    space: SearchSpace, cfg: LatencyConfig, target: LatencyTarget, seed: int
+) -> Subnets:
+    """M validation subnets, then ``measured_subnets`` training ones (min and max arch
+    first, so the fit spans the whole range); all distinct. No calibration subnets (k = 0)."""
+    rng = np.random.default_rng(seed + 1)
+    n = target.measured_subnets
+    ends = list(dict.fromkeys([space.min_arch(), space.max_arch()]))[:n]
+    valid = sample_distinct(space, cfg.validation_subnets, rng, set(ends))
+    train = ends + sample_distinct(space, n - len(ends), rng, set(ends) | set(valid))
+    return Subnets(valid + train, 0, cfg.validation_subnets)
+
+
+def measured_metrics(
+    target_name: str,
+    target: LatencyTarget,
+    subnets: Subnets,
+    model: MeasuredModel,
+    predicted: np.ndarray,
+    stats: list[LatencyStats],
+    timings: Timings,
+    backend: Backend,
+    protocol: MeasureProtocol,
+    t_start: float,
+) -> dict:
+    """The record of a measured-only table: fidelity on the held-out subnets, the chosen
+    model and its cross-validated rivals, noise, timings; and why there is no LUT."""
+    v = subnets.validation
+    measured = np.array([s.median for s in stats])
+    cvs = np.array([s.cv for s in stats])
+    return {
+        "target": target_name,
+        "backend": target.backend,
+        "estimator": "measured",
+        "lut": (
+            "none: estimator measured fits whole subnets only (no per-layer table is timed); "
+            "use estimator lut or auto for one"
+        ),
+        **fidelity(predicted[v], measured[v], cvs[v]),
+        "n_measured_train": int(len(subnets.train)),
+        "measured_model": model.cv["chosen"],
+        "measured_cv": model.cv["candidates"][model.cv["chosen"]],
+        "noise": {**backend.noise, "bimodal_subnets": sum(s.bimodal for s in stats)},
+        "build_seconds": round(timings.seconds, 3),
+        "total_seconds": round(time.perf_counter() - t_start, 3),
+        "measured_ms_range": [float(measured.min()), float(measured.max())],
+        "clock": protocol.clock,
+        "wall_over_clock": float(np.median(np.median(timings.wall, axis=1) / measured)),
+    }
+
+
+def build_measured_table(
+    space: SearchSpace,
+    extract: Callable[[Arch], nn.Module],
+    backend: Backend,
+    cfg: LatencyConfig,
+    target_name: str,
+    seed: int = 0,
+) -> TableResult:
+    """``estimator: measured`` on an attached target: time ``measured_subnets`` training and
+    M validation subnets end to end in one interleaved pass (no per-layer table), fit the
+    measured-subnet model on the training ones (cross-validated selection) and report its
+    fidelity on the held-out M."""
+    target = cfg.targets[target_name]
+    protocol = protocol_from_config(cfg, target, seed)
+    t_start = time.perf_counter()
+    subnets = draw_measured_subnets(space, cfg, target, seed)
+    log.info(
+        "timing %d training + %d validation subnets on %s (%s clock), no per-layer table",
+        len(subnets.train),
+        subnets.m,
+        backend.name,
+        protocol.clock,
+    )
+    b, c = target.batch_size, space.in_channels
+    models = [(extract(a).eval(), (b, c, a.resolution, a.resolution)) for a in subnets.archs]
+    timings = time_in_one_pass(backend, models, protocol, t_start)
+    measured = np.array([s.median for s in timings.stats])
+    encoded = space.encode_batch(subnets.archs)
+    train = subnets.train
+    model = fit_measured(space, encoded[train], measured[train], None, seed=seed)
+    predicted = MeasuredEstimator(space, model).predict(encoded)
+    metrics = measured_metrics(
+        target_name, target, subnets, model, predicted, timings.stats, timings, backend,
+        protocol, t_start,
+    )  # fmt: skip
+    log.info(
+        "%s (measured, %s): within_10pct=%.3f kendall_tau=%.3f mape=%.4f noise_cv=%.4f",
+        target_name,
+        model.cv["chosen"],
+        metrics["within_10pct"],
+        metrics["kendall_tau"],
+        metrics["mape"],
+        metrics["noise_cv"],
+    )
+    records = [
+        {
+            "arch": str(a),
+            "role": subnets.role(i),
+            "measured_ms": float(measured[i]),
+            "predicted_ms": float(predicted[i]),
+            "cv": float(timings.stats[i].cv),
+        }
+        for i, a in enumerate(subnets.archs)
+    ]
+    selection = {"mode": "measured", "chosen": "measured", "reason": metrics["lut"]}
+    return TableResult(None, None, records, metrics, model, selection)
