@@ -387,6 +387,11 @@ class LatencyTarget(StrictModel):
     # Whole subnets timed (attached) or required (imported) to fit the measured estimator;
     # the validation subnets stay held out.
     measured_subnets: Annotated[int, Field(ge=10)] = 100
+    # This target's latency.protocol.repeats / .sessions (null: the protocol's): a slow runtime
+    # fit on whole subnets (torch eager) needs fewer samples than a LUT's tiny layers, and one
+    # torch module timed as three "sessions" is the same module three times.
+    protocol_repeats: Annotated[int, Field(ge=1)] | None = None
+    protocol_sessions: Annotated[int, Field(ge=1)] | None = None
 
     def results_path(self, name: str) -> str:
         """Where this (imported) target's results file lives, relative to the repo root."""

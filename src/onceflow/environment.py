@@ -42,7 +42,8 @@ STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "latency_table": ("torch", "numpy", "onnx"),
     "predictor": ("torch", "numpy"),
     "search": ("torch", "numpy"),
-    "package": ("torch", "numpy", "numba", "onnx"),  # numba: the fine-tune's kernel
+    # numba: the fine-tune's kernel; onnxruntime: the ONNX parity check, on every backend
+    "package": ("torch", "numpy", "numba", "onnx", "onnxruntime"),
     "specialize_report": ("torch", "numpy", "onnx", "onnxruntime", "tensorrt"),
     "publish": (),
     "report": (),

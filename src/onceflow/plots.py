@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 110
+MAX_PNG_PX = 1270  # widest figure: fits the report's 1280 px page
 _MARKERS = "osD^vP*X"
 
 
@@ -203,15 +204,21 @@ def specialization_png(
     """One panel per host target: its budgets as lines and the ``points`` placed on it (``host``,
     ``source``, ``latency_ms``, ``accuracy``); the host's own picks filled, other targets'
     hollow, one color and marker per source target."""
+    # At most 3 panels a row, the figure at most MAX_PNG_PX wide (the report's 1280 px page).
+    ncols = min(len(targets), 3)
+    nrows = -(-len(targets) // ncols)
+    panel_in = min(4.6, MAX_PNG_PX / DPI / ncols)
     fig, axes = pyplot().subplots(
-        1, len(targets), figsize=(4.6 * len(targets), 4.2), dpi=DPI, squeeze=False
+        nrows, ncols, figsize=(panel_in * ncols, 4.2 * nrows), dpi=DPI, squeeze=False
     )
+    for ax in axes.flat[len(targets) :]:
+        ax.set_visible(False)
     colors = {n: f"C{i}" for i, n in enumerate(targets)}
 
     def nan(v: float | None) -> float:
         return float("nan") if v is None else v
 
-    for ax, host in zip(axes[0], targets, strict=True):
+    for ax, host in zip(axes.flat, targets, strict=False):
         for b in budgets.get(host, ()):
             ax.axvline(b, color="gray", lw=0.8, ls="--")
         for src in [host, *(t for t in targets if t != host)]:  # own picks first

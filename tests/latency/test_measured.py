@@ -133,6 +133,35 @@ def test_table_with_estimator_auto_times_training_subnets_and_records_the_choice
     np.testing.assert_allclose(est.predict(enc), [r["predicted_ms"] for r in valid], rtol=1e-9)
 
 
+def test_table_with_estimator_measured_times_whole_subnets_only(
+    tmp_path, tiny_space: SearchSpace
+) -> None:
+    """An attached `estimator: measured` target times no per-layer table: only its training
+    and validation subnets, and the artifacts hold no lut.json yet load for search."""
+    cfg = tiny_latency_config(backend="torch", estimator="measured", measured_subnets=12)
+    supernet = Supernet(tiny_space).eval()
+    be = make_backend(cfg.targets["t"])
+    res = build_latency_table(tiny_space, build_layer, supernet.extract, be, cfg, "t", seed=0)
+    assert be.noise["models"] == 12 + 6  # whole subnets only: no layer, no call overhead
+    assert res.lut is None and res.calibration is None and res.measured is not None
+    roles = [r["role"] for r in res.records]
+    assert roles.count("training") == 12 and roles.count("validation") == 6
+    assert len({r["arch"] for r in res.records}) == 18
+    archs = {r["arch"] for r in res.records if r["role"] == "training"}
+    assert {str(tiny_space.min_arch()), str(tiny_space.max_arch())} <= archs
+    m = res.metrics
+    assert m["estimator"] == "measured" and m["n_measured_train"] == 12
+    assert m["lut"].startswith("none") and m["measured_model"] == res.measured.cv["chosen"]
+    assert "lut" not in res.measured.feature_set and m["n_validation"] == 6
+    res.metrics["host"] = {}
+    LatencyTableOutputs("t", res, b"").save(tmp_path)
+    assert not (tmp_path / LUT_FILE).exists()
+    est = load_estimator(tmp_path, tiny_space)
+    assert isinstance(est, MeasuredEstimator)
+    enc = tiny_space.encode_batch([_parse(r["arch"]) for r in res.records])
+    np.testing.assert_allclose(est.predict(enc), [r["predicted_ms"] for r in res.records])
+
+
 def _parse(s: str):  # noqa: ANN202
     from onceflow.supernet import Arch
 

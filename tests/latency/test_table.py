@@ -95,3 +95,19 @@ def test_build_table_on_ort_int8_times_quantized_layers_and_subnets(
     assert res.lut.meta["target_config"]["precision"] == "int8"
     assert np.isfinite(res.metrics["kendall_tau"]) and res.metrics["n_validation"] == 6
     assert res.records[1]["measured_ms"] > res.records[0]["measured_ms"]  # max > min
+
+
+def test_a_target_may_set_its_own_repeats_and_sessions() -> None:
+    from onceflow.latency.table import protocol_from_config
+
+    cfg = LatencyConfig(
+        targets={
+            "own": LatencyTarget(backend="torch", protocol_repeats=30, protocol_sessions=1),
+            "shared": LatencyTarget(),
+        }
+    )
+    own = protocol_from_config(cfg, cfg.targets["own"], seed=0)
+    shared = protocol_from_config(cfg, cfg.targets["shared"], seed=0)
+    assert (own.repeats, own.sessions) == (30, 1)
+    assert (shared.repeats, shared.sessions) == (cfg.protocol.repeats, cfg.protocol.sessions)
+    assert own.warmup == shared.warmup and own.clock == shared.clock == "thread_cpu"

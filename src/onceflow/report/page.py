@@ -143,11 +143,13 @@ def _target_title(t: TargetOutputs) -> str:
 
 def latency_section(run: RunOutputs) -> str:
     rows: tuple[Row, ...] = (
+        ("estimator", "estimator", ""),
         ("held-out subnets within ±10%", "within_10pct", "pct"),
         ("Kendall τ (held-out)", "kendall_tau", "tau"),
         ("MAPE (held-out)", "mape", "pct"),
         ("MAPE before calibration", "mape_uncalibrated", "pct"),
         ("calibration", "calibration_model", ""),
+        ("measured-subnet model", "measured_model", ""),
         ("measurement noise (median CV)", "noise_cv", "pct"),
         ("LUT entries", "lut_entries", ""),
         ("call overhead", "call_overhead_ms", "ms"),
@@ -173,8 +175,9 @@ def latency_section(run: RunOutputs) -> str:
     if not run.targets:
         parts.append(missing("latency target", "metrics/latency/<target>.json", "latency_table"))
     intro = (
-        "<p>Each target's estimator (LUT sum, calibrated) against end-to-end measured "
-        "subnets: calibration subnets fit it, held-out subnets judge it.</p>"
+        "<p>Each target's estimator (LUT sum, calibrated; or a model fit on measured whole "
+        "subnets) against end-to-end measured subnets: calibration or training subnets fit "
+        "it, held-out subnets judge it.</p>"
     )
     return section("latency", "ok" if have else "missing", intro + "".join(parts))
 
