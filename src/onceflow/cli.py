@@ -29,11 +29,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-try:  # typer >= 0.2x vendors click as typer._click; older typer uses click itself
-    from typer._click import exceptions as _cx
-except ImportError:  # pragma: no cover
-    from click import exceptions as _cx  # type: ignore[no-redef]
-
 from onceflow import __version__
 from onceflow.config import PublishConfig
 from onceflow.errors import OnceflowError
@@ -63,18 +58,18 @@ class _OneLineErrors(TyperGroup):
 
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
-        except _cx.NoArgsIsHelpError as err:
-            typer.echo(_clean_help(err.ctx.get_help()), err=True)
-            sys.exit(err.exit_code)
-        except _cx.ClickException as err:
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(130)
+        except typer.TyperException as err:  # click's usage errors, through typer's public base
             ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError" and ctx is not None:  # a bare group
+                typer.echo(_clean_help(ctx.get_help()), err=True)
+                sys.exit(err.exit_code)
             where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
             msg = " ".join(redact(err.format_message()).split())
             typer.echo(f"error: {msg}{where}", err=True)
             sys.exit(err.exit_code)
-        except typer.Abort:
-            typer.echo("error: aborted", err=True)
-            sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
