@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.metrics import package_headline, parse_stage_args, write_metrics
+from onceflow.metrics import package_headline, write_metrics
 from onceflow.package.pipeline import package_stage
 
 
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("supernet", "data", "selection", "latency", "out", "metrics"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--predictor", default="models/predictor", help="recorded in the lineage only")
-    args = parse_stage_args(ap, argv)
+    args = stage.parse_args(ap, argv)
 
     params = load_params(args.params)
     run = package_stage(

@@ -10,7 +10,7 @@ from onceflow import stage
 from onceflow.config import load_params
 from onceflow.data.prepare import prepare_dataset
 from onceflow.io import atomic_dir, write_json_atomic, write_text_atomic
-from onceflow.metrics import parse_stage_args, write_metrics
+from onceflow.metrics import write_metrics
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--report", required=True, help="validation report (JSON)")
     ap.add_argument("--summary", required=True, help="validation summary (Markdown)")
     ap.add_argument("--metrics", required=True)
-    args = parse_stage_args(ap, argv)
+    args = stage.parse_args(ap, argv)
 
     params = load_params(args.params)
     result = prepare_dataset(params.data, params.base.seed)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.metrics import parse_stage_args, write_metrics
+from onceflow.metrics import write_metrics
 from onceflow.registry.publish import run_publish
 
 
@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--artifacts", required=True, help="artifacts/<target>/<model-id>/ packages")
     ap.add_argument("--metrics", required=True)
-    args = parse_stage_args(ap, argv)
+    args = stage.parse_args(ap, argv)
 
     run = run_publish(load_params(args.params).publish, args.artifacts)
     write_metrics(args.metrics, run.headline, run.details, args.details)

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
-from onceflow.metrics import parse_stage_args, write_metrics
 from onceflow.search_stage import run_search_target
 
 
@@ -20,19 +18,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("target", "supernet", "data", "predictor", "latency", "out", "metrics", "plot"):
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--plot-data", required=True, help="CSV of the plotted points (DVC plot)")
-    args = parse_stage_args(ap, argv)
+    args = stage.parse_args(ap, argv)
 
     params = load_params(args.params)
     result = run_search_target(
         params, args.target, supernet_dir=args.supernet, data_dir=args.data,
         predictor_dir=args.predictor, latency_dir=args.latency,
     )  # fmt: skip
-    with atomic_dir(args.out) as tmp:
-        result.save(tmp)
-    write_metrics(args.metrics, result.headline, result.details, args.details)
-    write_bytes_atomic(args.plot, result.plot_png)
-    write_text_atomic(args.plot_data, result.plot_csv)
-    stage.log.info("%s", result.summary)
+    stage.write_outputs(result, args)
 
 
 if __name__ == "__main__":

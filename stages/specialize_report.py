@@ -8,8 +8,6 @@ from collections.abc import Sequence
 
 from onceflow import stage
 from onceflow.config import load_params
-from onceflow.io import write_bytes_atomic, write_text_atomic
-from onceflow.metrics import parse_stage_args, write_metrics
 from onceflow.specialization.report import run_specialization
 
 
@@ -20,15 +18,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in names:
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--plot-data", required=True, help="the plot's points (CSV) for dvc plots")
-    args = parse_stage_args(ap, argv)
+    args = stage.parse_args(ap, argv)
     result = run_specialization(
         load_params(args.params), supernet_dir=args.supernet, data_dir=args.data,
         latency_root=args.latency, search_root=args.search, artifacts_root=args.artifacts,
     )  # fmt: skip
-    write_metrics(args.metrics, result.headline, result.details, args.details)
-    write_bytes_atomic(args.plot, result.plot_png)
-    write_text_atomic(args.plot_data, result.plot_csv)
-    stage.log.info("%s", result.summary)
+    stage.write_outputs(result, args)
 
 
 if __name__ == "__main__":

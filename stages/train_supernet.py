@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from onceflow import hostcache, stage
 from onceflow.config import load_params
 from onceflow.io import atomic_dir
-from onceflow.metrics import parse_stage_args, supernet_headline, write_metrics
+from onceflow.metrics import supernet_headline, write_metrics
 from onceflow.supernet import save_supernet
 from onceflow.train.pipeline import supernet_training
 
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("params", "data", "out", "metrics", "live"):
         ap.add_argument(f"--{name}", required=name != "params", default="params.yaml")
     ap.add_argument("--checkpoints", help="default: <onceflow cache>/checkpoints/supernet")
-    args = parse_stage_args(ap, argv)
+    args = stage.parse_args(ap, argv)
 
     params = load_params(args.params)
     with supernet_training(

@@ -9,11 +9,10 @@ reads both. On the default run the table is about 100 characters wide.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +49,6 @@ def _scalar(v: Any) -> Scalar:
     if isinstance(v, float):  # 4 decimals: a headline is read, the details keep the rest
         return round(v, 4) if math.isfinite(v) else None
     raise TypeError(f"headline metric values are scalars, got {type(v).__name__}: {v!r}")
-
-
-def parse_stage_args(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse a stage's arguments (which include ``--metrics``) plus the optional ``--details``,
-    which defaults to the file next to the headline (:func:`details_path`)."""
-    ap.add_argument(
-        "--details", default=None, help="JSON behind the headline metrics (default: next to it)"
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
-    return args
 
 
 def write_metrics(

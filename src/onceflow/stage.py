@@ -1,4 +1,6 @@
-"""What every stage module shares: logging set-up and turning user errors into exit codes."""
+"""What every stage module shares: one way to parse its arguments (:func:`parse_args`), one way
+to write its outputs (:func:`write_outputs`), logging set-up and turning user errors into exit
+codes (:func:`run`)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import onceflow
 from onceflow.errors import OnceflowError
@@ -29,6 +32,49 @@ def record_outcome(event: str, exit_code: int | None = None, error: str = "") ->
     rec = {"stage": os.environ.get("DVC_STAGE", ""), "event": event, "exit_code": exit_code}
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({**rec, "error": error}) + "\n")
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse a stage's arguments (``--params``, default ``params.yaml``, and its own flags,
+    which include ``--metrics``) plus ``--details``, which defaults to the file next to the
+    headline (:func:`onceflow.metrics.details_path`)."""
+    from onceflow.metrics import details_path
+
+    ap.add_argument(
+        "--details", default=None, help="JSON behind the headline metrics (default: next to it)"
+    )
+    args = ap.parse_args(argv)
+    args.details = args.details or details_path(args.metrics)
+    return args
+
+
+class StageOutputs(Protocol):
+    """What a stage's library entry returns: headline metrics and their details, and the
+    summary it logs; optionally an artifact directory (``save``) and a plot (PNG + points)."""
+
+    headline: Mapping[str, Any]
+    details: Mapping[str, Any]
+    summary: str
+
+
+def write_outputs(result: StageOutputs, args: argparse.Namespace) -> None:
+    """Write a stage's outputs where its arguments say, each atomically: the artifact
+    directory (``--out``, when the result saves one), the metrics and details, the plot and
+    its points (``--plot``/``--plot-data``, when the result has them); then log the summary."""
+    from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
+    from onceflow.metrics import write_metrics
+
+    save = getattr(result, "save", None)
+    if save is not None:
+        with atomic_dir(args.out) as tmp:
+            save(tmp)
+    write_metrics(args.metrics, result.headline, result.details, args.details)
+    png, csv = getattr(result, "plot_png", None), getattr(result, "plot_csv", None)
+    if png is not None:
+        write_bytes_atomic(args.plot, png)
+    if csv is not None:
+        write_text_atomic(args.plot_data, csv)
+    log.info("%s", result.summary)
 
 
 def setup_logging(level: str | None = None) -> None:

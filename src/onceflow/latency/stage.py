@@ -60,6 +60,11 @@ class LatencyTableOutputs:
         return latency_headline(self.table.metrics)
 
     @property
+    def summary(self) -> str:
+        head = ", ".join(f"{k}={v:.3g}" for k, v in self.headline.items() if isinstance(v, float))
+        return f"latency table for {self.target}: {head}"
+
+    @property
     def plot_csv(self) -> str:
         """The plot's points for ``dvc plots`` (x measured_ms, y predicted_ms)."""
         return plot_rows(self.table.records)
