@@ -508,20 +508,28 @@ class PredictorConfig(StrictModel):
     gbm_max_leaf_nodes: Annotated[int, Field(ge=2, le=65536)] = 15
     gbm_min_samples_leaf: Annotated[int, Field(ge=1)] = 5
 
+    def n_holdout(self, n: int) -> int:
+        """Subnets of ``n`` the selection holds out for the reported metrics."""
+        return int(round(self.holdout_fraction * n))
+
+    def fits_samples(self, n: int) -> bool:
+        """The one sample-size rule: ``n`` subnets hold out >= 3 and leave >= max(2 k, 6) to
+        k-fold (checked here before hours of measuring, and by the fit on the rows it got)."""
+        hold = self.n_holdout(n)
+        return hold >= 3 and n - hold >= max(2 * self.k_folds, 6)
+
+    def min_samples(self) -> int:
+        """The fewest subnets :meth:`fits_samples` accepts."""
+        return next(n for n in range(1, 100_000) if self.fits_samples(n))
+
     @model_validator(mode="after")
     def _enough_samples(self) -> PredictorConfig:
-        # The selection holds out round(holdout_fraction * n) >= 3 subnets and k-folds the
-        # rest (>= max(2 k, 6)): check it here, before hours of measuring.
-        def fits(n: int) -> bool:
-            hold = int(round(self.holdout_fraction * n))
-            return hold >= 3 and n - hold >= max(2 * self.k_folds, 6)
-
-        if not fits(self.n_samples):
-            need = next(n for n in range(self.n_samples, 100_000) if fits(n))
+        if not self.fits_samples(self.n_samples):
             raise ValueError(
                 f"predictor.n_samples: {self.n_samples} subnets are too few for "
                 f"{self.k_folds}-fold selection with holdout_fraction {self.holdout_fraction}; "
-                f"use n_samples >= {need} (or a larger holdout_fraction / fewer k_folds)"
+                f"use n_samples >= {self.min_samples()} (or a larger holdout_fraction / fewer "
+                "k_folds)"
             )
         return self
 

@@ -62,9 +62,12 @@ def test_interaction_truth_is_not_chosen_linear(tiny_space: SearchSpace) -> None
 
 
 def test_too_few_samples_is_a_clear_error(tiny_space: SearchSpace) -> None:
-    _, X, y = synthetic(tiny_space, 8, interaction=False)
-    with pytest.raises(DataError, match="raise predictor.n_samples"):
-        select_and_fit(X, y, ["ridge"], p=fast(k_folds=5))
+    p = fast(k_folds=5)
+    need = p.min_samples()  # the schema's rule: the fit applies the same one
+    _, X, y = synthetic(tiny_space, need, interaction=False)
+    with pytest.raises(DataError, match=rf"{need - 1} samples .* \(>= {need}\)"):
+        select_and_fit(X[: need - 1], y[: need - 1], ["ridge"], p=p)
+    select_and_fit(X, y, ["ridge"], p=p, seed=0)  # exactly enough
 
 
 def test_rank_metrics_known_values() -> None:

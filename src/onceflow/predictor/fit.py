@@ -92,11 +92,12 @@ def _select_and_fit(
     k_folds, holdout_fraction, tie_tolerance = p.k_folds, p.holdout_fraction, p.tie_tolerance
     curve_points = p.curve_points
     n = len(y)
-    n_hold = int(round(holdout_fraction * n))
-    if n < max(2 * k_folds, 6) or n - n_hold < 6 or n_hold < 3:
+    n_hold = p.n_holdout(n)
+    if not p.fits_samples(n):
         raise DataError(
             f"predictor: {n} samples are too few for {k_folds}-fold selection with a "
-            f"{holdout_fraction:.0%} held-out split; raise predictor.n_samples (>= {4 * k_folds})"
+            f"{holdout_fraction:.0%} held-out split; raise predictor.n_samples "
+            f"(>= {p.min_samples()})"
         )
     rng = np.random.default_rng(seed)
     folds = np.array_split(rng.permutation(n), k_folds)
