@@ -142,10 +142,17 @@ def disagreeing_defaults(classes: Iterable[type]) -> list[str]:
                 mine = f.default_factory()
             else:
                 continue
-            if all(_plain(mine) != d for _, d in schema[f.name]):
-                where = ", ".join(f"{m}.{f.name}={d!r}" for m, d in schema[f.name])
+            if where := _disagreement(f.name, mine, schema):
                 bad.append(f"{cls.__module__}.{cls.__qualname__}.{f.name}={mine!r} ({where})")
     return bad
+
+
+def _disagreement(name: str, value: Any, schema: dict[str, list[tuple[str, Any]]]) -> str:
+    """The schema's defaults of ``name`` (``Model.name=default, ...``) when ``value`` matches
+    none of them; else ''."""
+    if any(_plain(value) == d for _, d in schema[name]):
+        return ""
+    return ", ".join(f"{m}.{name}={d!r}" for m, d in schema[name])
 
 
 def test_no_library_dataclass_disagrees_with_the_schema() -> None:
@@ -215,8 +222,7 @@ def disagreeing_signature_defaults(
                 continue
             if p.name in skip or f"{name}.{p.name}" in skip:
                 continue
-            if all(_plain(p.default) != d for _, d in schema[p.name]):
-                where = ", ".join(f"{m}.{p.name}={d!r}" for m, d in schema[p.name])
+            if where := _disagreement(p.name, p.default, schema):
                 bad.append(f"{name}({p.name}={p.default!r}) ({where})")
     return bad
 

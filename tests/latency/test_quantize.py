@@ -46,11 +46,17 @@ def test_target_calibration_images_only_for_int8(tmp_path) -> None:
     assert images is not None and images.shape[0] == 8 and images.dtype == np.float32
 
 
-def test_quantized_subnet_is_qdq_with_every_conv_weight_int8(tiny_space) -> None:
-    net = Supernet(tiny_space).eval()
-    arch = tiny_space.max_arch()
+def _quantized_max_subnet(space) -> bytes:
+    net = Supernet(space).eval()
+    arch = space.max_arch()
     shape = (1, 1, arch.resolution, arch.resolution)
-    q = quantize_onnx(to_onnx_bytes(net.extract(arch), shape), calibration_batches(None, shape, 4))
+    return quantize_onnx(
+        to_onnx_bytes(net.extract(arch), shape), calibration_batches(None, shape, 4)
+    )
+
+
+def test_quantized_subnet_is_qdq_with_every_conv_weight_int8(tiny_space) -> None:
+    q = _quantized_max_subnet(tiny_space)
     proto = onnx.load_from_string(q)
     onnx.checker.check_model(proto)
     producers = {o: n.op_type for n in proto.graph.node for o in n.output}
@@ -62,11 +68,7 @@ def test_quantized_subnet_is_qdq_with_every_conv_weight_int8(tiny_space) -> None
 def test_int8_weights_use_a_7_bit_range(tiny_space) -> None:
     # ONNX Runtime's u8s8 kernels on x86 without VNNI saturate on full-range int8 weights
     # (an AVX2 machine: 93% top-1 agreement with fp32; 7-bit weights: 99.6%).
-    net = Supernet(tiny_space).eval()
-    arch = tiny_space.max_arch()
-    shape = (1, 1, arch.resolution, arch.resolution)
-    q = quantize_onnx(to_onnx_bytes(net.extract(arch), shape), calibration_batches(None, shape, 4))
-    proto = onnx.load_from_string(q)
+    proto = onnx.load_from_string(_quantized_max_subnet(tiny_space))
     int8 = [
         onnx.numpy_helper.to_array(t)
         for t in proto.graph.initializer
