@@ -139,6 +139,24 @@ def test_gap_and_cost_ratio_of_known_accuracies() -> None:
     assert bench.summarize(two, 1.0, [1.0])["archs"][0]["gaps_pp"] == [5.0, -5.0]
 
 
+def test_bench_archs_are_the_picks_then_min_and_mid(tmp_path: Path, default_space) -> None:
+    """With a selection the rows are its three picks (lowest, middle, highest budget), then the
+    space's min and mid archs; without one, the max arch takes the picks' place."""
+    bench = _bench_module()
+    rng = np.random.default_rng(0)
+    picks = [default_space.sample(rng) for _ in range(3)]
+    sel = tmp_path / "selected.json"
+    sel.write_text(
+        json.dumps({"selected": [{"budget_ms": i, "arch": str(a)} for i, a in enumerate(picks)]})
+    )
+    rows = bench.pick_archs(default_space, sel, ["picks", "min", "mid"])
+    assert [r["group"] for r in rows] == ["picks"] * 3 + ["min", "mid"]
+    want = [*picks, default_space.min_arch(), default_space.mid_arch()]
+    assert [r["arch"] for r in rows] == [str(default_space.canonical(a)) for a in want]
+    rows = bench.pick_archs(default_space, tmp_path / "none.json", ["picks", "min", "mid"])
+    assert [r["group"] for r in rows] == ["max", "min", "mid"]
+
+
 def _bench_module():  # noqa: ANN202 - the benchmark script, imported by path
     import importlib.util
 
