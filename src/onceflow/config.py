@@ -220,6 +220,19 @@ class TrainConfig(StrictModel):
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # SGD with Nesterov
     weight_decay: Annotated[float, Field(ge=0.0)] = 4e-5  # not applied to BN and biases
     grad_clip: Annotated[float, Field(gt=0)] | None = 5.0  # max grad norm; null = off
+    # Recipe options against the weight-sharing gap (issue 30; benchmarks/bench_weight_sharing.py).
+    # BigNAS: the last BN of each residual block starts at gamma 0 (the block starts as identity).
+    zero_init_last_bn: bool = True
+    # AttentiveNAS: each of the n_random subnets is the best or worst (attentive_pick; best_worst
+    # alternates by step) of this many uniform candidates by attentive_proxy (flops: MACs, more
+    # is better; loss: the batch's label CE, lower is better). 0 or 1: uniform sampling.
+    attentive_pool: Annotated[int, Field(ge=0)] = 0
+    attentive_pick: Literal["best", "worst", "best_worst"] = "best_worst"
+    attentive_proxy: Literal["flops", "loss"] = "flops"
+    # BigNAS: label smoothing and the head's dropout only on the max subnet (the others' label
+    # loss is plain CE). Weight decay is already max-only in effect: the max subnet spans every
+    # weight and the step sums all subnets' gradients.
+    regularize_max_only: bool = False
     hflip: bool = True  # augmentation: random horizontal flip
     crop_padding: Annotated[int, Field(ge=0)] = 0  # augmentation: pad-and-random-crop pixels
     channels_last: bool = True  # memory format of activations

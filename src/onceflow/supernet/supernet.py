@@ -40,7 +40,7 @@ SPACE_FILE = "space.json"
 class Supernet(nn.Module):
     """Elastic MobileNetV3-style network over ``space``; input is (N, C, r, r) normalized."""
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, zero_init_last_bn: bool = True) -> None:
         super().__init__()
         self.space = space
         r = max(space.resolutions)
@@ -51,10 +51,10 @@ class Supernet(nn.Module):
             for b in range(space.n_blocks)
         )
         self.head = DynamicHead(space.head_spec(r, wmax), space.config.dropout)
-        self._init_weights()
+        self._init_weights(zero_init_last_bn)
         self.set_active(space.max_arch())
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_last_bn: bool) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -66,7 +66,10 @@ class Supernet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
-        # Residual blocks start as identity: stabler when many depths share weights (BigNAS).
+        # Residual blocks start as identity: stabler when many depths share weights (BigNAS;
+        # params train.zero_init_last_bn).
+        if not zero_init_last_bn:
+            return
         for blk in self.blocks:
             if blk.residual:
                 nn.init.zeros_(blk.project_bn.weight)

@@ -33,6 +33,7 @@ from onceflow.io import sha256_bytes
 from onceflow.progress import Progress
 from onceflow.supernet import Arch, SearchSpace, Supernet
 from onceflow.train import checkpoint as ckpt
+from onceflow.train.attentive import attentive_step_archs, flops_proxy, loss_proxy
 from onceflow.train.data import augment
 from onceflow.train.distributed import (
     SINGLE_PROCESS,
@@ -171,7 +172,7 @@ def _setup(
     if plan.batch_size < ctx.world_size:
         raise DataError(f"batch of {plan.batch_size} cannot be split over {ctx.world_size} ranks")
     torch.manual_seed(seed)
-    net = Supernet(space).to(device)
+    net = Supernet(space, zero_init_last_bn=cfg.zero_init_last_bn).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     broadcast_state(net, ctx)
@@ -225,11 +226,7 @@ def _train_step(run: _Run, phase: PhaseConfig) -> tuple[float, bool]:
     assert st.optimizer is not None and st.scheduler is not None
     x, y = _batch(run, st.phase, st.step_in_phase, st.global_step)
     run.net.train()
-    archs = (
-        [run.only_arch]
-        if run.only_arch is not None
-        else step_archs(run.net.space, phase, cfg.n_random, run.seed, st.global_step)
-    )
+    archs = _step_archs(run, phase, x, y)
     l_max, l_rest = sandwich_step(run.net, st.optimizer, x, y, archs, cfg, run.ctx)
     lr = st.optimizer.param_groups[0]["lr"]
     st.scheduler.step()
@@ -242,6 +239,20 @@ def _train_step(run: _Run, phase: PhaseConfig) -> tuple[float, bool]:
     run.bar.set_postfix(loss=f"{l_max:.3f}", phase=phase.name, refresh=False)
     phase_steps = st.plan.phase_steps[st.phase]
     return lr, (st.step_in_phase % st.plan.steps_per_epoch == 0 or st.step_in_phase == phase_steps)
+
+
+def _step_archs(run: _Run, phase: PhaseConfig, x: torch.Tensor, y: torch.Tensor) -> list[Arch]:
+    """The subnets of this step: ``only_arch``, the plain sandwich, or (``attentive_pool``
+    >= 2) the sandwich with proxy-picked random subnets (:mod:`onceflow.train.attentive`)."""
+    cfg, space, g = run.cfg, run.net.space, run.state.global_step
+    if run.only_arch is not None:
+        return [run.only_arch]
+    if cfg.attentive_pool < 2 or cfg.n_random == 0:
+        return step_archs(space, phase, cfg.n_random, run.seed, g)
+    proxy = (
+        flops_proxy(space) if cfg.attentive_proxy == "flops" else loss_proxy(run.net, x, y, run.ctx)
+    )
+    return attentive_step_archs(space, phase, cfg, run.seed, g, proxy)
 
 
 def _batch(run: _Run, phase: int, s: int, g: int) -> tuple[torch.Tensor, torch.Tensor]:

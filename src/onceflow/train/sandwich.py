@@ -34,17 +34,17 @@ def distill_loss(
     student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, cfg: TrainConfig
 ) -> torch.Tensor:
     """A non-max subnet's loss: distillation from the max subnet's logits (``cfg.distill``)
-    plus ``cfg.student_ce`` times the label cross-entropy; the label loss alone with "none"."""
+    plus ``cfg.student_ce`` times the label cross-entropy; the label loss alone with "none".
+    The label loss is smoothed as the max subnet's unless ``cfg.regularize_max_only``."""
+    smoothing = 0.0 if cfg.regularize_max_only else cfg.label_smoothing
     if cfg.distill == "none":
-        return F.cross_entropy(student, y, label_smoothing=cfg.label_smoothing)
+        return F.cross_entropy(student, y, label_smoothing=smoothing)
     if cfg.distill == "kl":
         loss = kl_distill(student, teacher)
     else:
         loss = alpha_distill(student, teacher, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
     if cfg.student_ce:
-        loss = loss + cfg.student_ce * F.cross_entropy(
-            student, y, label_smoothing=cfg.label_smoothing
-        )
+        loss = loss + cfg.student_ce * F.cross_entropy(student, y, label_smoothing=smoothing)
     return loss
 
 
@@ -64,7 +64,10 @@ def sandwich_step(
     inputs: dict[int, torch.Tensor] = {}
     teacher = None
     losses: list[float] = []
+    dropout = net.head.dropout
     for arch in archs:
+        # regularize_max_only: the head's dropout on the first (max) subnet only
+        net.head.dropout = 0.0 if cfg.regularize_max_only and teacher is not None else dropout
         if arch.resolution not in inputs:
             inputs[arch.resolution] = resize(x_native, arch.resolution).contiguous(
                 memory_format=memory
@@ -78,6 +81,7 @@ def sandwich_step(
             loss = distill_loss(logits, teacher, y, cfg)
         loss.backward()
         losses.append(float(loss.detach()))
+    net.head.dropout = dropout
     allreduce_gradients(net, ctx)
     if cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
