@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from onceflow.config import PhaseConfig, TrainConfig
+from onceflow.inputs import resize
 from onceflow.supernet import Arch, SearchSpace, Supernet
 from onceflow.supernet.specs import LayerSpec
-from onceflow.train.data import resize
 from onceflow.train.distributed import SINGLE_PROCESS, DistContext, mean_over_ranks
 
 # Scores of candidate subnets, one per candidate; higher = better.
