@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dvc import api as dvc_api
 
 from tests.conftest import run_dvc, tool_env
 from tests.support.workspace import TINY_PARAMS, copy_project, deep_merge
@@ -48,6 +47,8 @@ def commit_run(repo: Path, message: str, cache: Path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
     assert git(repo, "status", "--porcelain") == ""  # every output is either in git or ignored
+    tracked = git(repo, "ls-files", "metrics").split()
+    assert "metrics/predictor.json" in tracked and "metrics/predictor.details.json" in tracked
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,10 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_metrics_and_plots_diff_between_two_commits(two_runs: Path, tmp_path: Path) -> None:
     repo = two_runs
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--json").stdout)
+    # The details are git-tracked metrics too: the search's changed with its samples.
+    assert "metrics/search/ort-cpu.details.json" in diff
     # A second budget: each search reports two picks; training did not move.
-    changed = {(f, k): v for f, keys in diff.items() for k, v in keys.items()}
+    changed = {(f, k): v for f, keys in diff.items() for k, v in keys.items() if "details" not in f}
     assert changed and {f for f, _ in changed} <= {
         f"metrics/{s}/{t}.json" for s in ("search", "package") for t in ("ort-cpu", "ort-cpu-int8")
     } | {"metrics/specialization.json", "metrics/publish.json"}
@@ -160,14 +163,25 @@ def test_queued_experiments_from_a_fresh_clone_record_their_headlines(
         assert heads["metrics/predictor.json"]["kendall_tau"] is not None
         assert heads["metrics/search/ort-cpu.json"]["top1"] is not None
         assert heads["metrics/package/ort-cpu-int8.json"]["models"] == 1
-        # its own predictor, measured with its own params (details: DVC-cached, by the hash
-        # in the experiment's dvc.lock)
-        details = json.loads(
-            dvc_api.read("metrics/predictor.details.json", repo=str(clone), rev=commit)
-        )
+        # its own predictor, measured with its own params (details: in the experiment's commit)
+        details = json.loads(git(clone, "show", f"{commit}:metrics/predictor.details.json"))
         assert details["n_samples"] == n
+        assert "metrics/predictor.details.json" in heads  # a metric (keeps the run cache)
     # the supernet was restored from the run cache, not retrained per experiment
-    assert found["small"][1]["metrics/supernet.json"] == found["large"][1]["metrics/supernet.json"]
+    for f in ("metrics/supernet.json", "metrics/supernet.details.json"):  # train_seconds too
+        assert found["small"][1][f] == found["large"][1][f]
+
+    # `onceflow exps`: the sweep side by side, narrow, headlines only
+    res = subprocess.run(
+        ["onceflow", "exps"], capture_output=True, text=True, env=tool_env(**ENV), cwd=clone
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, res.stdout
+    assert set(lines[0].split()) >= set(sizes)  # a column per experiment (and the commit)
+    table = res.stdout
+    assert "params\n  predictor.n_samples" in table and "predictor\n  kendall_tau" in table
+    assert "details" not in table
 
     dvc(clone, "exp", "apply", "large")
     applied = json.loads((clone / "metrics/predictor.details.json").read_text())
