@@ -44,6 +44,8 @@ def _show(sizes: dict[str, int], targets: tuple[str, ...] = TARGETS) -> list[dic
     ]  # fmt: skip
     exps.append({"revs": [{"rev": "f" * 40, "name": "later", "data": None}], "name": "later",
                  "executor": {"state": "queued"}})  # fmt: skip
+    exps.append({"revs": [{"rev": "e" * 40, "name": "now", "data": _data(99, 0.5, targets)}],
+                 "name": "now", "executor": {"state": "running"}})  # fmt: skip
     return [
         {"rev": "workspace", "name": None, "data": _data(16, 0.9, targets)},
         {"rev": "c0ffee" * 6 + "abcd", "name": "master", "data": _data(16, 0.9, targets),
@@ -53,7 +55,7 @@ def _show(sizes: dict[str, int], targets: tuple[str, ...] = TARGETS) -> list[dic
 
 def test_one_row_per_changed_headline_one_column_per_run() -> None:
     lines, pending = experiments_table(_show({"samples-14": 14, "samples-24": 24}))
-    assert pending == ["later"]
+    assert pending == ["later (queued)", "now (running)"]  # no column: results incomplete
     head, revs = lines[0].split(), lines[1].split()
     assert head == ["master", "samples-14", "samples-24"]  # the workspace repeats master
     assert revs == ["c0ffeec", "0000001", "0000002"]

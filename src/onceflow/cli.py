@@ -500,7 +500,7 @@ def exps(
     for line in lines or ["no results yet: run `dvc repro` or `dvc exp run`"]:
         typer.echo(line)
     if pending:
-        typer.echo(f"not shown, no results yet (see `dvc queue status`): {', '.join(pending)}")
+        typer.echo(f"not shown (see `dvc queue status`): {', '.join(pending)}")
 
 
 def _sub_app(name: str, help: str) -> typer.Typer:

@@ -82,12 +82,13 @@ def runs_from_show(show: Sequence[Mapping[str, Any]]) -> tuple[list[Run], list[s
         if base.get("data"):
             runs.append(Run(str(base.get("name") or rev[:7]), rev, _values(base["data"])))
         for exp_range in base.get("experiments") or []:
+            status = (exp_range.get("executor") or {}).get("state") or "success"
             for state in exp_range.get("revs") or []:
                 name = str(state.get("name") or exp_range.get("name") or state.get("rev", "")[:7])
-                if state.get("data") and not state.get("error"):
+                if status == "success" and state.get("data") and not state.get("error"):
                     runs.append(Run(name, str(state.get("rev") or ""), _values(state["data"])))
-                else:
-                    pending.append(name)
+                else:  # a queued one has its params but no results; a running one, some
+                    pending.append(f"{name} ({status})")
     if workspace is not None and (not runs or workspace.values != runs[0].values):
         runs.insert(0, workspace)  # uncommitted results (else it repeats HEAD's column)
     return runs, pending
