@@ -11,6 +11,7 @@ Bad `-S` overrides end like bad params: the stage's one-line config error.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -129,15 +130,36 @@ def _exp_headlines(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str,
     return out
 
 
+def _workers_alive(repo: Path) -> bool:
+    """Whether a queue worker `dvc queue start` spawned still runs (DVC's process records)."""
+    for info in (repo / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+        rec = json.loads(info.read_text())
+        try:
+            os.kill(int(rec["pid"]), 0)
+        except ProcessLookupError:
+            continue
+        if rec.get("returncode") is None:
+            return True
+    return False
+
+
 def _wait_for_queue(repo: Path, timeout_s: float = 900) -> str:
+    """Wait until the queue's worker exits (it does when the queue is empty), then read the
+    queue's status once. Polling `dvc queue status` instead broadcasts through celery's file
+    broker, and the worker can read a message file still being written and die (kombu's
+    filesystem transport: JSONDecodeError, "Unrecoverable error"), stranding the queue."""
     end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        status = dvc(repo, "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            return status
+    records = repo / ".dvc/tmp/exps/celery"
+    while not any(records.glob("dvc-exp-worker-*.json")) and time.monotonic() < end:
+        time.sleep(1)  # `dvc queue start` spawned it; its record follows
+    while _workers_alive(repo) and time.monotonic() < end:
         time.sleep(3)
-    dvc(repo, "queue", "kill", "--all", check=False)  # pragma: no cover - a hung queue
-    pytest.fail(f"queue still running after {timeout_s} s:\n{status}")
+    status = dvc(repo, "queue", "status").stdout
+    if re.search(r"\b(Queued|Running)\b", status):
+        dvc(repo, "queue", "kill", "--all", check=False)  # pragma: no cover - a hung queue
+        logs = "".join(p.read_text() for p in records.glob("*.out"))
+        pytest.fail(f"queue not done after its worker stopped:\n{status}\n{logs[-3000:]}")
+    return status
 
 
 def test_queued_experiments_from_a_fresh_clone_record_their_headlines(
