@@ -15,18 +15,16 @@ setup:
 
 run: setup
 	dvc repro
-	@dvc metrics show
+	@dvc metrics show $$(find metrics -name '*.json' ! -name '*.details.json' | sort)  # headlines
 	@echo "Run report (one self-contained page, opens offline): $(CURDIR)/reports/run.html"
 
 report: setup
 	onceflow report
 
-# `dvc exp show --only-changed` without the columns that only add width: the hashes of
-# dependency folders (every upstream output; a dep's name has a `/` or is a top folder), the
-# creation time and the queue's state.
-EXP_DROP := Created|State|Executor|[^:]*/[^:]*$$|(artifacts|latency|metrics|plots|search)$$
+# `dvc exp show` on its side (one row per headline or changed param, one column per run; see
+# `onceflow exps --help`): plain `dvc exp show --only-changed` is hundreds of characters wide.
 exps: setup
-	@dvc exp show --only-changed --drop '$(EXP_DROP)'
+	@onceflow exps
 
 # The suite on up to 4 xdist workers (one per core), a test module per worker at a time (its
 # module fixtures built once); slow tests start first (tests/conftest.py).

@@ -11,6 +11,7 @@ Bad `-S` overrides end like bad params: the stage's one-line config error.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dvc import api as dvc_api
 
 from tests.conftest import run_dvc, tool_env
 from tests.support.workspace import TINY_PARAMS, copy_project, deep_merge
@@ -48,6 +48,8 @@ def commit_run(repo: Path, message: str, cache: Path) -> None:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
     assert git(repo, "status", "--porcelain") == ""  # every output is either in git or ignored
+    tracked = git(repo, "ls-files", "metrics").split()
+    assert "metrics/predictor.json" in tracked and "metrics/predictor.details.json" in tracked
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +80,10 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_metrics_and_plots_diff_between_two_commits(two_runs: Path, tmp_path: Path) -> None:
     repo = two_runs
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "--json").stdout)
+    # The details are git-tracked metrics too: the search's changed with its samples.
+    assert "metrics/search/ort-cpu.details.json" in diff
     # A second budget: each search reports two picks; training did not move.
-    changed = {(f, k): v for f, keys in diff.items() for k, v in keys.items()}
+    changed = {(f, k): v for f, keys in diff.items() for k, v in keys.items() if "details" not in f}
     assert changed and {f for f, _ in changed} <= {
         f"metrics/{s}/{t}.json" for s in ("search", "package") for t in ("ort-cpu", "ort-cpu-int8")
     } | {"metrics/specialization.json", "metrics/publish.json"}
@@ -126,15 +130,36 @@ def _exp_headlines(show: list[dict[str, Any]]) -> dict[str, tuple[str, dict[str,
     return out
 
 
+def _workers_alive(repo: Path) -> bool:
+    """Whether a queue worker `dvc queue start` spawned still runs (DVC's process records)."""
+    for info in (repo / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+        rec = json.loads(info.read_text())
+        try:
+            os.kill(int(rec["pid"]), 0)
+        except ProcessLookupError:
+            continue
+        if rec.get("returncode") is None:
+            return True
+    return False
+
+
 def _wait_for_queue(repo: Path, timeout_s: float = 900) -> str:
+    """Wait until the queue's worker exits (it does when the queue is empty), then read the
+    queue's status once. Polling `dvc queue status` instead broadcasts through celery's file
+    broker, and the worker can read a message file still being written and die (kombu's
+    filesystem transport: JSONDecodeError, "Unrecoverable error"), stranding the queue."""
     end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        status = dvc(repo, "queue", "status").stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            return status
+    records = repo / ".dvc/tmp/exps/celery"
+    while not any(records.glob("dvc-exp-worker-*.json")) and time.monotonic() < end:
+        time.sleep(1)  # `dvc queue start` spawned it; its record follows
+    while _workers_alive(repo) and time.monotonic() < end:
         time.sleep(3)
-    dvc(repo, "queue", "kill", "--all", check=False)  # pragma: no cover - a hung queue
-    pytest.fail(f"queue still running after {timeout_s} s:\n{status}")
+    status = dvc(repo, "queue", "status").stdout
+    if re.search(r"\b(Queued|Running)\b", status):
+        dvc(repo, "queue", "kill", "--all", check=False)  # pragma: no cover - a hung queue
+        logs = "".join(p.read_text() for p in records.glob("*.out"))
+        pytest.fail(f"queue not done after its worker stopped:\n{status}\n{logs[-3000:]}")
+    return status
 
 
 def test_queued_experiments_from_a_fresh_clone_record_their_headlines(
@@ -160,14 +185,25 @@ def test_queued_experiments_from_a_fresh_clone_record_their_headlines(
         assert heads["metrics/predictor.json"]["kendall_tau"] is not None
         assert heads["metrics/search/ort-cpu.json"]["top1"] is not None
         assert heads["metrics/package/ort-cpu-int8.json"]["models"] == 1
-        # its own predictor, measured with its own params (details: DVC-cached, by the hash
-        # in the experiment's dvc.lock)
-        details = json.loads(
-            dvc_api.read("metrics/predictor.details.json", repo=str(clone), rev=commit)
-        )
+        # its own predictor, measured with its own params (details: in the experiment's commit)
+        details = json.loads(git(clone, "show", f"{commit}:metrics/predictor.details.json"))
         assert details["n_samples"] == n
+        assert "metrics/predictor.details.json" in heads  # a metric (keeps the run cache)
     # the supernet was restored from the run cache, not retrained per experiment
-    assert found["small"][1]["metrics/supernet.json"] == found["large"][1]["metrics/supernet.json"]
+    for f in ("metrics/supernet.json", "metrics/supernet.details.json"):  # train_seconds too
+        assert found["small"][1][f] == found["large"][1][f]
+
+    # `onceflow exps`: the sweep side by side, narrow, headlines only
+    res = subprocess.run(
+        ["onceflow", "exps"], capture_output=True, text=True, env=tool_env(**ENV), cwd=clone
+    )
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, res.stdout
+    assert set(lines[0].split()) >= set(sizes)  # a column per experiment (and the commit)
+    table = res.stdout
+    assert "params\n  predictor.n_samples" in table and "predictor\n  kendall_tau" in table
+    assert "details" not in table
 
     dvc(clone, "exp", "apply", "large")
     applied = json.loads((clone / "metrics/predictor.details.json").read_text())

@@ -5,6 +5,7 @@
     onceflow show r28-0123abcd4567 [--artifacts artifacts]
     onceflow publish --registry file://registry artifacts/
     onceflow train join --endpoint HOST:PORT   (another machine joins the training job)
+    onceflow exps   (DVC experiments side by side: one row per headline, one column per run)
     onceflow env --write   (record the library versions the stages depend on: environment.yaml)
     onceflow latency export --target phone --n 120 --out to-time/   (a device with no worker)
     onceflow latency import --target phone results.csv
@@ -472,6 +473,29 @@ def report(
     except OSError as err:
         raise DataError(f"cannot write the report: {err}") from None
     typer.echo(f"run report: {page.resolve()}")
+
+
+@app.command(cls=_Command)
+@_user_errors
+def exps(
+    root: Annotated[Path, typer.Option("--root", help="The project directory.")] = Path("."),
+    all_headlines: Annotated[
+        bool,
+        typer.Option("--all", help="Every headline, not only those that differ between runs."),
+    ] = False,
+) -> None:
+    """Compare DVC experiments in a terminal: `dvc exp show` on its side, one row per headline
+    (and per param that differs), one column per commit or experiment; details left out."""
+    from onceflow.errors import DataError
+    from onceflow.experiments import exp_show_json, experiments_table
+
+    if not root.is_dir():
+        raise DataError(f"--root {root}: not a directory (give the project directory)")
+    lines, pending = experiments_table(exp_show_json(root), all_headlines=all_headlines)
+    for line in lines or ["no results yet: run `dvc repro` or `dvc exp run`"]:
+        typer.echo(line)
+    if pending:
+        typer.echo(f"not shown (see `dvc queue status`): {', '.join(pending)}")
 
 
 def _sub_app(name: str, help: str) -> typer.Typer:

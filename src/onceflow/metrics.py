@@ -3,8 +3,10 @@
 ``dvc metrics show`` prints ONE table whose columns are the union of every metrics file's keys,
 so each ``metrics/<stage>.json`` keeps a few scalars named from one shared vocabulary
 (:data:`HEADLINE_KEYS`; a key means the same thing in every row), and the stage's full record
-goes to ``metrics/<stage>.details.json`` (a plain, uncached DVC out) next to it. The run report
-reads both. On the default run the table is about 100 characters wide.
+goes to ``metrics/<stage>.details.json`` next to it (git-tracked too; dvc.yaml declares it an
+uncached metric so that the stage stays run-cacheable, so give ``dvc metrics show`` the
+headline files, or use ``onceflow exps``, to leave the details out). The run report reads both.
+On the default run the headline table is about 100 characters wide.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A baseline run read from git: a revision (commit, branch, tag) or a DVC experiment's name.
 
-Headline metrics and ``params.yaml`` are git-tracked, and the ``.details.json`` files are
-recorded by hash in the commit's ``dvc.lock`` (their content in DVC's cache), so any commit of
+Headline metrics, their ``.details.json`` and ``params.yaml`` are git-tracked (in commits made
+before the details were, they are recorded by hash in ``dvc.lock``, content in DVC's cache),
+so any commit of
 the pipeline, an experiment's commit included, holds what the comparison needs; figures and
 artifacts are not read. The files are copied out of the commit through DVC's file system into
 a scratch folder and collected the way the run itself is.
@@ -44,9 +45,9 @@ def resolve_revision(root: str | os.PathLike[str], rev: str) -> str:
 
 def export_metrics(root: str | os.PathLike[str], sha: str, dest: Path, paths: ReportPaths) -> int:
     """Copy ``params.yaml`` and every JSON under the metrics folder at commit ``sha`` into
-    ``dest``, through DVC's file system: git-tracked headlines from the commit, DVC-cached
-    details from the cache (by the hash in that commit's ``dvc.lock``; one missing from the
-    cache is skipped with a warning). Returns how many files were copied."""
+    ``dest``, through DVC's file system: git-tracked files from the commit, DVC-cached ones
+    from the cache (by the hash in that commit's ``dvc.lock``; one missing from the cache is
+    skipped with a warning). Returns how many files were copied."""
     from dvc.api import DVCFileSystem
 
     n = 0
