@@ -18,10 +18,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.add_argument(f"--{name}", required=True)
     ap.add_argument("--plot-data", required=True, help="the plot's points (CSV) for dvc plots")
     ap.add_argument("--results", default=None, help="device_results@<T>: imported timings")
+    ap.add_argument("--transfer", default=None, help="device_results@<T>: a transferred LUT")
     args = stage.parse_args(ap, argv)
     params = load_params(args.params)
     result = run_latency_table(
-        params, args.target, args.supernet, args.data, params_file=args.params, results=args.results
+        params,
+        args.target,
+        args.supernet,
+        args.data,
+        params_file=args.params,
+        results=args.results,
+        transfer=args.transfer,
     )
     stage.write_outputs(result, args)
 

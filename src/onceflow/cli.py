@@ -581,17 +581,32 @@ def latency_import(
         Path | None,
         typer.Option("--manifest", metavar="FILE", help="The export manifest (rows by id)."),
     ] = None,
+    transfer_from: Annotated[
+        str | None,
+        typer.Option(
+            "--transfer-from",
+            metavar="NAME",
+            help="An attached target whose LUT (latency/NAME/lut.json) the fit may use.",
+        ),
+    ] = None,
     params: ParamsFile = Path("params.yaml"),
     supernet: SupernetDir = Path("models/supernet"),
 ) -> None:
     """Check device timings (every arch in the space, finite positive ms, enough distinct
-    subnets; repeats merged) and write TARGET's results file; then `dvc repro` builds its
+    subnets; repeats merged) and write TARGET's results file (with --transfer-from, also that
+    target's LUT next to it; without, any earlier one is removed); then `dvc repro` builds its
     latency table, search and packages."""
     from onceflow.config import load_params
     from onceflow.latency.roundtrip import import_for_target
 
     dest, n = import_for_target(
-        load_params(params), target, results, supernet, manifest=manifest, params_file=params
+        load_params(params),
+        target,
+        results,
+        supernet,
+        manifest=manifest,
+        transfer_from=transfer_from,
+        params_file=params,
     )
     typer.echo(f"imported {n} subnets for {target} into {dest}; next: dvc repro")
 

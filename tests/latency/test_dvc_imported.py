@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onceflow.devices import NO_TRANSFER
 from tests.conftest import REPO_ROOT, copy_repo, run_dvc
 from tests.test_dvc_isolation import CROSS_TARGET, _changed, _edit_params, _placeholder_outs
 
@@ -35,7 +36,7 @@ def test_an_imported_target_and_its_results_file_stay_isolated(tmp_path: Path) -
     _edit_params(repo, lambda p: p["data"].update(path="raw"))
     _placeholder_outs(repo)
     for f in (repo / "device_results").iterdir():  # what the stage writes for attached targets
-        f.write_text("arch,latency_ms\n")
+        f.write_text(NO_TRANSFER if f.name.endswith(".lut.json") else "arch,latency_ms\n")
     run_dvc(repo, "commit", "-f")
     assert _changed(repo) == set()
 
@@ -68,4 +69,14 @@ def test_an_imported_target_and_its_results_file_stay_isolated(tmp_path: Path) -
     every = (*DEFAULTS, PHONE)
     run_dvc(repo, "repro", "--single-item", *(f"device_results@{t}" for t in every))
     # (search@phone and package@phone follow once latency/phone changes)
+    assert _changed(repo) - CROSS_TARGET == {f"latency_table@{PHONE}"}
+    _placeholder_outs(repo)
+    run_dvc(repo, "commit", "-f")
+
+    # a LUT transferred to the phone (`import --transfer-from`): again only the phone's table
+    lut = '{"transfer_from": "ort-cpu", "lut_sha256": "0", "lut": {}}\n'
+    (repo / "devices" / f"{PHONE}.lut.json").write_text(lut)
+    run_dvc(repo, "repro", "--single-item", *(f"device_results@{t}" for t in every))
+    assert (repo / "device_results" / f"{PHONE}.lut.json").read_text() == lut
+    assert (repo / "device_results" / f"{A}.lut.json").read_text() == NO_TRANSFER
     assert _changed(repo) - CROSS_TARGET == {f"latency_table@{PHONE}"}

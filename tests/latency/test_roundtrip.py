@@ -6,6 +6,7 @@ timing the exported files the way a user would: with its own script, from the fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,15 +24,19 @@ from onceflow.config import (
     SearchConfig,
     load_params,
 )
-from onceflow.devices import device_results_text
+from onceflow.devices import NO_TRANSFER, device_results_text, device_transfer_text
 from onceflow.errors import ConfigError
-from onceflow.latency import load_estimator
+from onceflow.io import write_json_atomic
+from onceflow.latency import load_estimator, make_backend
+from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.imported import covering_archs, read_results
+from onceflow.latency.lut import Lut, build_lut
 from onceflow.latency.measured import MeasuredEstimator
 from onceflow.latency.stage import imported_table
 from onceflow.search import run_search
-from onceflow.supernet import Arch, SearchSpace, Supernet, save_supernet
+from onceflow.supernet import Arch, SearchSpace, Supernet, build_layer, save_supernet
 from tests.conftest import REPO_ROOT, tiny_supernet_config
+from tests.latency.conftest import make_protocol
 
 T = "edge"
 N_EXPORT = 36
@@ -224,3 +229,95 @@ def test_search_picks_follow_the_device_ranking(project: Path, tiny_space: Searc
         picks[name] = [str(space.decode(p.x)) for p in r.picks]
         assert all(p.latency <= p.budget * (1 + 1e-9) for p in r.picks)
     assert picks["by-res"] != picks["by-kernel"], picks
+
+
+# ----------------------------------------------------------------- transfer from an attached LUT
+@pytest.fixture
+def ort_cpu_lut(project: Path, tiny_space: SearchSpace) -> Path:
+    """latency/ort-cpu/lut.json: the attached ort-cpu target's table of the tiny space."""
+    target = load_params("params.yaml").latency.targets["ort-cpu"]
+    specs = tiny_space.unique_layer_specs()
+    protocol = make_protocol(warmup=1, repeats=3)
+    lut, _ = build_lut(specs, build_layer, make_backend(target), protocol, target.batch_size)
+    meta = {"target": "ort-cpu", "space": tiny_space.to_json()}
+    path = project / "latency" / "ort-cpu" / "lut.json"
+    write_json_atomic(path, Lut(lut.entries, lut.overhead, meta).to_json())
+    return path
+
+
+def _import(*args: str) -> object:
+    return CliRunner().invoke(app, ["latency", "import", "--target", T, *args])
+
+
+def test_round_trip_transfers_the_lut_of_an_attached_target(
+    project: Path, tiny_space: SearchSpace, ort_cpu_lut: Path
+) -> None:
+    res = CliRunner().invoke(app, ["latency", "export", "--target", T, "--n", str(N_EXPORT),
+                                   "--out", "to-time"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    (project / "results.csv").write_text(time_on_device(project / "to-time"))
+    res = _import("results.csv", "--transfer-from", "ort-cpu")
+    assert res.exit_code == 0, res.output
+    copied = json.loads((project / "devices" / f"{T}.lut.json").read_text())
+    assert copied["transfer_from"] == "ort-cpu"
+    assert copied["lut_sha256"] == hashlib.sha256(ort_cpu_lut.read_bytes()).hexdigest()
+
+    # device_results@edge passes it on (attached targets get "none"); the fit is offered it
+    params = load_params("params.yaml")
+    passed = device_transfer_text(params, T, project / "devices")
+    assert passed == (project / "devices" / f"{T}.lut.json").read_text()
+    assert device_transfer_text(params, "ort-cpu", project / "devices") == NO_TRANSFER
+    (project / "transfer.json").write_text(passed)
+    out = imported_table(params, T, tiny_space, project / "devices" / f"{T}.csv",
+                         project / "transfer.json")  # fmt: skip
+    m, model = out.table.metrics, out.table.measured
+    assert m["transfer_from"] == "ort-cpu" and m["transfer_lut_offered"] is True
+    assert m["transfer_lut_sha256"] == copied["lut_sha256"]
+    assert m["transfer_lut_used"] is model.uses_lut  # chosen by CV, either way recorded
+    assert {"lut@1", "costs+lut@1", "stage_costs+lut@1"} <= set(model.cv["candidates"])
+
+    # a device whose latency is the LUT's sum scaled: the fit uses it, the table carries it
+    archs = covering_archs(tiny_space, 30)
+    raw = LatencyEstimator(tiny_space, Lut.from_json(copied["lut"])).raw
+    ms = 3.0 * raw(tiny_space.encode_batch(archs)) + 0.2
+    (project / "scaled.csv").write_text(
+        "arch,latency_ms\n" + "".join(f"{a},{float(v)!r}\n" for a, v in zip(archs, ms, strict=True))
+    )
+    scaled = imported_table(params, T, tiny_space, project / "scaled.csv",
+                            project / "transfer.json")  # fmt: skip
+    assert scaled.table.metrics["transfer_lut_used"] is True, scaled.table.measured.cv["chosen"]
+    scaled.table.metrics["host"] = {}
+    scaled.save(project / "latency" / T)
+    assert json.loads((project / "latency" / T / "estimator.json").read_text())["lut"] == "lut.json"
+    est = load_estimator(project / "latency" / T, tiny_space)
+    enc = tiny_space.encode_batch([tiny_space.min_arch(), tiny_space.max_arch()])
+    np.testing.assert_allclose(est.predict(enc), 3.0 * raw(enc) + 0.2, rtol=0.02)
+
+    # a re-import without --transfer-from removes the old LUT: nothing stale is kept
+    res = _import("results.csv")
+    assert res.exit_code == 0, res.output
+    assert not (project / "devices" / f"{T}.lut.json").exists()
+    assert device_transfer_text(params, T, project / "devices") == NO_TRANSFER
+
+
+@pytest.mark.parametrize(
+    ("source", "lut_text", "message"),
+    [
+        ("nowhere", None, "latency.targets has no 'nowhere'"),
+        ("ort-cpu", None, "latency/ort-cpu/lut.json missing; name an attached target"),
+        (T, None, "a target cannot transfer from itself"),
+        ("ort-cpu", "{not json", "latency/ort-cpu/lut.json: not JSON"),
+        ("ort-cpu", '{"schema_version": 1, "overhead": {}, "entries": []}', "not a latency table"),
+    ],
+)
+def test_bad_transfer_from_is_one_line_exit_2_and_writes_nothing(
+    project: Path, tiny_space: SearchSpace, source: str, lut_text: str | None, message: str
+) -> None:
+    if lut_text is not None:
+        (project / "latency" / "ort-cpu").mkdir(parents=True)
+        (project / "latency" / "ort-cpu" / "lut.json").write_text(lut_text)
+    good = _write(project, "arch,latency_ms\n" + "\n".join(_rows(tiny_space, 30)) + "\n")
+    res = _import(str(good), "--transfer-from", source)
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().count("\n") == 0 and message in res.output, res.output
+    assert list((project / "devices").iterdir()) == []  # nothing half-written

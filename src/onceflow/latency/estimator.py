@@ -120,7 +120,7 @@ def estimator_json(
         "schema_version": ESTIMATOR_SCHEMA_VERSION,
         "target": target,
         "kind": "measured" if measured is not None else "lut",
-        "lut": LUT_FILE if calibration is not None else None,
+        "lut": LUT_FILE if calibration is not None or (measured and measured.uses_lut) else None,
         "calibration": calibration.to_json() if calibration is not None else None,
         **({"measured": measured.to_json()} if measured is not None else {}),
         **({"selection": selection} if selection else {}),

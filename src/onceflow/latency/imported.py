@@ -7,13 +7,17 @@ compute, min and max arch included). The user times them on the device with any 
 writes a CSV with a ``latency_ms`` column and an ``arch`` (or manifest ``id``) column.
 ``onceflow latency import`` checks it (:func:`read_results`) and writes the merged results file
 of the target; ``latency_table@<T>`` (``timings: imported``) fits the measured-subnet estimator on
-it (:func:`build_imported_table`).
+it (:func:`build_imported_table`). With ``--transfer-from S`` the import also keeps S's per-layer
+table (:class:`Transfer`, ``devices/<T>.lut.json``): its raw sum becomes a feature candidate of
+the fit, so a new device transfers from a measured one where that helps on held-out folds.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +29,9 @@ from torch import nn
 
 from onceflow.config import LatencyTarget
 from onceflow.errors import ConfigError
+from onceflow.latency.estimator import LatencyEstimator
 from onceflow.latency.fidelity import fidelity
+from onceflow.latency.lut import Lut, check_coverage
 from onceflow.latency.measured import ArchFeatures, MeasuredEstimator, fit_measured
 from onceflow.latency.table import TableResult, sample_distinct
 from onceflow.supernet.arch import Arch
@@ -213,17 +219,70 @@ def manifest_ids(manifest_path: Path | None) -> dict[str, str] | None:
         raise ConfigError(f"{manifest_path}: not an export manifest ({err!r})") from None
 
 
+# ----------------------------------------------------------------------------- transfer
+@dataclass(frozen=True)
+class Transfer:
+    """The per-layer table of an attached target that an imported one transfers from."""
+
+    source: str  # the attached target's name
+    sha256: str  # of the lut.json it was copied from
+    lut: Lut
+
+
+def lut_for_space(d: Any, space: SearchSpace, source: str) -> Lut:
+    """A LUT (lut.json contents) that covers every layer of ``space``; ConfigError otherwise."""
+    try:
+        lut = Lut.from_json(d, source)
+        check_coverage(lut, space)
+    except ConfigError as err:
+        raise ConfigError(str(err) if str(err).startswith(source) else f"{source}: {err}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ConfigError(f"{source}: not a latency table ({err!r})") from None
+    return lut
+
+
+def transfer_json(source: str, lut_bytes: bytes, space: SearchSpace, where: str) -> dict:
+    """devices/<T>.lut.json: attached target ``source``'s lut.json (``lut_bytes``, read from
+    ``where``) with its name and sha256, after checking it covers ``space``."""
+    try:
+        d = json.loads(lut_bytes)
+    except ValueError as err:
+        raise ConfigError(
+            f"{where}: not JSON ({err}); rebuild it (dvc repro latency_table)"
+        ) from None
+    lut_for_space(d, space, where)
+    return {"transfer_from": source, "lut_sha256": hashlib.sha256(lut_bytes).hexdigest(), "lut": d}
+
+
+def read_transfer(text: str, space: SearchSpace, source: str) -> Transfer | None:
+    """The transfer that device_results@<T> passed on, or None (no --transfer-from)."""
+    try:
+        d = json.loads(text)
+        name = d["transfer_from"]
+        if name is None:
+            return None
+        return Transfer(str(name), str(d["lut_sha256"]), lut_for_space(d["lut"], space, source))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"{source}: not a transferred LUT ({err!r}); run `onceflow latency import` again"
+        ) from None
+
+
 def build_imported_table(
     space: SearchSpace,
     results: Sequence[tuple[Arch, float]],
     target: LatencyTarget,
     target_name: str,
     seed: int = 0,
-    lut_sum: Callable[[np.ndarray], np.ndarray] | None = None,
+    transfer: Transfer | None = None,
 ) -> TableResult:
     """Fit the measured estimator on imported timings: a seeded share is held out for the
-    reported fidelity (fit on the rest), then the model is refit on every row.
-    ``lut_sum`` (raw LUT sums of an attached target) adds the transfer features."""
+    reported fidelity (fit on the rest), then the model is refit on every row. With a
+    ``transfer`` the raw sums of its LUT are a feature candidate (the ``+lut`` sets); the CV
+    selection decides whether the model uses them."""
+    lut_sum: Callable[[np.ndarray], np.ndarray] | None = None
+    if transfer is not None:
+        lut_sum = LatencyEstimator(space, transfer.lut).raw
     archs = [a for a, _ in results]
     y = np.asarray([ms for _, ms in results], dtype=np.float64)
     enc = space.encode_batch(archs)
@@ -250,7 +309,10 @@ def build_imported_table(
         "final_model": model.cv["chosen"],
         "final_fit": f"refit on all {n} imported subnets after validation",
         "measured_ms_range": [float(y.min()), float(y.max())],
-        "transfer_lut": lut_sum is not None,
+        "transfer_from": transfer.source if transfer else None,
+        "transfer_lut_sha256": transfer.sha256 if transfer else None,
+        "transfer_lut_offered": transfer is not None,
+        "transfer_lut_used": model.uses_lut,
     }
     roles = np.full(n, "training", dtype=object)
     roles[val] = "validation"
@@ -263,4 +325,6 @@ def build_imported_table(
         }
         for i, a in enumerate(archs)
     ]
-    return TableResult(None, None, records, metrics, model, {"chosen": "measured"})
+    # the estimator reads the LUT (latency/<T>/lut.json) only where the chosen model uses it
+    lut = transfer.lut if transfer is not None and model.uses_lut else None
+    return TableResult(lut, None, records, metrics, model, {"chosen": "measured"})

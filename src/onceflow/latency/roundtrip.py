@@ -4,7 +4,9 @@
 manifest and a README into a new directory (written whole or not at all).
 ``import_for_target``: check a results CSV against the space and write the target's merged
 results file (``latency.targets.<T>.results``, default ``devices/<T>.csv``), which is what
-``device_results@<T>`` and then ``latency_table@<T>`` read. Bad input raises ConfigError naming
+``device_results@<T>`` and then ``latency_table@<T>`` read; with ``transfer_from`` S, also S's
+lut.json as ``<T>.lut.json`` next to it (:func:`~onceflow.latency.imported.transfer_json`), and
+without, any such file of an earlier import is removed. Bad input raises ConfigError naming
 the file and value, and nothing is written.
 """
 
@@ -15,6 +17,7 @@ import os
 from pathlib import Path
 
 from onceflow.config import Params
+from onceflow.devices import transfer_path
 from onceflow.errors import ConfigError
 from onceflow.io import (
     atomic_dir,
@@ -32,7 +35,9 @@ from onceflow.latency.imported import (
     read_results,
     readme_text,
     results_csv,
+    transfer_json,
 )
+from onceflow.latency.lut import LUT_FILE
 from onceflow.supernet.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -90,11 +95,14 @@ def import_for_target(
     supernet_dir: str | os.PathLike[str] = "models/supernet",
     *,
     manifest: str | os.PathLike[str] | None = None,
+    transfer_from: str | None = None,
+    latency_dir: str | os.PathLike[str] = "latency",
     root: str | os.PathLike[str] = ".",
     params_file: str | os.PathLike[str] = "params.yaml",
 ) -> tuple[Path, int]:
-    """Validate ``results`` and write the target's results file (under ``root``); returns
-    (its path, distinct subnets)."""
+    """Validate ``results`` and write the target's results file (under ``root``), and the LUT
+    of attached target ``transfer_from`` (``latency_dir``/<S>/lut.json) next to it; returns
+    (the results file's path, distinct subnets)."""
     t = _target(params, target, params_file)
     if t.timings != "imported":
         raise ConfigError(
@@ -106,13 +114,50 @@ def import_for_target(
         text = src.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{src}: cannot read the results ({err.__class__.__name__})") from None
+    space = _space(Path(supernet_dir))
     rows = read_results(
         text,
-        _space(Path(supernet_dir)),
+        space,
         source=str(src),
         min_rows=t.measured_subnets,
         ids=manifest_ids(Path(manifest) if manifest else None),
     )
+    transfer = None
+    if transfer_from is not None:
+        lat = Path(root) / latency_dir
+        transfer = _transfer(params, target, transfer_from, space, lat, params_file)
     dest = Path(root) / t.results_path(target)
     write_text_atomic(dest, results_csv(rows))
+    lut_dest = transfer_path(dest, target)
+    if transfer is not None:
+        write_json_atomic(lut_dest, transfer)
+        log.info("%s: %s's LUT, a feature candidate of %s's fit", lut_dest, transfer_from, target)
+    elif lut_dest.exists():
+        lut_dest.unlink()  # a re-import without --transfer-from never keeps an old LUT
+        log.info("removed %s (imported without --transfer-from)", lut_dest)
     return dest, len(rows)
+
+
+def _transfer(
+    params: Params,
+    target: str,
+    source: str,
+    space: SearchSpace,
+    latency_dir: Path,
+    params_file: str | os.PathLike[str],
+) -> dict:
+    """devices/<T>.lut.json's contents: attached target ``source``'s checked lut.json."""
+    if source == target:
+        raise ConfigError(f"--transfer-from {source}: a target cannot transfer from itself")
+    s = _target(params, source, params_file)
+    path = latency_dir / source / LUT_FILE
+    if s.timings == "imported" or not path.is_file():
+        raise ConfigError(
+            f"--transfer-from {source}: {path} missing; name an attached target whose table "
+            f"is built (dvc repro latency_table@{source})"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.__class__.__name__})") from None
+    return transfer_json(source, data, space, str(path))

@@ -18,7 +18,7 @@ from onceflow.io import write_json_atomic
 from onceflow.latency.backends import make_backend
 from onceflow.latency.calibration_data import target_calibration_images
 from onceflow.latency.estimator import ESTIMATOR_FILE, estimator_json
-from onceflow.latency.imported import build_imported_table, read_results
+from onceflow.latency.imported import build_imported_table, read_results, read_transfer
 from onceflow.latency.lut import LUT_FILE
 from onceflow.latency.plot import plot_rows
 from onceflow.latency.table import TableResult, build_latency_table
@@ -78,10 +78,12 @@ def run_latency_table(
     *,
     params_file: str | os.PathLike[str] = "params.yaml",
     results: str | os.PathLike[str] | None = None,
+    transfer: str | os.PathLike[str] | None = None,
 ) -> LatencyTableOutputs:
     """Measure, calibrate and validate the latency table of ``latency.targets.<target>`` on this
     machine; for an imported target, fit its estimator on ``results`` (device_results@<T>'s
-    file) instead. ConfigError (naming ``params_file``) when there is no such target."""
+    file) instead, with the LUT in ``transfer`` (its other file) as a feature candidate.
+    ConfigError (naming ``params_file``) when there is no such target."""
     cfg = params.latency
     if target not in cfg.targets:
         raise ConfigError(f"{params_file}: latency.targets has no {target!r} ({list(cfg.targets)})")
@@ -90,7 +92,9 @@ def run_latency_table(
     if cfg.targets[target].timings == "imported":
         if results is None:
             raise ConfigError(f"latency_table@{target}: an imported target needs --results")
-        return imported_table(params, target, supernet.space, Path(results))
+        return imported_table(
+            params, target, supernet.space, Path(results), Path(transfer) if transfer else None
+        )
     images = target_calibration_images(cfg.targets[target], data_dir, params.base.seed)
     backend = make_backend(cfg.targets[target], images)
     with timed_on_host(f"latency_table@{target}") as host:
@@ -105,17 +109,22 @@ def run_latency_table(
     return LatencyTableOutputs(target, table, latency_png(table.records, title))
 
 
-def imported_table(
-    params: Params, target: str, space: SearchSpace, results: Path
-) -> LatencyTableOutputs:
-    """An imported target's table: the measured-subnet estimator fit on its device timings."""
-    t = params.latency.targets[target]
+def _read(path: Path) -> str:
     try:
-        text = results.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{results}: cannot read ({err.__class__.__name__}); dvc repro") from None
-    rows = read_results(text, space, source=str(results), min_rows=t.measured_subnets)
-    table = build_imported_table(space, rows, t, target, params.base.seed)
+        raise ConfigError(f"{path}: cannot read ({err.__class__.__name__}); dvc repro") from None
+
+
+def imported_table(
+    params: Params, target: str, space: SearchSpace, results: Path, transfer: Path | None = None
+) -> LatencyTableOutputs:
+    """An imported target's table: the measured-subnet estimator fit on its device timings
+    (``results``), offered the LUT of the attached target in ``transfer`` where there is one."""
+    t = params.latency.targets[target]
+    rows = read_results(_read(results), space, source=str(results), min_rows=t.measured_subnets)
+    lut = read_transfer(_read(transfer), space, str(transfer)) if transfer else None
+    table = build_imported_table(space, rows, t, target, params.base.seed, lut)
     table.metrics["host"] = {"imported_from": t.results_path(target), "timed_here": False}
     title = (
         f"{target} (imported): within ±10% {table.metrics['within_10pct']:.0%}, "
