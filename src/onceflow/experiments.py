@@ -33,7 +33,7 @@ class Run:
 
     name: str  # the experiment's name, or the branch/short sha of a baseline commit
     rev: str  # its commit sha
-    values: dict[tuple[str, str], Any] = field(default_factory=dict)  # (group, key) -> value
+    figures: dict[tuple[str, str], Any] = field(default_factory=dict)  # (group, key) -> value
 
 
 def _flatten(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -89,13 +89,13 @@ def runs_from_show(show: Sequence[Mapping[str, Any]]) -> tuple[list[Run], list[s
                     runs.append(Run(name, str(state.get("rev") or ""), _values(state["data"])))
                 else:  # a queued one has its params but no results; a running one, some
                     pending.append(f"{name} ({status})")
-    if workspace is not None and (not runs or workspace.values != runs[0].values):
+    if workspace is not None and (not runs or workspace.figures != runs[0].figures):
         runs.insert(0, workspace)  # uncommitted results (else it repeats HEAD's column)
     return runs, pending
 
 
 def _differs(runs: Sequence[Run], key: tuple[str, str]) -> bool:
-    return len({json.dumps(r.values.get(key), sort_keys=True) for r in runs}) > 1
+    return len({json.dumps(r.figures.get(key), sort_keys=True) for r in runs}) > 1
 
 
 def select_rows(runs: Sequence[Run], all_headlines: bool = False) -> list[tuple[str, str]]:
@@ -103,7 +103,7 @@ def select_rows(runs: Sequence[Run], all_headlines: bool = False) -> list[tuple[
     differ (every headline with ``all_headlines`` or when there is one run), in DVC's order."""
     keys: dict[tuple[str, str], None] = {}
     for run in runs:
-        keys.update(dict.fromkeys(run.values))
+        keys.update(dict.fromkeys(run.figures))
     groups = list(dict.fromkeys(g for g, _ in keys))  # a group's rows stay together
     ordered = sorted(keys, key=lambda k: (not k[0].startswith("params"), groups.index(k[0])))
     every = all_headlines or len(runs) < 2
@@ -125,7 +125,7 @@ def format_value(value: Any) -> str:
 
 def render(runs: Sequence[Run], rows: Sequence[tuple[str, str]]) -> list[str]:
     """The table's lines: a header of run names and short shas, then each group's rows."""
-    cells = [[format_value(r.values.get(k)) if k in r.values else MISSING for r in runs]
+    cells = [[format_value(r.figures.get(k)) if k in r.figures else MISSING for r in runs]
              for k in rows]  # fmt: skip
     labels: list[tuple[str, bool]] = []  # (text, is a group heading)
     for i, (group, key) in enumerate(rows):

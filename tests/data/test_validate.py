@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from onceflow.data.validate import GateSettings, image_table, run_gate
+from onceflow.config import DataConfig
+from onceflow.data.validate import image_table, run_gate
 from tests.conftest import synthetic_images
 
 
@@ -13,13 +14,11 @@ def _splits(n_train=20, n_val=5, n_test=5):
     }
 
 
-SETTINGS = GateSettings(
-    n_classes=10, shape=(28, 28, 1), min_images_per_class=2, class_balance_tolerance=0.5
-)
+SETTINGS = DataConfig(min_images_per_class=2, class_balance_tolerance=0.5)
 
 
-def _failed(splits, settings=SETTINGS):
-    result = run_gate(image_table(splits, settings.n_classes), settings)
+def _failed(splits, cfg=SETTINGS):
+    result = run_gate(image_table(splits, 10), cfg, n_classes=10, shape=(28, 28, 1))
     return result, {e.name: e.observed for e in result.failures}
 
 
@@ -82,17 +81,12 @@ def test_minimum_split_size(split):
     splits = _splits()
     x, y = splits[split]
     splits[split] = (x[:5], y[:5])
-    settings = GateSettings(
-        n_classes=10, shape=(28, 28, 1), min_images_per_class=1, class_balance_tolerance=1.0
-    )
-    _, failed = _failed(splits, settings)
+    _, failed = _failed(splits, DataConfig(min_images_per_class=1, class_balance_tolerance=1.0))
     assert f"{split}: 5 images" in failed["min_split_size"]
     assert "need >= 10" in failed["min_split_size"]
 
 
 def test_train_val_duplicates_fail_above_the_threshold():
-    from dataclasses import replace
-
     splits = _splits()
     (tx, ty), (vx, vy) = splits["train"], splits["val"]
     splits["val"] = (np.concatenate([vx, tx[:7]]), np.concatenate([vy, ty[:7]]))
@@ -101,5 +95,5 @@ def test_train_val_duplicates_fail_above_the_threshold():
     assert failed["train_val_duplicates"].startswith("7 val images duplicate train images")
     assert "data.max_train_val_duplicates" in failed["train_val_duplicates"]
     assert result.to_json()["n_train_val_duplicates"] == 7
-    ok, failed = _failed(splits, replace(SETTINGS, max_train_val_duplicates=7))
+    ok, failed = _failed(splits, SETTINGS.model_copy(update={"max_train_val_duplicates": 7}))
     assert "train_val_duplicates" not in failed

@@ -15,7 +15,7 @@ from onceflow.config import DataConfig
 from onceflow.data.prepared import Meta, Split, content_hash, save_split
 from onceflow.data.sources import read_source
 from onceflow.data.split import stratified_split, stratified_subset
-from onceflow.data.validate import GateResult, GateSettings, image_table, run_gate
+from onceflow.data.validate import GateResult, image_table, run_gate
 from onceflow.errors import DataError, ValidationFailed
 from onceflow.metrics import data_headline
 
@@ -120,14 +120,5 @@ def prepare_dataset(cfg: DataConfig, seed: int) -> Prepared:
     )  # fmt: skip
     meta = replace(meta, content_sha256=content_hash(splits, meta))
     table = image_table({k: (v.images, v.labels) for k, v in splits.items()}, meta.n_classes)
-    gate = run_gate(
-        table,
-        GateSettings(
-            n_classes=meta.n_classes,
-            shape=(h, w, c),
-            min_images_per_class=cfg.min_images_per_class,
-            class_balance_tolerance=cfg.class_balance_tolerance,
-            max_train_val_duplicates=cfg.max_train_val_duplicates,
-        ),
-    )
+    gate = run_gate(table, cfg, n_classes=meta.n_classes, shape=(h, w, c))
     return Prepared(splits=splits, meta=meta, gate=gate)

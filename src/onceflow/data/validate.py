@@ -16,16 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from onceflow.config import DataConfig
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    n_classes: int
-    shape: tuple[int, int, int]  # H, W, C every image must have
-    min_images_per_class: int
-    class_balance_tolerance: float
-    max_train_val_duplicates: int = 0  # val images whose content is also in train
 
 
 @dataclass(frozen=True)
@@ -222,25 +215,28 @@ def _words(name: str, n_classes: int) -> Words:
     raise KeyError(name)
 
 
-def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
-    """Validate the per-image table (and its per-class summary, :func:`class_table`) with GX;
-    word each failure from GX's own result for it."""
+def run_gate(
+    df: pd.DataFrame, cfg: DataConfig, *, n_classes: int, shape: tuple[int, int, int]
+) -> GateResult:
+    """Validate the per-image table (and its per-class summary, :func:`class_table`) with GX
+    under the ``data`` section's rules, for ``n_classes`` classes of images of ``shape``
+    (H, W, C, what the source holds); word each failure from GX's own result for it."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    s = settings
-    h, w, c = s.shape
+    s = cfg
+    h, w, c = shape
     splits = sorted(df["split"].unique())
-    expected_pairs = [f"{sp}:{k}" for sp in ("train", "val", "test") for k in range(s.n_classes)]
-    min_split = s.n_classes * s.min_images_per_class
+    expected_pairs = [f"{sp}:{k}" for sp in ("train", "val", "test") for k in range(n_classes)]
+    min_split = n_classes * s.min_images_per_class
     tol = s.class_balance_tolerance
     E = gx.expectations
     n_dup = int(df["duplicates_train"].sum())
     max_dup = s.max_train_val_duplicates
     IMAGES, CLASSES = "images", "classes"  # the table each expectation runs on
     checks: list[tuple[str, str, str, Any]] = [
-        ("label_in_class_set", f"labels in 0..{s.n_classes - 1}", IMAGES,
-         E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(s.n_classes)))),
+        ("label_in_class_set", f"labels in 0..{n_classes - 1}", IMAGES,
+         E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(n_classes)))),
         ("every_class_present", "every class has images in train, val and test", CLASSES,
          E.ExpectColumnDistinctValuesToContainSet(column="split_label", value_set=expected_pairs)),
         ("min_images_per_class", f"at least {s.min_images_per_class} images per class per split",
@@ -297,7 +293,7 @@ def run_gate(df: pd.DataFrame, settings: GateSettings) -> GateResult:
         r = found[name]
         observed = "ok"
         if not r.success:
-            observed = _words(name, s.n_classes)(dict(r.result), dict(r.expectation_config.kwargs))
+            observed = _words(name, n_classes)(dict(r.result), dict(r.expectation_config.kwargs))
         results.append(ExpectationResult(name, desc, bool(r.success), observed))
     log.info("validation gate over %d images in splits %s: %s", len(df), splits,
              "passed" if success else "FAILED")  # fmt: skip
