@@ -4,6 +4,7 @@ a function): no module of ``onceflow`` imports, directly or through others, back
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -123,3 +124,35 @@ def test_the_layer_check_sees_an_indirect_edge(tmp_path: Path) -> None:
         ("onceflow.search.nsga", "onceflow.predictor"),
         ("onceflow.search.nsga", "onceflow.predictor.fit"),
     ]
+
+
+def floors(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Each top-level module or package of ``onceflow`` -> its floor: 0 for one that imports
+    no other, else one above the highest it imports (the import graph has no loop)."""
+    top = {m: m.split(".")[1] for m in graph if m.count(".") >= 1}
+    edges: dict[str, set[str]] = {t: set() for t in top.values()}
+    for m, deps in graph.items():
+        if m in top:
+            edges[top[m]].update(top[d] for d in deps if d in top and top[d] != top[m])
+    memo: dict[str, int] = {}
+
+    def floor(n: str) -> int:
+        if n not in memo:
+            memo[n] = 1 + max((floor(d) for d in edges[n]), default=-1)
+        return memo[n]
+
+    return {n: floor(n) for n in edges}
+
+
+def readme_floors(text: str) -> dict[str, int]:
+    """The layer map in README's code-layout section: ``| floor | modules |`` rows."""
+    table = text.split("| floor | modules |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", table, flags=re.MULTILINE)
+    return {m.strip(" `/"): int(f) for f, mods in rows for m in mods.split(",")}
+
+
+def test_readme_layer_map_matches_the_imports() -> None:
+    readme = (SRC.parent / "README.md").read_text(encoding="utf-8")
+    assert readme_floors(readme) == floors(import_graph()), (
+        "README's layer map (code layout) differs from the imports: update the table"
+    )
