@@ -237,20 +237,20 @@ def table_metrics(
     """Step 5: the table's record (fidelity on the held-out subnets, noise, timings)."""
     v, k = subnets.validation, subnets.k
     n_lut = len(timings.stats) - len(stats)
-    measured = np.array([s.median for s in stats])
-    cvs = np.array([s.cv for s in stats])
-    # Wall time over the protocol's clock (1.0 for wall): how much contention inflated wall time.
-    wall_ratio = float(np.median(np.median(timings.wall[n_lut:], axis=1) / measured))
     cal = fit.calibration
+    uncalibrated = fidelity(raw[v], np.array([s.median for s in stats])[v])
+    timing = _subnet_timing_record(
+        stats, v, fit.predicted, timings.wall[n_lut:], timings, protocol, t_start
+    )
     return {
         "target": target_name,
         "backend": target.backend,
         "estimator": "measured" if fit.model is not None else "lut",
-        **fidelity(fit.predicted[v], measured[v], cvs[v]),
+        **timing.pop("fidelity"),
         "lut_within_10pct": fit.lut_k["within_10pct"],
         "lut_kendall_tau": fit.lut_k["kendall_tau"],
-        "mape_uncalibrated": fidelity(raw[v], measured[v])["mape"],
-        "kendall_tau_uncalibrated": fidelity(raw[v], measured[v])["kendall_tau"],
+        "mape_uncalibrated": uncalibrated["mape"],
+        "kendall_tau_uncalibrated": uncalibrated["kendall_tau"],
         "calibration_model": cal.model,
         "calibration_loo_mape": cal.loo_mape,
         "n_calibration": k,
@@ -266,11 +266,33 @@ def table_metrics(
             "bimodal_subnets": sum(s.bimodal for s in stats),
         },
         "call_overhead_ms": lut.overhead.median,
+        **timing,
+    }
+
+
+def _subnet_timing_record(
+    stats: list[LatencyStats],
+    validation: slice,
+    predicted: np.ndarray,
+    wall: np.ndarray,
+    timings: Timings,
+    protocol: MeasureProtocol,
+    t_start: float,
+) -> dict:
+    """What every table records about its measured subnets: ``fidelity`` of ``predicted`` on
+    the held-out ones (popped by the caller), build and total seconds, the measured range, the
+    clock, and wall time over the clock (1.0 for wall: how much contention inflated wall
+    time; ``wall`` holds the subnets' wall samples)."""
+    measured = np.array([s.median for s in stats])
+    cvs = np.array([s.cv for s in stats])
+    v = validation
+    return {
+        "fidelity": fidelity(predicted[v], measured[v], cvs[v]),
         "build_seconds": round(timings.seconds, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
         "measured_ms_range": [float(measured.min()), float(measured.max())],
         "clock": protocol.clock,
-        "wall_over_clock": wall_ratio,
+        "wall_over_clock": float(np.median(np.median(wall, axis=1) / measured)),
     }
 
 
@@ -375,9 +397,9 @@ def measured_metrics(
 ) -> dict:
     """The record of a measured-only table: fidelity on the held-out subnets, the chosen
     model and its cross-validated rivals, noise, timings; and why there is no LUT."""
-    v = subnets.validation
-    measured = np.array([s.median for s in stats])
-    cvs = np.array([s.cv for s in stats])
+    timing = _subnet_timing_record(
+        stats, subnets.validation, predicted, timings.wall, timings, protocol, t_start
+    )
     return {
         "target": target_name,
         "backend": target.backend,
@@ -386,16 +408,12 @@ def measured_metrics(
             "none: estimator measured fits whole subnets only (no per-layer table is timed); "
             "use estimator lut or auto for one"
         ),
-        **fidelity(predicted[v], measured[v], cvs[v]),
+        **timing.pop("fidelity"),
         "n_measured_train": int(len(subnets.train)),
         "measured_model": model.cv["chosen"],
         "measured_cv": model.cv["candidates"][model.cv["chosen"]],
         "noise": {**backend.noise, "bimodal_subnets": sum(s.bimodal for s in stats)},
-        "build_seconds": round(timings.seconds, 3),
-        "total_seconds": round(time.perf_counter() - t_start, 3),
-        "measured_ms_range": [float(measured.min()), float(measured.max())],
-        "clock": protocol.clock,
-        "wall_over_clock": float(np.median(np.median(timings.wall, axis=1) / measured)),
+        **timing,
     }
 
 
