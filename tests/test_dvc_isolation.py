@@ -58,19 +58,26 @@ def _of(target: str) -> set[str]:
     return {f"{s}@{target}" for s in ("device_results", "latency_table", "search", "package")}
 
 
-# Stages that compare or show every target: a new target is one of their inputs by design.
-CROSS_TARGET = {"specialize_report", "report"}
-
-
-def test_adding_editing_removing_a_target_leaves_the_others_clean(tmp_path: Path) -> None:
+def placeholder_repo(tmp_path: Path) -> Path:
+    """A copy of the repo whose data path is a placeholder file and whose every out is a
+    placeholder (not yet committed to DVC): ``dvc status`` then shows what an edit reruns."""
     repo = copy_repo(tmp_path / "repo")
     raw = repo / "raw"
     raw.mkdir()
     (raw / "images.idx").write_text("placeholder dataset\n")
     _edit_params(repo, lambda p: p["data"].update(path="raw"))
+    _placeholder_outs(repo)
+    return repo
+
+
+# Stages that compare or show every target: a new target is one of their inputs by design.
+CROSS_TARGET = {"specialize_report", "report"}
+
+
+def test_adding_editing_removing_a_target_leaves_the_others_clean(tmp_path: Path) -> None:
+    repo = placeholder_repo(tmp_path)
     targets = list(yaml.safe_load((repo / "params.yaml").read_text())["latency"]["targets"])
     assert A in targets and B not in targets
-    _placeholder_outs(repo)
     run_dvc(repo, "commit", "-f")
     assert _changed(repo) == set()
 

@@ -24,10 +24,10 @@ from onceflow.environment import (
 )
 from onceflow.errors import ConfigError
 from onceflow.package.lineage import collect_lineage
-from tests.conftest import REPO_ROOT, copy_repo, run_dvc
+from tests.conftest import REPO_ROOT, run_dvc
 from tests.hostile.harness import Row, Workspace, check, run_stage
 from tests.test_dvc_deps import STAGES, expand_stages
-from tests.test_dvc_isolation import _changed, _edit_params, _placeholder_outs
+from tests.test_dvc_isolation import _changed, placeholder_repo
 
 
 def _env_params(stage: dict) -> set[str]:
@@ -118,12 +118,7 @@ def _expected(repo: Path, library: str) -> set[str]:
 def test_changing_a_recorded_version_reruns_exactly_the_stages_that_use_it(
     tmp_path: Path,
 ) -> None:
-    repo = copy_repo(tmp_path / "repo")
-    raw = repo / "raw"
-    raw.mkdir()
-    (raw / "images.idx").write_text("placeholder dataset\n")
-    _edit_params(repo, lambda p: p["data"].update(path="raw"))
-    _placeholder_outs(repo)
+    repo = placeholder_repo(tmp_path)
     run_dvc(repo, "commit", "-f")
     assert _changed(repo) == set()
     env = repo / ENV_FILE

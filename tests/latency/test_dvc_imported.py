@@ -13,8 +13,14 @@ import pytest
 import yaml
 
 from onceflow.devices import NO_TRANSFER
-from tests.conftest import REPO_ROOT, copy_repo, run_dvc
-from tests.test_dvc_isolation import CROSS_TARGET, _changed, _edit_params, _placeholder_outs
+from tests.conftest import REPO_ROOT, run_dvc
+from tests.test_dvc_isolation import (
+    CROSS_TARGET,
+    _changed,
+    _edit_params,
+    _placeholder_outs,
+    placeholder_repo,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +35,7 @@ def _of(target: str) -> set[str]:
 
 
 def test_an_imported_target_and_its_results_file_stay_isolated(tmp_path: Path) -> None:
-    repo = copy_repo(tmp_path / "repo")
-    raw = repo / "raw"
-    raw.mkdir()
-    (raw / "images.idx").write_text("placeholder dataset\n")
-    _edit_params(repo, lambda p: p["data"].update(path="raw"))
-    _placeholder_outs(repo)
+    repo = placeholder_repo(tmp_path)
     for f in (repo / "device_results").iterdir():  # what the stage writes for attached targets
         f.write_text(NO_TRANSFER if f.name.endswith(".lut.json") else "arch,latency_ms\n")
     run_dvc(repo, "commit", "-f")
