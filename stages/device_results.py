@@ -9,26 +9,17 @@ and passes on only its target's file; a change to another device's timings rerun
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from onceflow import stage
-from onceflow.config import load_params
-from onceflow.devices import device_results_text, device_transfer_text
-from onceflow.io import write_text_atomic
+from onceflow.devices.stage import Paths, run
+
+OUTPUTS = ("out", "lut_out")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    for name in ("params", "target", "devices", "out", "lut-out"):
-        ap.add_argument(f"--{name}", required=True)
-    args = ap.parse_args(argv)
-    params = load_params(args.params)
-    devices = Path(args.devices)
-    write_text_atomic(args.out, device_results_text(params, args.target, devices))
-    write_text_atomic(args.lut_out, device_transfer_text(params, args.target, devices))
+    stage.main("stages.device_results", __doc__, run, Paths, OUTPUTS, argv)
 
 
 if __name__ == "__main__":

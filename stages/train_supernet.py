@@ -8,40 +8,17 @@ flow run that died resumes in the next one). Only rank 0 writes outputs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
-from onceflow import hostcache, stage
-from onceflow.config import load_params
-from onceflow.io import atomic_dir
-from onceflow.metrics import supernet_headline, write_metrics
-from onceflow.supernet import save_supernet
-from onceflow.train.pipeline import supernet_training
+from onceflow import stage
+from onceflow.train.stage import Paths, run
+
+OUTPUTS = ("out", "metrics")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="stages.train_supernet", description=__doc__)
-    for name in ("params", "data", "out", "metrics", "live"):
-        ap.add_argument(f"--{name}", required=name != "params", default="params.yaml")
-    ap.add_argument("--checkpoints", help="default: <onceflow cache>/checkpoints/supernet")
-    args = stage.parse_args(ap, argv)
-
-    params = load_params(args.params)
-    with supernet_training(
-        params,
-        data=args.data,
-        live=args.live,
-        checkpoints=args.checkpoints or hostcache.checkpoints_dir(),
-        outputs=(args.out, args.metrics, args.details, args.live),
-        relaunch=("stages.train_supernet", sys.argv[1:] if argv is None else argv),
-    ) as trained:
-        if trained is not None:
-            with atomic_dir(args.out) as tmp:
-                save_supernet(trained.model, tmp)
-            metrics = trained.metrics
-            write_metrics(args.metrics, supernet_headline(metrics), metrics, args.details)
-            stage.log.info("supernet trained: %s", metrics)
+    stage.main("stages.train_supernet", __doc__, run, Paths, OUTPUTS, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +119,37 @@ def sha256_files(named: Iterable[tuple[str, str | os.PathLike[str]]], h: Any = N
 def sha256_json(obj: Any) -> str:
     """sha256 of JSON data in a stable form (sorted keys); a value JSON cannot hold is str()ed."""
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def remove_partial(
+    outputs: Sequence[str | os.PathLike[str]], keep: Collection[str | os.PathLike[str]] = ()
+) -> list[Path]:
+    """Remove what an interrupted or failed run left of ``outputs``: the hidden temp siblings
+    of atomic writes (``.<name>.*.tmp``: a dead writer's, whatever their age), temp files
+    inside an output directory, and each output not in ``keep`` (those that existed before
+    the run, left alone)."""
+    kept = {Path(k) for k in keep}
+    removed = []
+    for out in map(Path, outputs):
+        leftovers = list(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.is_dir() else []
+        if out.is_dir():  # e.g. checkpoints (one folder per run): half-written atomic writes
+            leftovers += sorted(out.glob("**/.*.tmp"), key=lambda p: len(p.parts))
+        created = out not in kept and (out.exists() or out.is_symlink())
+        for p in leftovers + ([out] if created else []):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def removing_partial(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+    """Run the block; if it raises, remove the ``outputs`` it created (see remove_partial)."""
+    existed = [Path(o) for o in outputs if Path(o).exists()]
+    try:
+        yield
+    except BaseException:
+        remove_partial(outputs, keep=existed)
+        raise

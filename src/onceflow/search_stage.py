@@ -1,4 +1,4 @@
-"""The ``search@<target>`` stage as one call (:func:`run_search_target`).
+"""The ``search@<target>`` stage as one call (:func:`run`).
 
 The adapter between the engine (``onceflow.search``, which knows nothing about networks and
 imports no predictor) and one supernet, above both: it opens
@@ -10,7 +10,6 @@ turns an encoded row into the arch (string and JSON) for the documents and the e
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,22 +64,27 @@ class SearchOutputs:
         return f"search@{self.target}: front {len(r.front.x)}, hv {r.hypervolume:.4f}"
 
 
-def run_search_target(
-    params: Params,
-    target: str,
-    *,
-    supernet_dir: str | os.PathLike[str],
-    data_dir: str | os.PathLike[str],
-    predictor_dir: str | os.PathLike[str],
-    latency_dir: str | os.PathLike[str],
-) -> SearchOutputs:
-    """Search ``target``'s budgets with the predictor in ``predictor_dir`` and the estimator in
-    ``latency_dir``; the supernet's weights and ``data_dir`` are read only to measure the picks."""
+@dataclass(frozen=True)
+class Paths:
+    """Where ``search@<target>`` reads."""
+
+    target: str
+    supernet: str
+    data: str
+    predictor: str
+    latency: str
+
+
+def run(params: Params, paths: Paths) -> SearchOutputs:
+    """Search the target's budgets with the predictor in ``paths.predictor`` and the estimator
+    in ``paths.latency``; the supernet's weights and the data are read only to measure the
+    picks."""
+    target = paths.target
     cfg, seed = params.search, params.base.seed
     budgets = budgets_for(cfg, params.latency.targets, target)
     set_threads(params.base.threads)
-    space = load_space(supernet_dir)
-    pred, est = load_predictor(predictor_dir, space), load_estimator(latency_dir, space)
+    space = load_space(paths.supernet)
+    pred, est = load_predictor(paths.predictor, space), load_estimator(paths.latency, space)
     enc = pred.encoder
     describe = report.arch_describer(space.decode)
     result = run_search(
@@ -91,7 +95,7 @@ def run_search_target(
     real = None
     if cfg.evaluate_selected:  # close the loop: BN recalibrated, val subset as in the dataset
         accuracy = subnet_accuracy(
-            load_supernet(supernet_dir), load_prepared(data_dir), params.predictor, seed
+            load_supernet(paths.supernet), load_prepared(paths.data), params.predictor, seed
         )
         real = [accuracy(space.decode(p.x)) for p in result.picks]
     png = report.pareto_png(result, f"search@{target}", real)

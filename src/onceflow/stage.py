@@ -1,6 +1,6 @@
-"""What every stage module shares: one way to parse its arguments (:func:`parse_args`), one way
-to write its outputs (:func:`write_outputs`), logging set-up and turning user errors into exit
-codes (:func:`run`)."""
+"""What every stage module shares: the stage contract (:func:`main`: one way to parse the
+arguments, the library's ``<package>/stage.py:run(params, paths)``, one :func:`write_outputs`),
+logging set-up and turning user errors into exit codes (:func:`run`)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import onceflow
-from onceflow.errors import OnceflowError
+from onceflow.errors import ConfigError, OnceflowError
+from onceflow.io import removing_partial
+
+if TYPE_CHECKING:
+    from onceflow.config import Params
 
 log = logging.getLogger("onceflow")
 
@@ -34,46 +39,131 @@ def record_outcome(event: str, exit_code: int | None = None, error: str = "") ->
         fh.write(json.dumps({**rec, "error": error}) + "\n")
 
 
-def parse_args(ap: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse a stage's arguments (``--params``, default ``params.yaml``, and its own flags,
-    which include ``--metrics``) plus ``--details``, which defaults to the file next to the
-    headline (:func:`onceflow.metrics.details_path`)."""
-    from onceflow.metrics import details_path
+@dataclass(frozen=True)
+class Invocation:
+    """The running stage's command line: its module (``stages.<name>``), its arguments and the
+    output paths they name (a launcher of ranks re-runs the module and cleans the outputs)."""
 
-    ap.add_argument(
-        "--details", default=None, help="JSON behind the headline metrics (default: next to it)"
-    )
-    args = ap.parse_args(argv)
-    args.details = args.details or details_path(args.metrics)
-    return args
+    module: str
+    argv: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+_CURRENT: list[Invocation] = []
+
+
+def current() -> Invocation:
+    """The stage :func:`main` is running in this process (LookupError outside one)."""
+    if not _CURRENT:
+        raise LookupError("no stage is running in this process (onceflow.stage.main sets it)")
+    return _CURRENT[-1]
 
 
 class StageOutputs(Protocol):
-    """What a stage's library entry returns: headline metrics and their details, and the
-    summary it logs; optionally an artifact directory (``save``) and a plot (PNG + points)."""
+    """What a stage's library entry ``run(params, paths)`` returns: headline metrics and their
+    details (empty for a stage without metrics) and the summary it logs. Optional attributes,
+    written by :func:`write_outputs` where the result has them:
+
+    - ``texts``: ``{argument: text}``, files written first (a data gate's report), then
+      ``check(args)``, which may raise to leave every other output unwritten;
+    - ``save(dir)``: the artifact directory ``--out``;
+    - ``plot_png`` / ``plot_csv``: the plot ``--plot`` and its points ``--plot-data``."""
 
     headline: Mapping[str, Any]
     details: Mapping[str, Any]
     summary: str
 
 
-def write_outputs(result: StageOutputs, args: argparse.Namespace) -> None:
-    """Write a stage's outputs where its arguments say, each atomically: the artifact
-    directory (``--out``, when the result saves one), the metrics and details, the plot and
-    its points (``--plot``/``--plot-data``, when the result has them); then log the summary."""
+P = TypeVar("P")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def main(
+    prog: str,
+    doc: str | None,
+    run: Callable[[Params, P], StageOutputs | None],
+    paths: type[P],
+    outputs: Sequence[str],
+    argv: Sequence[str] | None,
+) -> None:
+    """A stage module's whole ``main``, the same for every stage: parse ``--params`` (default
+    params.yaml), one option per field of the ``paths`` dataclass (required unless the field
+    has a default; a field named ``params`` gets the ``--params`` file), one required option
+    per name in ``outputs`` and ``--details`` beside ``--metrics``; load the params (a
+    ``target`` must be one of ``latency.targets``); call the library's ``run(params, paths)``
+    and write what it returns (:func:`write_outputs`; nothing when it returns None: a rank
+    that is not rank 0, or the launcher of the ranks that wrote)."""
+    from onceflow.config import load_params
+    from onceflow.metrics import details_path
+
+    ap = argparse.ArgumentParser(prog=prog, description=doc)
+    ap.add_argument("--params", default="params.yaml", help="the params file (params.yaml)")
+    where = [f for f in fields(paths) if f.name != "params"]  # type: ignore[arg-type]
+    for f in where:
+        default = None if f.default is MISSING else f.default
+        ap.add_argument(
+            _option(f.name), required=f.default is MISSING, default=default,
+            help=f.metadata.get("help"),
+        )  # fmt: skip
+    for name in outputs:
+        ap.add_argument(_option(name), required=True)
+    if "metrics" in outputs:
+        ap.add_argument("--details", help="JSON behind the headline metrics (default: beside it)")
+    args = ap.parse_args(argv)
+    if "metrics" in outputs:
+        args.details = args.details or details_path(args.metrics)
+    params = load_params(args.params)
+    given = {f.name: getattr(args, f.name) for f in where}
+    if any(f.name == "params" for f in fields(paths)):  # type: ignore[arg-type]
+        given["params"] = args.params
+    if "target" in given and given["target"] not in params.latency.targets:
+        known = ", ".join(params.latency.targets)
+        raise ConfigError(f"{args.params}: latency.targets has no {given['target']!r} ({known})")
+    written = tuple(str(getattr(args, n)) for n in outputs if n != "metrics") + (
+        (args.metrics, str(args.details)) if "metrics" in outputs else ()
+    )
+    invocation = Invocation(prog, tuple(sys.argv[1:] if argv is None else argv), written)
+    _CURRENT.append(invocation)
+    try:
+        result = run(params, paths(**given))
+    finally:
+        _CURRENT.pop()
+    if result is not None:
+        write_outputs(result, args, outputs)
+
+
+def write_outputs(result: StageOutputs, args: argparse.Namespace, outputs: Sequence[str]) -> None:
+    """Write a stage's ``outputs`` (argument names) where its arguments say, each atomically:
+    the result's texts, then its check; then the artifact directory (``out``, when the result
+    saves one), the metrics and details, the plot and its points (``plot``/``plot_data``, when
+    the result has them), and if one of those fails, none of them is left; then log the
+    summary."""
     from onceflow.io import atomic_dir, write_bytes_atomic, write_text_atomic
     from onceflow.metrics import write_metrics
 
-    save = getattr(result, "save", None)
-    if save is not None:
-        with atomic_dir(args.out) as tmp:
-            save(tmp)
-    write_metrics(args.metrics, result.headline, result.details, args.details)
-    png, csv = getattr(result, "plot_png", None), getattr(result, "plot_csv", None)
-    if png is not None:
-        write_bytes_atomic(args.plot, png)
-    if csv is not None:
-        write_text_atomic(args.plot_data, csv)
+    texts = getattr(result, "texts", {})
+    for name, text in texts.items():
+        write_text_atomic(getattr(args, name), text)
+    check = getattr(result, "check", None)
+    if check is not None:
+        check(args)
+    names = [*outputs, *(["details"] if "metrics" in outputs else [])]
+    rest = [getattr(args, n) for n in names if n not in texts]
+    with removing_partial(rest):
+        save = getattr(result, "save", None)
+        if save is not None:
+            with atomic_dir(args.out) as tmp:
+                save(tmp)
+        if "metrics" in outputs:
+            write_metrics(args.metrics, result.headline, result.details, args.details)
+        png, csv = getattr(result, "plot_png", None), getattr(result, "plot_csv", None)
+        if png is not None:
+            write_bytes_atomic(args.plot, png)
+        if csv is not None:
+            write_text_atomic(args.plot_data, csv)
     log.info("%s", result.summary)
 
 

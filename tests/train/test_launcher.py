@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from onceflow.train.launch import remove_partial, removing_partial
+from onceflow.io import remove_partial, removing_partial
 from tests.conftest import REPO_ROOT, tool_env
 from tests.train.test_stage import TINY_PARAMS, _argv
 

@@ -1,13 +1,16 @@
 """prepare: read a source, split it, compute normalization, run the validation gate.
 
 Pure with respect to outputs: :func:`prepare_dataset` returns values; the stage writes them
-(the gate's report first, then :meth:`Prepared.require_passed`, the splits and the metrics).
+(the gate's report first, then :meth:`Prepared.check`, the splits and the metrics).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -48,18 +51,29 @@ class Prepared:
         """metrics/data.json: the gate's verdict and the image count."""
         return data_headline(self.metrics())
 
-    def require_passed(self, report: object, out: object) -> None:
-        """Raise ValidationFailed naming every failed expectation, the ``report`` file that
-        explains them and the ``out`` directory left unwritten; nothing when the gate passed."""
+    @property
+    def texts(self) -> dict[str, str]:
+        """The gate's report (JSON) and summary (Markdown), by stage argument: written first,
+        whether or not the gate passed (they are how a user sees why)."""
+        report = json.dumps(self.gate.to_json(), indent=2) + "\n"
+        return {"report": report, "summary": self.gate.summary_markdown()}
+
+    def check(self, args: argparse.Namespace) -> None:
+        """Raise ValidationFailed naming every failed expectation, the report file that
+        explains them and the ``--out`` directory left unwritten; nothing when the gate
+        passed."""
         if not self.gate.success:
             failed = "; ".join(f"{e.name}: {e.observed}" for e in self.gate.failures)
             raise ValidationFailed(
-                f"data validation failed ({report}): {failed}. Nothing was written to {out}."
+                f"data validation failed ({args.report}): {failed}. "
+                f"Nothing was written to {args.out}."
             )
 
-    def save(self, directory) -> None:  # noqa: ANN001 - a Path from atomic_dir
-        import json
+    @property
+    def summary(self) -> str:
+        return f"prepared {self.details}"
 
+    def save(self, directory: Path) -> None:
         for name, split in self.splits.items():
             save_split(directory, name, split)
         (directory / "meta.json").write_text(json.dumps(self.meta.to_json(), indent=2) + "\n")

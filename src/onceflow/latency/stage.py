@@ -1,11 +1,10 @@
-"""The ``latency_table@<target>`` stage as one call: open the supernet (and, for int8 targets,
-the prepared train images the backend calibrates on), build the table
+"""The ``latency_table@<target>`` stage as one call (:func:`run`): open the supernet (and, for
+int8 targets, the prepared train images the backend calibrates on), build the table
 (:func:`~onceflow.latency.table.build_latency_table`) and return everything the stage writes."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,32 +69,33 @@ class LatencyTableOutputs:
         return plot_rows(self.table.records)
 
 
-def run_latency_table(
-    params: Params,
-    target: str,
-    supernet_dir: str | os.PathLike[str],
-    data_dir: str | os.PathLike[str],
-    *,
-    params_file: str | os.PathLike[str] = "params.yaml",
-    results: str | os.PathLike[str] | None = None,
-    transfer: str | os.PathLike[str] | None = None,
-) -> LatencyTableOutputs:
+@dataclass(frozen=True)
+class Paths:
+    """Where ``latency_table@<target>`` reads."""
+
+    target: str = field(metadata={"help": "a name under latency.targets"})
+    supernet: str
+    data: str
+    results: str | None = field(default=None, metadata={"help": "imported timings"})
+    transfer: str | None = field(default=None, metadata={"help": "a transferred LUT"})
+
+
+def run(params: Params, paths: Paths) -> LatencyTableOutputs:
     """Measure, calibrate and validate the latency table of ``latency.targets.<target>`` on this
-    machine; for an imported target, fit its estimator on ``results`` (device_results@<T>'s
-    file) instead, with the LUT in ``transfer`` (its other file) as a feature candidate.
-    ConfigError (naming ``params_file``) when there is no such target."""
-    cfg = params.latency
-    if target not in cfg.targets:
-        raise ConfigError(f"{params_file}: latency.targets has no {target!r} ({list(cfg.targets)})")
+    machine; for an imported target, fit its estimator on ``paths.results`` (device_results@
+    <T>'s file) instead, with the LUT in ``paths.transfer`` (its other file) as a feature
+    candidate."""
+    cfg, target = params.latency, paths.target
+    results, transfer = paths.results, paths.transfer
     torch.set_num_threads(params.base.threads)
-    supernet = load_supernet(supernet_dir).eval()
+    supernet = load_supernet(paths.supernet).eval()
     if cfg.targets[target].timings == "imported":
         if results is None:
             raise ConfigError(f"latency_table@{target}: an imported target needs --results")
         return imported_table(
             params, target, supernet.space, Path(results), Path(transfer) if transfer else None
         )
-    images = target_calibration_images(cfg.targets[target], data_dir, params.base.seed)
+    images = target_calibration_images(cfg.targets[target], paths.data, params.base.seed)
     backend = make_backend(cfg.targets[target], images)
     with timed_on_host(f"latency_table@{target}") as host:
         table = build_latency_table(

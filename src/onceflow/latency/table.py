@@ -1,6 +1,6 @@
 """Build one target's latency table end to end: LUT, calibration, held-out validation.
 
-The ``latency_table`` stage runs it through :func:`onceflow.latency.stage.run_latency_table`.
+The ``latency_table`` stage runs it through :func:`onceflow.latency.stage.run`.
 It takes values (the space, a layer builder, a subnet extractor, a backend, the config) and
 returns values; the stage writes them. Steps:
 

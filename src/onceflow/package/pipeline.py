@@ -1,4 +1,5 @@
-"""Package every arch the search selected for one target (what ``stages/package.py`` calls).
+"""Package every arch the search selected for one target (:func:`package_target`; the stage
+around it is :mod:`onceflow.package.stage`).
 
 Per selected arch: extract the static subnet from the supernet, re-estimate BatchNorm
 statistics on train images (the supernet's shared statistics are wrong for any one subnet),
@@ -13,22 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from onceflow import __version__, artifacts
 from onceflow.accuracy import recalibrated
 from onceflow.config import LatencyTarget, PackageConfig, Params
-from onceflow.data.prepared import PreparedData, load_prepared
+from onceflow.data.prepared import PreparedData
 from onceflow.errors import ConfigError, SearchError
-from onceflow.hostlock import timed_on_host
-from onceflow.io import atomic_dir
 from onceflow.package.build import (
     Candidate,
     EngineFn,
@@ -38,11 +34,9 @@ from onceflow.package.build import (
     TargetInfo,
     build_package,
 )
-from onceflow.package.lineage import collect_lineage
 from onceflow.package.parity import Int8ParityError
 from onceflow.progress import track
-from onceflow.supernet import Arch, Supernet, load_supernet
-from onceflow.threads import set_threads
+from onceflow.supernet import Arch, Supernet
 from onceflow.train.finetune import finetune
 
 log = logging.getLogger(__name__)
@@ -275,51 +269,3 @@ def package_metrics(target: str, results: list[PackageResult]) -> dict[str, Any]
         "latency_ratio_range": [min(ratios), max(ratios)] if ratios else None,
         "packages": [r.to_json() for r in results],
     }
-
-
-@dataclass(frozen=True)
-class PackageRun:
-    """What the package stage writes besides the packages: its metrics."""
-
-    results: list[PackageResult]  # one per packaged arch, in selection order
-    details: dict[str, Any]  # metrics/package/<target>.details.json (:func:`package_metrics`)
-
-
-def package_stage(
-    params: Params,
-    target: str,
-    *,
-    supernet: str,
-    data: str,
-    selection: str,
-    latency: str,
-    predictor: str,
-    out: str | Path,
-) -> PackageRun:
-    """The package stage from its input paths: lineage and content hashes of the inputs, then
-    the target's packages written whole into ``out`` (replaced only on success), timed under
-    the machine's timing lock (:mod:`onceflow.hostlock`)."""
-    set_threads(params.base.threads)
-    torch.manual_seed(params.base.seed)
-    inputs = {
-        "data": data,
-        "supernet": supernet,
-        "latency": latency,
-        "predictor": predictor,
-        "selection": str(selection).rsplit("/", 1)[0],
-    }
-    lineage, hashes = collect_lineage(inputs, params.model_dump(mode="json"))
-    with atomic_dir(out) as tmp, timed_on_host(f"package@{target}") as host:
-        results = package_target(
-            load_supernet(supernet),
-            artifacts.selection(selection),
-            load_prepared(data),
-            target_name=target,
-            params=params,
-            lineage=lineage,
-            content_hashes=hashes,
-            out_root=tmp,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            selection_source=selection,
-        )
-    return PackageRun(results, {**package_metrics(target, results), "host": host})

@@ -249,6 +249,10 @@ class PublishRun:
     def headline(self) -> dict[str, Any]:
         return publish_headline(self.details)
 
+    @property
+    def summary(self) -> str:
+        return f"publish to {self.registry}: {len(self.results)} package(s)"
+
 
 def run_publish(cfg: PublishConfig, artifacts: str | Path) -> PublishRun:
     """The ``publish`` stage: open the registry ``cfg.uri`` and publish every package under

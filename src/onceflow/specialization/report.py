@@ -1,5 +1,5 @@
-"""Assemble the specialization report from the pipeline's outputs (:func:`run_specialization`
-is what the ``specialize_report`` stage calls).
+"""Assemble the specialization report from the pipeline's outputs (the ``specialize_report``
+stage, :mod:`onceflow.specialization.stage`, calls :func:`specialization_report`).
 
 Reads, per target T: ``<latency>/T/`` (estimator + validation subnets), ``<search>/T/
 selected.json`` (one pick per budget) and ``<artifacts>/T/*/manifest.json`` (accuracies of the
@@ -10,9 +10,7 @@ host's precision no package measured.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +23,8 @@ from onceflow.artifacts import (
     selection,
 )
 from onceflow.config import Params
-from onceflow.data.prepared import PreparedData, load_prepared
+from onceflow.data.prepared import PreparedData
 from onceflow.errors import SearchError
-from onceflow.hostlock import timed_on_host
 from onceflow.latency import load_estimator
 from onceflow.package.manifest import MANIFEST
 from onceflow.specialization.accuracy import (
@@ -36,9 +33,7 @@ from onceflow.specialization.accuracy import (
     precision_key,
 )
 from onceflow.specialization.matrix import Slot, TargetPicks, cross_target
-from onceflow.specialization.plot import plot_rows, specialization_png
-from onceflow.supernet import Arch, Supernet, load_supernet
-from onceflow.threads import set_threads
+from onceflow.supernet import Arch, Supernet
 
 log = logging.getLogger(__name__)
 
@@ -154,45 +149,3 @@ def specialization_report(
     details["quantization_drop_pp"] = drops
     details["evaluated_here"] = evaluated
     return headline, details
-
-
-@dataclass(frozen=True)
-class SpecializationOutputs:
-    """What the ``specialize_report`` stage writes: the metrics and the plot (PNG bytes)."""
-
-    headline: dict[str, Any]
-    details: dict[str, Any]
-    plot_png: bytes
-
-    @property
-    def summary(self) -> str:
-        return f"specialization: {self.details['verdict']}"
-
-    @property
-    def plot_csv(self) -> str:
-        """The plot's points for ``dvc plots`` (x latency_ms, y accuracy)."""
-        return plot_rows(self.details)
-
-
-def run_specialization(
-    params: Params,
-    *,
-    supernet_dir: str | os.PathLike[str],
-    data_dir: str | os.PathLike[str],
-    latency_root: str | os.PathLike[str],
-    search_root: str | os.PathLike[str],
-    artifacts_root: str | os.PathLike[str],
-) -> SpecializationOutputs:
-    """:func:`specialization_report` on the supernet and prepared data on disk, with its plot."""
-    set_threads(params.base.threads)
-    with timed_on_host("specialize_report") as host:
-        headline, details = specialization_report(
-            params,
-            load_supernet(supernet_dir).eval(),
-            load_prepared(data_dir),
-            latency_root=Path(latency_root),
-            search_root=Path(search_root),
-            artifacts_root=Path(artifacts_root),
-        )
-    details["host"] = host
-    return SpecializationOutputs(headline, details, specialization_png(details, details["verdict"]))

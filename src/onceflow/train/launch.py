@@ -11,24 +11,23 @@ Ranks never outlive their launcher; a stop signal ends the job with partial outp
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
 import pickle
-import shutil
 import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from onceflow.config import check_rdzv_endpoint
 from onceflow.errors import OnceflowError
+from onceflow.io import remove_partial
 from onceflow.train.distributed import FIRST_NODE_ENV
 
 log = logging.getLogger(__name__)
@@ -73,40 +72,6 @@ def _stage_worker(module: str, argv: list[str], parent_pid: int, first_node: boo
     die_with_parent(parent_pid)
     os.environ[FIRST_NODE_ENV] = "1" if first_node else "0"
     return stage.run(importlib.import_module(module).main, argv)
-
-
-def remove_partial(
-    outputs: Sequence[str | os.PathLike[str]], keep: Collection[str | os.PathLike[str]] = ()
-) -> list[Path]:
-    """Remove what an interrupted or failed run left of ``outputs``: the hidden temp siblings
-    of atomic writes (``.<name>.*.tmp``: a dead writer's, whatever their age), temp files
-    inside an output directory, and each output not in ``keep`` (those that existed before
-    the run, left alone)."""
-    kept = {Path(k) for k in keep}
-    removed = []
-    for out in map(Path, outputs):
-        leftovers = list(out.parent.glob(f".{out.name}.*.tmp")) if out.parent.is_dir() else []
-        if out.is_dir():  # e.g. checkpoints (one folder per run): half-written atomic writes
-            leftovers += sorted(out.glob("**/.*.tmp"), key=lambda p: len(p.parts))
-        created = out not in kept and (out.exists() or out.is_symlink())
-        for p in leftovers + ([out] if created else []):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            removed.append(p)
-    return removed
-
-
-@contextlib.contextmanager
-def removing_partial(outputs: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
-    """Run the block; if it raises, remove the ``outputs`` it created (see remove_partial)."""
-    existed = [Path(o) for o in outputs if Path(o).exists()]
-    try:
-        yield
-    except BaseException:
-        remove_partial(outputs, keep=existed)
-        raise
 
 
 class TrainingInterrupted(OnceflowError):

@@ -1,17 +1,17 @@
-"""The train_supernet stage's sequence: ranks, training, final metrics (what the stage calls).
+"""The train_supernet stage's sequence: ranks, training, final metrics (what the stage,
+:mod:`onceflow.train.stage`, calls).
 
 Single process; or this machine's ranks of a launched job (``params.train.processes`` local
 ranks on ``train.nodes`` machines, the stage module relaunched as each rank: this machine is the
 job's first node); or ranks started by ``torchrun``. Rank 0 (on the first node) logs each epoch
-to DVCLive and gets the result to write; a failure removes the outputs the run had started (the
+to DVCLive and returns the result to write; a failure removes the outputs the run had started (the
 live dir grows). The ranks of other machines (``onceflow train join``) train and write nothing.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import torch
 from onceflow.config import Params
 from onceflow.data.prepared import load_prepared
 from onceflow.errors import OnceflowError
+from onceflow.io import removing_partial
 from onceflow.supernet import SearchSpace, Supernet
 from onceflow.train.distributed import (
     DistContext,
@@ -28,7 +29,7 @@ from onceflow.train.distributed import (
     resolve_device,
     shutdown,
 )
-from onceflow.train.launch import launch, removing_partial
+from onceflow.train.launch import launch
 from onceflow.train.live import LiveLogger
 from onceflow.train.loop import final_metrics, train_supernet
 from onceflow.train.nodes import first_node
@@ -42,7 +43,6 @@ class TrainedSupernet:
     metrics: dict[str, float]  # :func:`~onceflow.train.loop.final_metrics`
 
 
-@contextmanager
 def supernet_training(
     params: Params,
     *,
@@ -51,10 +51,10 @@ def supernet_training(
     checkpoints: str | Path,
     outputs: Sequence[str | Path],
     relaunch: tuple[str, Sequence[str]],
-) -> Iterator[TrainedSupernet | None]:
-    """Train the supernet and yield it with its metrics on rank 0 (None on the other ranks and
-    in a launcher of ranks). The block writes ``outputs``; if it or the training raises,
-    the outputs it created are removed. Then all ranks meet and the process group closes.
+) -> TrainedSupernet | None:
+    """Train the supernet and return it with its metrics on rank 0, after all ranks met and the
+    process group closed (None on the other ranks and in a launcher of ranks: the ranks write).
+    If training raises, the ``outputs`` it created (the live dir grows) are removed.
 
     ``relaunch`` is (module, argv) of the stage, run as each local rank when params
     ``train.processes`` or ``train.nodes`` > 1 and no launcher set ``WORLD_SIZE``."""
@@ -65,15 +65,15 @@ def supernet_training(
             launch(
                 t.processes, module, list(argv), rdzv=rdzv, outputs=outputs, scratch=(checkpoints,)
             )
-        yield None
-        return
+        return None
     ctx = _join(params)
     try:
         with removing_partial(outputs if ctx.is_main else ()):
-            yield _train(params, data, live, checkpoints, ctx)
+            trained = _train(params, data, live, checkpoints, ctx)
         barrier(ctx)
     finally:
         shutdown(ctx)
+    return trained
 
 
 def train_joined_node(params: Params, data: str | Path) -> None:
