@@ -215,26 +215,23 @@ def _words(name: str, n_classes: int) -> Words:
     raise KeyError(name)
 
 
-def run_gate(
-    df: pd.DataFrame, cfg: DataConfig, *, n_classes: int, shape: tuple[int, int, int]
-) -> GateResult:
-    """Validate the per-image table (and its per-class summary, :func:`class_table`) with GX
-    under the ``data`` section's rules, for ``n_classes`` classes of images of ``shape``
-    (H, W, C, what the source holds); word each failure from GX's own result for it."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+IMAGES, CLASSES = "images", "classes"  # the table each expectation runs on
 
-    s = cfg
-    h, w, c = shape
-    splits = sorted(df["split"].unique())
+
+def _checks(
+    cfg: DataConfig, n_classes: int, shape: tuple[int, int, int]
+) -> list[tuple[str, str, str, Any]]:
+    """The gate's expectations as (name, description, table, GX expectation), from the ``data``
+    section's rules for ``n_classes`` classes of images of ``shape``."""
+    import great_expectations as gx
+
+    s, (h, w, c) = cfg, shape
     expected_pairs = [f"{sp}:{k}" for sp in ("train", "val", "test") for k in range(n_classes)]
     min_split = n_classes * s.min_images_per_class
     tol = s.class_balance_tolerance
     E = gx.expectations
-    n_dup = int(df["duplicates_train"].sum())
     max_dup = s.max_train_val_duplicates
-    IMAGES, CLASSES = "images", "classes"  # the table each expectation runs on
-    checks: list[tuple[str, str, str, Any]] = [
+    return [
         ("label_in_class_set", f"labels in 0..{n_classes - 1}", IMAGES,
          E.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(n_classes)))),
         ("every_class_present", "every class has images in train, val and test", CLASSES,
@@ -264,6 +261,15 @@ def run_gate(
          E.ExpectColumnValuesToBeBetween(column="train_val_duplicates", max_value=max_dup)),
     ]  # fmt: skip
 
+
+def _validate(
+    df: pd.DataFrame, checks: list[tuple[str, str, str, Any]]
+) -> tuple[bool, dict[str, Any]]:
+    """Run ``checks`` with GX on the per-image table ``df`` and its per-class summary; (all
+    passed, GX's result per check name)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = ctx.data_sources.add_pandas("onceflow")
@@ -288,6 +294,17 @@ def run_gate(
         validation = batch.validate(suite, result_format=result_format)
         success = success and bool(validation.success)
         found.update({r.expectation_config.meta["onceflow_check"]: r for r in validation.results})
+    return success, found
+
+
+def run_gate(
+    df: pd.DataFrame, cfg: DataConfig, *, n_classes: int, shape: tuple[int, int, int]
+) -> GateResult:
+    """Validate the per-image table (and its per-class summary, :func:`class_table`) with GX
+    under the ``data`` section's rules, for ``n_classes`` classes of images of ``shape``
+    (H, W, C, what the source holds); word each failure from GX's own result for it."""
+    checks = _checks(cfg, n_classes, shape)
+    success, found = _validate(df, checks)
     results = []
     for name, desc, _, _ in checks:
         r = found[name]
@@ -295,7 +312,9 @@ def run_gate(
         if not r.success:
             observed = _words(name, n_classes)(dict(r.result), dict(r.expectation_config.kwargs))
         results.append(ExpectationResult(name, desc, bool(r.success), observed))
+    splits = sorted(df["split"].unique())
     log.info("validation gate over %d images in splits %s: %s", len(df), splits,
              "passed" if success else "FAILED")  # fmt: skip
+    n_dup = int(df["duplicates_train"].sum())
     return GateResult(success=success, n_rows=len(df), expectations=tuple(results),
                       n_train_val_duplicates=n_dup)  # fmt: skip
