@@ -80,10 +80,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle: keeps its order otherwise
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Modules with slow tests first, the longest first (``slow(seconds=N)``: the module's
-    test time, its largest N), a stable sort, so that under ``--dist loadscope`` the long modules
-    start at once on both workers and the quick ones fill the gaps at the end instead of leaving
-    a long tail. A module's tests keep their order."""
+    """Modules with slow tests first, the longest first (``slow(seconds=N)`` on the module's
+    ``pytestmark`` or on one of its slow tests: the module's test time on CI), a stable sort,
+    so that under ``--dist loadscope`` the long modules start at once on both workers and the
+    quick ones fill the gaps at the end instead of leaving a long tail. A module's tests keep
+    their order."""
     cost: dict[str, float] = {}
     for item in items:
         if marker := item.get_closest_marker("slow"):
