@@ -27,7 +27,7 @@ exps: setup
 	@onceflow exps
 
 # The suite on up to 4 xdist workers (one per core), a test module per worker at a time (its
-# module fixtures built once); slow tests start first (tests/conftest.py).
+# module fixtures built once); the longest modules start first (tests/conftest.py).
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 test: setup
 	pytest -q -n $(TEST_WORKERS) --dist loadscope

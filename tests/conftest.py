@@ -40,6 +40,12 @@ _saved_env: dict[str, str | None] = {}
 def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
+    # xdist's loadscope queues modules by their number of tests unless told not to: the order
+    # of pytest_collection_modifyitems (the longest modules first) would be lost, and the
+    # one-test integration modules, the longest of all, would start last.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
     from onceflow.hostlock import lock_path
 
     env = dict(SESSION_ENV)
@@ -74,9 +80,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle: keeps its order otherwise
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Slow tests first (a stable sort), so that under xdist the long integration tests start
-    at once on every worker and the quick ones fill the gaps, instead of a long tail."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Modules with slow tests first, the longest first (``slow(seconds=N)`` on the module's
+    ``pytestmark`` or on one of its slow tests: the module's test time on CI), a stable sort,
+    so that under ``--dist loadscope`` the long modules start at once on both workers and the
+    quick ones fill the gaps at the end instead of leaving a long tail. A module's tests keep
+    their order."""
+    cost: dict[str, float] = {}
+    for item in items:
+        if marker := item.get_closest_marker("slow"):
+            module = _module_of(item)
+            cost[module] = max(cost.get(module, 0.0), float(marker.kwargs.get("seconds", 0)))
+    items.sort(key=lambda item: (_module_of(item) not in cost, -cost.get(_module_of(item), 0)))
+
+
+def _module_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
 
 
 _SESSION_PREFIX = "onceflow-tests-"

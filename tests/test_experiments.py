@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import run_dvc, tool_env
 from tests.support.workspace import TINY_PARAMS, copy_project, deep_merge
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=370)  # test time on CI: the longest start first
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every stage imports the onceflow of the workspace it runs in (a queued experiment runs in a

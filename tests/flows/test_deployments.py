@@ -22,7 +22,7 @@ from tests.flows.test_nas_pipeline import lock_of
 from tests.flows.toy import commit, write_toy_repo
 from tests.support.workspace import copy_project
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=160)  # test time on CI: the longest start first
 
 
 def _env(clone: Path, home: Path, api_url: str | None, **extra: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from onceflow.orchestration.dvc import dvc_env, set_params
 from tests.flows.conftest import BUCKET, add_s3_remote, runs
 from tests.flows.toy import commit, write_toy_repo
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=45)  # about the module's test time on CI
 
 STAGES = ["prepare", "train_supernet", "predictor", "publish"] + [
     f"{s}@{t}" for s in ("latency_table", "search", "package") for t in ("ort-cpu", "edge")

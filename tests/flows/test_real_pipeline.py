@@ -18,7 +18,7 @@ from tests.flows.test_nas_pipeline import artifact
 from tests.flows.toy import commit
 from tests.support.workspace import TINY_PARAMS, copy_project
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=139)  # test time on CI: the longest start first
 
 
 _IMPORT_LOG = """

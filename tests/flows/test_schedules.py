@@ -15,7 +15,7 @@ import pytest
 from tests.flows.conftest import REPO_ROOT, runs
 from tests.flows.toy import write_toy_repo
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=23)  # about the module's test time on CI
 
 INTERVAL_S = 10
 _SERVE = """

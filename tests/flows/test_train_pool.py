@@ -15,7 +15,7 @@ from tests.flows.test_nas_pipeline import lock_of
 from tests.flows.toy import commit, write_toy_repo
 from tests.support.workspace import copy_project
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=81)  # test time on CI: the longest start first
 
 
 def test_pipeline_trains_on_the_train_pool_and_measures_here(

@@ -28,7 +28,7 @@ from tests.flows.toy import commit
 from tests.support.s3server import BUCKET
 from tests.support.workspace import TINY_PARAMS, copy_project, deep_merge
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=285)  # test time on CI: the longest start first
 
 POOL_TARGET = "ort-cpu-int8"  # measured on host B (its `gpu` pool)
 REGISTRY = f"s3://{BUCKET}/models-two-hosts"

@@ -22,7 +22,7 @@ from tests.test_dvc_isolation import (
     placeholder_repo,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=34)  # about the module's test time on CI
 
 A = "ort-cpu"
 PHONE = "phone"

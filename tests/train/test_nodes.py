@@ -139,7 +139,7 @@ def test_join_refuses_bad_input_with_one_line(args, word, tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=62)  # about the module's test time on CI
 def test_two_nodes_train_the_weights_of_one_node_with_two_ranks(tmp_path, tiny_prepared):
     """2 nodes x 1 rank (one rendezvous, separate working directories) and 1 node x 2 ranks:
     the same global batch, seeds and data give bit-identical weights on CPU with gloo (two

@@ -67,7 +67,7 @@ def test_stage_bad_params_exit_2(tmp_path, tiny_prepared):
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=51)  # about the module's test time on CI
 def test_stage_launches_two_local_ranks(tmp_path, tiny_prepared, caplog):
     params = tmp_path / "params.yaml"
     params.write_text(
