@@ -24,7 +24,10 @@ were fixed before the algorithms were scored and are not tuned:
 Each landscape takes an instance seed (``--landscape-seed``) and each cell runs 5 seeds
 (``--run-seeds``): issue 26's settings were fixed on instances 0-3 with run seeds 0-14, and
 reported on instances 7 (run seeds 100-104) and 8 (200-204); NSGA-II's restarts were checked
-on instances 0-3 (run seeds 0-4) and reported on instance 9 (300-304). The evolution's
+on instances 0-3 (run seeds 0-4) and reported on instance 9 (300-304), then instance 10
+(400-404). NSGA-II's two-point crossover and layered polish and the evolution's
+equal-fitness tie-break were fixed on instances 0-3, 9 and 10 (run seeds 0-4; needle also 0-9
+and 400-404; trap also 300-304) and reported on instance 11 (500-504). The evolution's
 uniform rows are the draw ``random_search`` makes with the same seed (common random numbers);
 ``margin_other_seed_pp`` compares with an independent draw. Budgets are the 10th / 25th /
 50th / 75th percentiles of the constraint over the whole space (or a 200,000-row sample): 10%
