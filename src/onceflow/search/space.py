@@ -118,7 +118,7 @@ class CategoricalSpace:
         return self.canonical(out)
 
     def crossover_mask(
-        self, rng: np.random.Generator, n: int, two_point_share: float = 0.0
+        self, rng: np.random.Generator, n: int, two_point_share: float
     ) -> np.ndarray:
         """(n, D) bool: which indices a child takes from its first parent. Uniform (each index
         1/2), except ``two_point_share`` of the rows, which take one contiguous run of indices
