@@ -24,7 +24,13 @@ were fixed before the algorithms were scored and are not tuned:
 Each landscape takes an instance seed (``--landscape-seed``) and each cell runs 5 seeds
 (``--run-seeds``): issue 26's settings were fixed on instances 0-3 with run seeds 0-14, and
 reported on instances 7 (run seeds 100-104) and 8 (200-204); NSGA-II's restarts were checked
-on instances 0-3 (run seeds 0-4) and reported on instance 9 (300-304). The evolution's
+on instances 0-3 (run seeds 0-4) and reported on instance 9 (300-304), then instance 10
+(400-404). NSGA-II's two-point crossover and layered polish and the evolution's
+equal-fitness tie-break were tried on instances 0-3, 9 and 10 (run seeds 0-4; needle also 0-9
+and 400-404; trap also 300-304) and reported on instance 11 (500-504): worst feasible
+regret margin +0.5 pp (trap p10 N=1000, the same with or without the tie-break), worst hv
+margin -0.0022 (plateau N=1000) with crossover and polish on, -0.0013 (tiny N=500) with
+them off (the defaults kept), spend 1.0; instance 12 (600-604) is the next fresh one. The evolution's
 uniform rows are the draw ``random_search`` makes with the same seed (common random numbers);
 ``margin_other_seed_pp`` compares with an independent draw. Budgets are the 10th / 25th /
 50th / 75th percentiles of the constraint over the whole space (or a 200,000-row sample): 10%

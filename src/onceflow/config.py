@@ -552,10 +552,18 @@ class NsgaConfig(StrictModel):
     pop_size: Annotated[int, Field(ge=4)] = 100  # at most; a budget caps it (see below)
     generations: Annotated[int, Field(ge=1)] = 100
     polish_sweeps: Annotated[int, Field(ge=0)] = 5  # local search rounds on the final front
+    # A polish round that leaves the front unchanged widens to one more non-dominated layer
+    # of the archive, up to this many (1: the front only; 3 was tried on issue 26's
+    # landscapes: fewer failing cells, a worse worst one -- not the default).
+    polish_layers: Annotated[int, Field(ge=1)] = 1
     time_limit_s: Annotated[float, Field(gt=0)] = 60.0
     max_evaluations: Annotated[int, Field(ge=1)] | None = None  # distinct candidates
     mutation_prob: Annotated[float, Field(ge=0, le=1)] | None = None  # per index (null: 1/D)
     crossover_prob: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Share of crossovers at two points (a contiguous run of dimensions from one parent, so
+    # blocks of linked neighbouring dimensions survive); the rest uniform (1.0 was tried on
+    # issue 26's landscapes with polish_layers 3: not better at the worst cell).
+    two_point_share: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Under an evaluation budget: the share kept for the polish (what it leaves goes back to
     # the generations), and the population at most budget / evaluations_per_member (>= 16).
     polish_share: Annotated[float, Field(ge=0, lt=1)] = 0.25

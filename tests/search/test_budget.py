@@ -334,3 +334,31 @@ def test_nsga2_restarts_when_the_front_stalls() -> None:
     top = float(f.fn(space.enumerate_all()).max())
     assert _best_fitness(NsgaConfig().restart_after, range(10)) == [top] * 10
     assert min(_best_fitness(0.0, range(10))) < top  # the control: without restarts it stalls
+
+
+def test_nsga2_polish_widens_to_the_next_layer_when_the_front_is_stable() -> None:
+    """With the true front and all its single moves archived, a front-only polish has nothing
+    to evaluate; ``polish_layers`` 2 goes on to the single moves of the second layer."""
+    from onceflow.search import non_dominated
+    from onceflow.search.nsga import _archive_layers, _polish, _single_moves
+
+    space = CategoricalSpace(("a", "b", "c"), (4, 4, 4))
+    rng = np.random.default_rng(3)
+    t1, t2 = rng.random(64), rng.random(64)
+    idx = lambda x: x @ np.array([16, 4, 1])  # noqa: E731
+    fns = {"f": lambda x: t1[idx(x)], "g": lambda x: t2[idx(x)]}
+    signs = np.array([1.0, 1.0])
+    x = space.enumerate_all()
+    front = x[non_dominated(np.stack([t1[idx(x)], t2[idx(x)]], 1))]
+    seen = []
+    for layers, expect_new in ((1, False), (2, True)):
+        a = Archive(fns)
+        a.evaluate(np.concatenate([front, _single_moves(space, front)]))
+        n0 = a.n
+        second = _archive_layers(a, ["f", "g"], signs, 2)
+        cfg = NsgaConfig(polish_sweeps=1 + layers, polish_layers=layers)
+        _polish(space, a, ["f", "g"], signs, cfg, lambda: float("inf"), rng)
+        assert (a.n > n0) == expect_new
+        seen.append(a.x[n0:])
+    moves = {r.tobytes() for r in _single_moves(space, second)}
+    assert all(r.tobytes() in moves for r in seen[1])

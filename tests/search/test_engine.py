@@ -166,3 +166,25 @@ def test_spread_sampling_covers_size_range() -> None:
     u = space.sample(np.random.default_rng(0), 2000).sum(1)
     assert s.min() < 15 and s.max() > 105  # spans most of [0, 120]
     assert u.min() > 30 and u.max() < 90  # uniform concentrates in the middle
+
+
+def test_crossover_mask_two_point_rows_are_one_contiguous_run() -> None:
+    """Two-point rows take one contiguous run of indices from the first parent (blocks of
+    neighbouring dimensions travel together); share 0 is uniform crossover."""
+    space = CategoricalSpace(tuple(f"d{i}" for i in range(9)), (4,) * 9)
+    m = space.crossover_mask(np.random.default_rng(0), 2000, 1.0)
+    runs = (np.diff(m.astype(np.int8), axis=1) != 0).sum(1) + m[:, 0] + m[:, -1]
+    assert (runs <= 2).all()  # 0/1 edges at most: one run [lo, hi) (or none / all)
+    assert 0.2 < m.mean() < 0.5  # E|[lo, hi)| / D for two sorted uniform cuts ~ 1/3
+    u = space.crossover_mask(np.random.default_rng(0), 2000, 0.0)
+    runs_u = (np.diff(u.astype(np.int8), axis=1) != 0).sum(1) + u[:, 0] + u[:, -1]
+    assert abs(u.mean() - 0.5) < 0.02 and (runs_u > 2).mean() > 0.5
+
+
+def test_evolution_ranks_equal_fitness_by_constraint() -> None:
+    """On a plateau (equal fitness) the member with more of the budget left ranks first."""
+    from onceflow.search.evolution import _order
+
+    fit = np.array([0.8, 0.9, 0.9, 0.9, 0.7])
+    con = np.array([1.0, 3.0, 2.0, 9.0, 0.5])  # budget 5: row 3 is infeasible
+    assert _order(fit, con, 5.0).tolist() == [2, 1, 0, 4, 3]

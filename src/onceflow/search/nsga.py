@@ -60,14 +60,16 @@ def _operators(space: CategoricalSpace, archive: Archive, names: list[str], sign
             return self.x0[:n_samples]
 
     class CategoricalCrossover(Crossover):
-        """Uniform crossover giving two complementary children, canonicalized."""
+        """Two complementary children, canonicalized: uniform crossover, or for
+        ``two_point_share`` of the pairs two-point (blocks of neighbouring dimensions kept)."""
 
-        def __init__(self, prob: float) -> None:
+        def __init__(self, prob: float, two_point_share: float) -> None:
             super().__init__(2, 2, prob=prob)
+            self.two = two_point_share
 
         def _do(self, problem: Any, X: np.ndarray, *args: object, random_state=None, **kw: Any):
             a, b = X[0].astype(np.int64), X[1].astype(np.int64)
-            m = random_state.random(a.shape) < 0.5
+            m = space.crossover_mask(random_state, len(a), self.two)
             c = space.canonical
             return np.stack([c(np.where(m, a, b)), c(np.where(m, b, a))])
 
@@ -175,7 +177,7 @@ class _Generations:
         self.algo = NSGA2(
             pop_size=self.plan.pop_size,
             sampling=Init(x0),
-            crossover=Cross(self.cfg.crossover_prob),
+            crossover=Cross(self.cfg.crossover_prob, self.cfg.two_point_share),
             mutation=Mut(self.p_mut),
             eliminate_duplicates=self.dups,
         )
@@ -229,24 +231,47 @@ class _Generations:
         self.start(np.concatenate([X, fresh[: self.plan.pop_size - len(X)]]))
 
 
-def _polish(space, archive, names, signs, sweeps: int, left, rng) -> None:  # noqa: ANN001
-    """Up to ``sweeps`` rounds evaluating the single-index changes of every front point not
-    evaluated yet (stops when the front no longer changes or the budget is spent)."""
+def _polish(space, archive, names, signs, cfg: NsgaConfig, left, rng) -> None:  # noqa: ANN001
+    """Up to ``cfg.polish_sweeps`` rounds evaluating the single-index changes, not evaluated
+    yet, of every point of the archive's first non-dominated layer; when a round leaves the
+    front unchanged (or the layer has no new neighbour), the next round takes one more layer
+    (up to ``cfg.polish_layers``): the gaps of a front are often a move away from rows just
+    behind it. Stops when the budget is spent."""
     X, F = _archive_front(archive, names, signs)
-    for _ in range(sweeps):
+    layers = 1
+    for _ in range(cfg.polish_sweeps):
         if left() <= 0:
             break
-        neighbours = archive.novel(_single_moves(space, X))
-        if not len(neighbours):
+        base = _archive_layers(archive, names, signs, layers) if layers > 1 else X
+        neighbours = archive.novel(_single_moves(space, base))
+        if len(neighbours):
+            if len(neighbours) > left():  # a partial sweep: no bias towards the first dimensions
+                neighbours = neighbours[rng.permutation(len(neighbours))]
+            archive.evaluate(neighbours, left())
+            X2, F2 = _archive_front(archive, names, signs)
+            same = np.array_equal(F2, F)
+            X, F = X2, F2
+            if not same:
+                layers = 1
+                continue
+        if layers >= cfg.polish_layers:
             break
-        if len(neighbours) > left():  # a partial sweep: no bias towards the first dimensions
-            neighbours = neighbours[rng.permutation(len(neighbours))]
-        archive.evaluate(neighbours, left())
-        X2, F2 = _archive_front(archive, names, signs)
-        same = np.array_equal(F2, F)
-        X, F = X2, F2
-        if same:
+        layers += 1
+
+
+def _archive_layers(archive: Archive, names, signs: np.ndarray, k: int) -> np.ndarray:  # noqa: ANN001
+    """Rows of the archive's first ``k`` non-dominated layers."""
+    X = archive.x
+    F = np.stack([archive.value(n) for n in names], axis=1) * signs
+    left_ = np.arange(len(X))
+    out = []
+    for _ in range(k):
+        if not len(left_):
             break
+        keep = non_dominated(F[left_])
+        out.append(left_[keep])
+        left_ = np.delete(left_, keep)
+    return X[np.concatenate(out)]
 
 
 def nsga2(
@@ -293,7 +318,7 @@ def nsga2(
     gen = _Generations(space, archive, names, signs, cfg, plan, seed, left, t0)
     gen.start(_initial_rows(space, gen.rng, plan.pop_size, initial))
     gen.run(plan.reserve)
-    _polish(space, archive, names, signs, cfg.polish_sweeps, left, gen.rng)
+    _polish(space, archive, names, signs, cfg, left, gen.rng)
     if left() > 0 and np.isfinite(budget):  # what the polish left: back to the generations
         gen.run(0.0)
     X, F = _archive_front(archive, names, signs)

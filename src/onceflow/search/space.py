@@ -117,6 +117,23 @@ class CategoricalSpace:
         out = np.where(mask, (x + shift) % card, x)
         return self.canonical(out)
 
+    def crossover_mask(
+        self, rng: np.random.Generator, n: int, two_point_share: float
+    ) -> np.ndarray:
+        """(n, D) bool: which indices a child takes from its first parent. Uniform (each index
+        1/2), except ``two_point_share`` of the rows, which take one contiguous run of indices
+        [lo, hi) from the first parent and the rest from the second: blocks of neighbouring
+        dimensions (a stage's depth and its layers' choices) travel together."""
+        m = rng.random((n, self.n_dims)) < 0.5
+        if two_point_share <= 0:  # uniform only (the same draws as before the option)
+            return m
+        two = rng.random(n) < two_point_share
+        if two.any():
+            cut = np.sort(rng.integers(0, self.n_dims + 1, (int(two.sum()), 2)), axis=1)
+            i = np.arange(self.n_dims)
+            m[two] = (i >= cut[:, :1]) & (i < cut[:, 1:])
+        return m
+
     def crossover(self, rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Uniform crossover: each index from ``a`` or ``b`` with probability 1/2."""
         return self.canonical(np.where(rng.random(a.shape) < 0.5, a, b))
