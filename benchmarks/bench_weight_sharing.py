@@ -24,10 +24,18 @@ standard deviation ``gap_sd_pp``; over all arch x seed gaps ``mean_gap_pp`` and 
 < 1 shortens the runs; with a loaded supernet only the lone ones (the comparison is then biased
 to the supernet: stated in the output).
 
+``--lone-cache FILE`` (JSON) keeps each lone run's test accuracy and seconds under a digest of
+what makes its weights: the search space, the train params a lone run uses (not the sandwich's
+sampling and distillation options, which a lone run ignores), the seed, the arch and the data's
+content and size. A later invocation reuses them, so recipes that differ only in supernet
+options, or a second seed added, retrain nothing already trained. The digest leaves out the
+training code: delete the file when that changes.
+
 Usage: python benchmarks/bench_weight_sharing.py [--params params.yaml] [--supernet
 models/supernet] [--data data/prepared] [--selection search/ort-cpu/selected.json]
 [--supernet-metrics metrics/supernet.json] [--seeds 2] [--archs picks,min,mid]
 [--supernet-seeds 0] [--epochs-scale 1.0] [--max-train N] [--wait-supernet-s S]
+[--lone-cache FILE]
 (the lone runs need no supernet: they may start while it still trains)
 """
 
@@ -37,6 +45,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +54,20 @@ from scipy import stats
 
 from onceflow.accuracy import recalibrated_accuracy
 from onceflow.config import TrainConfig, load_params
-from onceflow.data.prepared import PreparedData, Split, load_prepared
+from onceflow.data.prepared import PreparedData, Split, data_identity, load_prepared
+from onceflow.io import sha256_json
 from onceflow.supernet import Arch, SearchSpace, Supernet, load_supernet
 from onceflow.train.loop import train_supernet
 
 GROUPS = ("picks", "min", "mid", "max")
+# Train params a lone run (train_supernet(only_arch=...): one subnet, label loss) never reads,
+# and those that do not change weights: left out of a lone run's cache key.
+SANDWICH_ONLY = frozenset(
+    {"n_random", "distill", "student_ce", "alpha_min", "alpha_max", "alpha_clip",
+     "attentive_pool", "attentive_pick", "attentive_proxy", "regularize_max_only",
+     "epoch_eval_images", "checkpoint_every_steps", "keep_checkpoints", "processes", "nodes",
+     "rdzv_endpoint", "max_restarts", "rdzv_timeout_s", "rdzv_last_call_s", "ddp_backend"}
+)  # fmt: skip
 CI_METHOD = (
     "Student t-interval, 95%, over the arch x seed gaps (n = archs x seeds, df n-1), treating "
     "them as independent; with one supernet its own seed-to-seed noise is not in the interval"
@@ -105,6 +123,22 @@ def summarize(rows: list[dict], sn_seconds: float | None, lone_seconds: list[flo
     }
 
 
+def lone_key(
+    space: SearchSpace, cfg: TrainConfig, data: PreparedData, arch: Arch, seed: int
+) -> str:
+    """The cache key of a lone run: what makes its weights (see ``--lone-cache``)."""
+    return sha256_json(
+        {
+            "space": space.to_json(),
+            "train": cfg.model_dump(mode="json", exclude=set(SANDWICH_ONLY)),
+            "data": data_identity(data),
+            "n": len(data.train),
+            "arch": str(arch),
+            "seed": seed,
+        }
+    )[:24]
+
+
 def _selection_picks(space: SearchSpace, selection: Path | None) -> list[tuple[str, Arch]]:
     """(where it came from, arch) for three picks spanning the latency range; [] without a
     selection of three distinct archs."""
@@ -158,6 +192,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--epochs-scale", type=float, default=1.0)
     ap.add_argument("--max-train", type=int, default=None, help="train subset (quick checks)")
     ap.add_argument("--wait-supernet-s", type=float, default=0.0)
+    ap.add_argument("--lone-cache", type=Path, default=None, help="reuse lone runs (JSON)")
     args = ap.parse_args(argv)
     args.groups = [g.strip() for g in args.archs.split(",") if g.strip()]
     if args.seeds < 2:
@@ -178,6 +213,45 @@ def _scaled(cfg: TrainConfig, scale: float) -> TrainConfig:
     return cfg.model_copy(update={"epoch_eval_images": 0})  # per-epoch max/min curves: not ours
 
 
+def _lone_runs(
+    rows: list[dict],
+    space: SearchSpace,
+    cfg: TrainConfig,
+    data: PreparedData,
+    seed: int,
+    seeds: int,
+    cache_path: Path | None,
+    score: Callable[[Supernet, Arch], float],
+) -> list[float]:
+    """Train each row's arch alone ``seeds`` times (or take it from the cache), appending the
+    test accuracies and seconds to the rows; the lone runs' total seconds per seed."""
+    cache = json.loads(cache_path.read_text()) if cache_path and cache_path.is_file() else {}
+    lone_seconds = []
+    for i in range(seeds):
+        total = 0.0
+        for r in rows:
+            arch = space.canonical(Arch.parse(r["arch"]))
+            key = lone_key(space, cfg, data, arch, seed + i)
+            if key not in cache:
+                lone = train_supernet(
+                    data, space, cfg, seed=seed + i, only_arch=arch, progress=False
+                )
+                cache[key] = {
+                    "arch": str(arch),
+                    "seed": seed + i,
+                    "test_acc": score(lone.model.eval(), arch),
+                    "train_seconds": round(lone.train_seconds, 1),
+                }
+                if cache_path is not None:
+                    cache_path.write_text(json.dumps(cache, indent=1) + "\n")
+            total += cache[key]["train_seconds"]
+            r.setdefault("alone_test_acc", []).append(cache[key]["test_acc"])
+            r.setdefault("alone_train_seconds", []).append(cache[key]["train_seconds"])
+            print(json.dumps({"seed": seed + i, **r}), flush=True)  # progress, one line a run
+        lone_seconds.append(total)
+    return lone_seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -195,18 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         )  # fmt: skip
 
     rows = pick_archs(space, args.selection, args.groups)
-    lone_seconds = []
-    for i in range(args.seeds):
-        total = 0.0
-        for r in rows:
-            arch = space.canonical(Arch.parse(r["arch"]))
-            lone = train_supernet(data, space, cfg, seed=seed + i, only_arch=arch, progress=False)
-            total += lone.train_seconds
-            r.setdefault("alone_test_acc", []).append(score(lone.model.eval(), arch))
-            r.setdefault("alone_train_seconds", []).append(round(lone.train_seconds, 1))
-            print(json.dumps({"seed": seed + i, **r}), flush=True)  # progress, one line a run
-        lone_seconds.append(total)
-
+    lone_seconds = _lone_runs(rows, space, cfg, data, seed, args.seeds, args.lone_cache, score)
     if args.supernet_seeds:
         nets, secs = [], []
         for i in range(args.supernet_seeds):

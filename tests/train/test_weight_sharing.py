@@ -44,12 +44,15 @@ def test_only_arch_trains_that_subnet_and_nothing_else(tmp_path: Path, tiny_spac
     assert out.completed and out.epochs == 1.0
 
 
-def _run_bench(tmp_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def _run_bench(
+    tmp_path: Path, *args: str, check: bool = True, train: dict | None = None
+) -> subprocess.CompletedProcess:
     params = {
         "base": {"threads": 1},
         "supernet": tiny_supernet_config().model_dump(mode="json"),
         "train": TRAIN.model_dump(mode="json")
-        | {"phases": [{"name": "f", "epochs": 1, "lr": 0.1}], "n_random": 0},
+        | {"phases": [{"name": "f", "epochs": 1, "lr": 0.1}], "n_random": 0}
+        | (train or {}),
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     if not (tmp_path / "data").is_dir():
@@ -106,6 +109,26 @@ def test_bench_loads_a_supernet_and_its_metrics(tmp_path: Path, tiny_space) -> N
     assert out["supernet_train_seconds"] == 10.0 and out["supernets"] == str(tmp_path / "sn")
     assert out["cost_ratio"] == pytest.approx(10.0 / out["alone_train_seconds_per_seed"], 1e-2)
     assert all(len(r["supernet_test_acc"]) == 1 and len(r["gaps_pp"]) == 2 for r in out["archs"])
+
+
+def test_bench_lone_cache_reuses_runs_a_sandwich_option_cannot_change(tmp_path: Path) -> None:
+    """--lone-cache: a second recipe that differs only in sandwich options (n_random, distill)
+    takes every lone run from the cache (same accuracies and seconds, nothing added); one that
+    changes what a lone run trains with (label smoothing) trains them again."""
+    cache = tmp_path / "lone.json"
+    args = ("--supernet-seeds", "1", "--archs", "min,max", "--lone-cache", str(cache))
+
+    def lone(proc: subprocess.CompletedProcess) -> list:
+        out = json.loads(proc.stdout[proc.stdout.index("{\n") :])
+        return [(r["alone_test_acc"], r["alone_train_seconds"]) for r in out["archs"]]
+
+    first = lone(_run_bench(tmp_path, *args))
+    entries = json.loads(cache.read_text())
+    assert len(entries) == 4  # 2 archs x 2 seeds
+    again = lone(_run_bench(tmp_path, *args, train={"n_random": 1, "distill": "none"}))
+    assert again == first and json.loads(cache.read_text()) == entries
+    _run_bench(tmp_path, *args, train={"label_smoothing": 0.2})
+    assert len(json.loads(cache.read_text())) == 8
 
 
 @pytest.mark.parametrize(
