@@ -103,6 +103,8 @@ def main(
     ap.add_argument("--params", default="params.yaml", help="the params file (params.yaml)")
     where = [f for f in fields(paths) if f.name != "params"]  # type: ignore[arg-type]
     for f in where:
+        if f.default_factory is not MISSING:
+            raise TypeError(f"{paths.__name__}.{f.name}: a stage path takes a plain default")
         default = None if f.default is MISSING else f.default
         ap.add_argument(
             _option(f.name), required=f.default is MISSING, default=default,
