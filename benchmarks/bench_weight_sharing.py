@@ -117,9 +117,10 @@ def summarize(rows: list[dict], sn_seconds: float | None, lone_seconds: list[flo
         "gap_ci_method": CI_METHOD,
         "groups": groups,
         "supernet_train_seconds": sn_seconds,
-        "alone_train_seconds_per_seed": round(per_seed, 2),
-        "alone_train_seconds_sum": round(float(np.sum(lone_seconds)), 2),
-        "cost_ratio": round(sn_seconds / round(per_seed, 2), 3) if sn_seconds else None,
+        "alone_train_seconds_per_seed": round(per_seed, 3),
+        "alone_train_seconds_sum": round(float(np.sum(lone_seconds)), 3),
+        # seconds to the millisecond: a tiny run's training takes well under a tenth of one
+        "cost_ratio": round(sn_seconds / per_seed, 3) if sn_seconds and per_seed > 0 else None,
     }
 
 
@@ -240,7 +241,7 @@ def _lone_runs(
                     "arch": str(arch),
                     "seed": seed + i,
                     "test_acc": score(lone.model.eval(), arch),
-                    "train_seconds": round(lone.train_seconds, 1),
+                    "train_seconds": round(lone.train_seconds, 3),
                 }
                 if cache_path is not None:
                     cache_path.write_text(json.dumps(cache, indent=1) + "\n")
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             out = train_supernet(data, space, cfg, seed=seed + i, progress=False)
             nets.append(out.model.eval())
             secs.append(out.train_seconds)
-        sn_seconds: float | None = round(float(np.mean(secs)), 1)
+        sn_seconds: float | None = round(float(np.mean(secs)), 3)
     else:
         deadline = time.monotonic() + args.wait_supernet_s
         while not (Path(args.supernet) / "space.json").is_file() and time.monotonic() < deadline:
