@@ -28,8 +28,8 @@ to the supernet: stated in the output).
 what makes its weights: the search space, the train params a lone run uses (not the sandwich's
 sampling and distillation options, which a lone run ignores), the seed, the arch and the data's
 content and size. A later invocation reuses them, so recipes that differ only in supernet
-options, or a second seed added, retrain nothing already trained. The digest leaves out the
-training code: delete the file when that changes.
+options, or a second seed added, retrain nothing already trained. The digest also holds the
+training code and library versions (the checkpoints' key, ``train.resume.code_digest``).
 
 Usage: python benchmarks/bench_weight_sharing.py [--params params.yaml] [--supernet
 models/supernet] [--data data/prepared] [--selection search/ort-cpu/selected.json]
@@ -58,6 +58,7 @@ from onceflow.data.prepared import PreparedData, Split, data_identity, load_prep
 from onceflow.io import sha256_json
 from onceflow.supernet import Arch, SearchSpace, Supernet, load_supernet
 from onceflow.train.loop import train_supernet
+from onceflow.train.resume import code_digest
 
 GROUPS = ("picks", "min", "mid", "max")
 # Train params a lone run (train_supernet(only_arch=...): one subnet, label loss) never reads,
@@ -136,6 +137,7 @@ def lone_key(
             "n": len(data.train),
             "arch": str(arch),
             "seed": seed,
+            "code": code_digest(),  # training code and torch/numpy/numba versions
         }
     )[:24]
 

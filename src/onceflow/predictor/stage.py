@@ -74,13 +74,13 @@ def run(params: Params, paths: Paths) -> PredictorOutputs:
     supernet = load_supernet(paths.supernet)
     settings = measure_settings(cfg, seed)
     context = measurement_context(paths.supernet, supernet, paths.data, settings)
-    run = train_predictor(
+    trained = train_predictor(
         supernet, data, cfg, seed=seed, dataset_csv=paths.dataset, context=context,
         settings=settings, workers=params.base.threads,
     )  # fmt: skip
-    details = predictor_details(run, cfg.target)
+    details = predictor_details(trained, cfg.target)
     ceiling = predictor_metrics(details)["ceiling"]
-    return PredictorOutputs(run, details, learning_curve_png(run, ceiling))
+    return PredictorOutputs(trained, details, learning_curve_png(trained, ceiling))
 
 
 def predictor_details(run: PredictorRun, target: str) -> dict[str, Any]:
