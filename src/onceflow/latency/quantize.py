@@ -30,6 +30,7 @@ test accuracy within 0.2 pp of fp32 (99.999th: 94.9-95.7%, outliers again).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -55,14 +56,16 @@ QUANT_RECIPE = {
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def _quiet() -> Iterator[None]:
     # onnxruntime.quantization logs advice ("consider pre-processing", "bias to be an
-    # initializer") at WARNING on the root logger for every model; thousands per table.
+    # initializer") at WARNING on the root logger, and its histogram calibration prints its
+    # progress to stdout, for every model: thousands of lines per table.
     root = logging.getLogger()
     old = root.level
     root.setLevel(max(old, logging.ERROR))
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(old)
 
@@ -94,7 +97,7 @@ def quantize_onnx(onnx_bytes: bytes, batches: Sequence[np.ndarray]) -> bytes:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
-    with tempfile.TemporaryDirectory(prefix="onceflow-quant-") as d, _quiet_root_logger():
+    with tempfile.TemporaryDirectory(prefix="onceflow-quant-") as d, _quiet():
         src, pre, dst = (Path(d) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(onnx_bytes)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
