@@ -200,7 +200,7 @@ class PhaseConfig(StrictModel):
 
 
 def _default_phases() -> list[PhaseConfig]:
-    return [PhaseConfig(name="full", epochs=8, lr=0.15, warmup_epochs=0.2)]
+    return [PhaseConfig(name="full", epochs=10, lr=0.15, warmup_epochs=0.2)]
 
 
 class TrainConfig(StrictModel):
@@ -208,7 +208,7 @@ class TrainConfig(StrictModel):
 
     phases: list[PhaseConfig] = Field(default_factory=_default_phases, min_length=1)
     batch_size: Annotated[int, Field(ge=1)] = 256  # global (split across DDP ranks)
-    n_random: Annotated[int, Field(ge=0)] = 2  # random subnets per step besides max and min
+    n_random: Annotated[int, Field(ge=0)] = 3  # random subnets per step besides max and min
     distill: Literal["none", "kl", "alpha"] = "kl"  # loss of non-max subnets vs max's soft labels
     # Weight of the (label-smoothed) label cross-entropy added to the distillation loss of the
     # non-max subnets (Once-for-All: 1; 0: distillation alone). Ignored with distill "none".
