@@ -30,9 +30,9 @@ equal-fitness tie-break were tried on instances 0-3, 9 and 10 (run seeds 0-4; ne
 and 400-404; trap also 300-304) and reported on instance 11 (500-504): worst feasible
 regret margin +0.5 pp (trap p10 N=1000, the same with or without the tie-break), worst hv
 margin -0.0022 (plateau N=1000) with crossover and polish on, -0.0013 (tiny N=500) with
-them off (the defaults kept), spend 1.0; instance 12 (600-604) is the next fresh one. The evolution's
-uniform rows are the draw ``random_search`` makes with the same seed (common random numbers);
-``margin_other_seed_pp`` compares with an independent draw. Budgets are the 10th / 25th /
+them off (the defaults kept), spend 1.0; instance 12 (600-604) is the next fresh one. The
+evolution's uniform rows are the draw ``random_search`` makes with the same seed (common
+random numbers); ``margin_other_seed_pp`` compares with an independent draw. Budgets are the 10th / 25th /
 50th / 75th percentiles of the constraint over the whole space (or a 200,000-row sample): 10%
 to 75% feasible.
 """
