@@ -32,9 +32,9 @@ regret margin +0.5 pp (trap p10 N=1000, the same with or without the tie-break),
 margin -0.0022 (plateau N=1000) with crossover and polish on, -0.0013 (tiny N=500) with
 them off (the defaults kept), spend 1.0; instance 12 (600-604) is the next fresh one. The
 evolution's uniform rows are the draw ``random_search`` makes with the same seed (common
-random numbers); ``margin_other_seed_pp`` compares with an independent draw. Budgets are the 10th / 25th /
-50th / 75th percentiles of the constraint over the whole space (or a 200,000-row sample): 10%
-to 75% feasible.
+random numbers); ``margin_other_seed_pp`` compares with an independent draw. Budgets are the
+10th / 25th / 50th / 75th percentiles of the constraint over the whole space (or a 200,000-row
+sample): 10% to 75% feasible.
 """
 
 from __future__ import annotations
