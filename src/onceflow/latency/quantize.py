@@ -33,6 +33,7 @@ import contextlib
 import io
 import logging
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -55,19 +56,25 @@ QUANT_RECIPE = {
 }
 
 
+# Held while the root logger and stdout are swapped: two threads quantizing at once would
+# otherwise restore each other's swap and leave stdout pointing at a buffer.
+_QUIET = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     # onnxruntime.quantization logs advice ("consider pre-processing", "bias to be an
     # initializer") at WARNING on the root logger, and its histogram calibration prints its
     # progress to stdout, for every model: thousands of lines per table.
-    root = logging.getLogger()
-    old = root.level
-    root.setLevel(max(old, logging.ERROR))
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(old)
+    with _QUIET:
+        root = logging.getLogger()
+        old = root.level
+        root.setLevel(max(old, logging.ERROR))
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        finally:
+            root.setLevel(old)
 
 
 def quantize_onnx(onnx_bytes: bytes, batches: Sequence[np.ndarray]) -> bytes:
