@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from onceflow.config import LatencyTarget, TargetOptions, parse_params
 from onceflow.errors import ConfigError
@@ -126,8 +127,6 @@ def test_rare_outlier_activations_do_not_set_the_int8_scale(capsys) -> None:
     # A supernet trained longer grows rare large activations. With MinMax calibration one of
     # them set a tensor's scale and crushed ordinary values (int8 picks agreed with fp32 on
     # 94-95% of images, under the 97% rule); the 99.99th percentile ignores it.
-    import torch
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3),
